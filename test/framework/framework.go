@@ -6,6 +6,7 @@ package framework
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -24,6 +25,7 @@ import (
 // Main starts a cluster, runs the package's tests, dumps component logs when
 // a test failed and stops the cluster. It returns the exit code for os.Exit.
 func Main(m *testing.M, opts localcluster.Options, use func(*localcluster.Cluster)) int {
+	flag.Parse()
 	if testing.Short() {
 		fmt.Println("skipping cluster-backed tests in -short mode")
 		return 0
