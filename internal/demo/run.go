@@ -1,0 +1,389 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/scenario"
+	"github.com/spillway-dev/spillway/pkg/metricnames"
+)
+
+// The seed scenario's names and sizes.
+const (
+	OnPremPool      = "onprem"
+	ElasticPool     = "elastic"
+	Predictor       = "qwen-chat-predictor"
+	PredictorApp    = "isvc.qwen-chat-predictor"
+	SeedCapacityRPS = 10.0 // req/s one replica serves at 100 % SM utilization
+)
+
+// Run configures one play of a trace.
+type Run struct {
+	Namespace string
+	Trace     *scenario.Trace
+	// DayDuration is the real time the 1440 minutes of the day take.
+	DayDuration time.Duration
+	SampleEvery time.Duration
+	// WithPolicy applies the ResourcePolicy; without it the same HPA runs
+	// on the stock scheduler alone (the baseline).
+	WithPolicy bool
+	// HPA behavior windows, shortened to fit a compressed day.
+	ScaleDownWindow time.Duration
+	Table           io.Writer // live table; nil for none
+}
+
+// Result is what a run recorded.
+type Result struct {
+	Timeline *scenario.Timeline
+	Figures  scenario.Figures
+	// MaxPendingAge is the longest a predictor pod stayed Pending.
+	MaxPendingAge time.Duration
+	PeakReplicas  int
+	PeakElastic   int
+}
+
+// SeedObjects are the seed's predictor Deployment, ResourcePolicy and
+// InferenceScaler for a namespace.
+func SeedObjects(ns string, withPolicy bool, scaleDownWindow time.Duration) string {
+	objs := fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata:
+  name: %[1]s
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: %[2]s
+  namespace: %[1]s
+  labels: {app: %[3]s}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: %[3]s}
+  template:
+    metadata:
+      labels: {app: %[3]s}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: kserve-container
+        image: vllm/vllm-openai:latest
+        resources:
+          requests: {cpu: "4", memory: 12Gi, nvidia.com/gpu: "1"}
+          limits: {nvidia.com/gpu: "1"}
+---
+apiVersion: spillway.dev/v1alpha1
+kind: InferenceScaler
+metadata:
+  name: qwen-chat
+  namespace: %[1]s
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: %[2]s}
+  minReplicas: 1
+  maxReplicas: 3
+  metric: {name: %[4]s, type: Pods, target: 50}
+  behavior:
+    scaleUp:
+      stabilizationWindowSeconds: 0
+      policies: [{type: Pods, value: 2, periodSeconds: 5}]
+    scaleDown:
+      stabilizationWindowSeconds: %[5]d
+      policies: [{type: Pods, value: 1, periodSeconds: 5}]
+`, ns, Predictor, PredictorApp, metricnames.ProcessSMUtil, int(scaleDownWindow.Seconds()))
+	if withPolicy {
+		objs += fmt.Sprintf(`---
+apiVersion: spillway.dev/v1alpha1
+kind: ResourcePolicy
+metadata:
+  name: qwen-chat
+  namespace: %[1]s
+spec:
+  selector: {app: %[2]s}
+  strategy: prefer
+  units:
+  - resource: onprem
+    name: onprem
+    nodeSelector: {%[3]s: %[4]s}
+  - resource: elastic
+    name: elastic
+    nodeSelector: {%[3]s: %[5]s}
+`, ns, PredictorApp, localcluster.PoolLabel, OnPremPool, ElasticPool)
+	}
+	return objs
+}
+
+// Play applies the seed objects and plays the trace, sampling as it goes.
+func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
+	if r.SampleEvery == 0 {
+		r.SampleEvery = 2 * time.Second
+	}
+	if r.ScaleDownWindow == 0 {
+		r.ScaleDownWindow = 15 * time.Second
+	}
+	if err := e.Cluster.Apply(ctx, []byte(SeedObjects(r.Namespace, r.WithPolicy, r.ScaleDownWindow))); err != nil {
+		return nil, err
+	}
+	first, last := r.Trace.Span()
+	perMinute := r.DayDuration / 1440
+	span := time.Duration(last-first+1) * perMinute
+	tl := &scenario.Timeline{}
+	res := &Result{Timeline: tl}
+	seen := map[string]podSeen{}
+	pendingSince := map[string]time.Time{}
+	nextEvent := 0
+	var restarted string
+	if r.Table != nil {
+		fmt.Fprintf(r.Table, "%-6s %-6s %6s  %-30s %5s %5s  %-11s %-11s\n", "real", "day", "demand", "per-pod SM util (served)", "want", "ready", "pods op/el/pend", "nodes op/el")
+	}
+	start := time.Now()
+	tick := time.NewTicker(r.SampleEvery)
+	defer tick.Stop()
+	for {
+		elapsed := time.Since(start)
+		if elapsed > span {
+			break
+		}
+		dayMinute := float64(first) + float64(elapsed)/float64(perMinute)
+		rps := r.Trace.At(dayMinute)
+		if err := e.SetLoad(ctx, r.Namespace, Predictor, rps); err != nil {
+			return nil, err
+		}
+		for nextEvent < len(r.Trace.Events) && float64(r.Trace.Events[nextEvent].Minute) <= dayMinute {
+			name, err := e.deleteOnPremPod(ctx, r.Namespace)
+			if err != nil {
+				return nil, err
+			}
+			restarted = name
+			if r.Table != nil {
+				fmt.Fprintf(r.Table, "  >> restarting the on-prem predictor pod %s\n", name)
+			}
+			nextEvent++
+		}
+		s, pods, err := e.sample(ctx, r.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		s.Elapsed, s.DayMinute, s.DemandRPS = elapsed, dayMinute, rps
+		tl.Samples = append(tl.Samples, s)
+		res.PeakReplicas = max(res.PeakReplicas, s.PodsOnPrem+s.PodsElastic)
+		res.PeakElastic = max(res.PeakElastic, s.PodsElastic)
+		now := time.Now()
+		current := map[string]bool{}
+		for _, p := range pods {
+			current[p.name] = true
+			if p.pool == ElasticPool && p.running && tl.FirstElasticRunning == 0 {
+				tl.FirstElasticRunning = elapsed
+			}
+			if p.running {
+				seen[p.name] = p
+				delete(pendingSince, p.name)
+			} else if p.pending {
+				if _, ok := pendingSince[p.name]; !ok {
+					pendingSince[p.name] = now
+				}
+				res.MaxPendingAge = max(res.MaxPendingAge, now.Sub(pendingSince[p.name]))
+			}
+		}
+		for name, p := range seen {
+			if !current[name] {
+				reason := "scale-in"
+				if name == restarted {
+					reason = "restart"
+				}
+				pool := "on-prem"
+				if p.pool == ElasticPool {
+					pool = "elastic"
+				}
+				tl.Removals = append(tl.Removals, scenario.Removal{Elapsed: elapsed, DayMinute: dayMinute, Pod: name, Pool: pool, Reason: reason})
+				delete(seen, name)
+			}
+		}
+		if r.Table != nil {
+			fmt.Fprintf(r.Table, "%-6s %-6s %6.1f  %-30s %5d %5d  %-11s %-11s\n",
+				elapsed.Round(time.Second), scenario.DayClock(dayMinute), rps, scenario.PodUtils(s.PodUtil),
+				s.Desired, s.Ready, fmt.Sprintf("%d/%d/%d", s.PodsOnPrem, s.PodsElastic, s.PodsPending),
+				fmt.Sprintf("%d/%d", s.NodesOnPrem, s.NodesElastic))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+	res.Figures = tl.Compute(scenario.Seed.TargetUtil, scenario.Seed.OnPremSlots)
+	return res, nil
+}
+
+type podSeen struct {
+	name             string
+	pool             string
+	running, pending bool
+}
+
+func (e *Env) sample(ctx context.Context, ns string) (scenario.Sample, []podSeen, error) {
+	var s scenario.Sample
+	cs := e.Cluster.Client()
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return s, nil, err
+	}
+	poolOf := map[string]string{}
+	for _, n := range nodes.Items {
+		pool := n.Labels[localcluster.PoolLabel]
+		poolOf[n.Name] = pool
+		switch pool {
+		case OnPremPool:
+			s.NodesOnPrem++
+		case ElasticPool:
+			s.NodesElastic++
+			gpus := n.Status.Capacity[localcluster.GPUResource]
+			s.ElasticGPUs += int(gpus.Value())
+		}
+	}
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + PredictorApp})
+	if err != nil {
+		return s, nil, err
+	}
+	var seen []podSeen
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		ps := podSeen{name: p.Name, pool: poolOf[p.Spec.NodeName]}
+		switch {
+		case p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != "":
+			ps.running = true
+			if ps.pool == ElasticPool {
+				s.PodsElastic++
+			} else if ps.pool == OnPremPool {
+				s.PodsOnPrem++
+			}
+		case p.Status.Phase == corev1.PodPending:
+			ps.pending = true
+			s.PodsPending++
+		}
+		seen = append(seen, ps)
+	}
+	if hpa, err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "qwen-chat", metav1.GetOptions{}); err == nil {
+		s.Desired = int(hpa.Status.DesiredReplicas)
+	} else if !apierrors.IsNotFound(err) {
+		return s, nil, err
+	}
+	if d, err := cs.AppsV1().Deployments(ns).Get(ctx, Predictor, metav1.GetOptions{}); err == nil {
+		s.Ready = int(d.Status.ReadyReplicas)
+	}
+	s.PodUtil = e.podUtil(ctx, ns)
+	return s, seen, nil
+}
+
+// podUtil reads per-pod utilization through the aggregated custom metrics
+// API, exactly what the HPA sees. An error means no values (never zeros).
+func (e *Env) podUtil(ctx context.Context, ns string) map[string]float64 {
+	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/%%2A/%s", ns, metricnames.ProcessSMUtil)
+	raw, err := e.Cluster.Client().Discovery().RESTClient().Get().AbsPath(path).
+		Param("labelSelector", "app="+PredictorApp).DoRaw(ctx)
+	if err != nil {
+		return nil
+	}
+	var list struct {
+		Items []struct {
+			DescribedObject struct {
+				Name string `json:"name"`
+			} `json:"describedObject"`
+			Value string `json:"value"`
+		} `json:"items"`
+	}
+	if json.Unmarshal(raw, &list) != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for _, it := range list.Items {
+		if v, ok := parseQuantity(it.Value); ok {
+			out[it.DescribedObject.Name] = v
+		}
+	}
+	return out
+}
+
+func parseQuantity(s string) (float64, bool) {
+	// Quantities arrive as "80", "80500m" or similar.
+	if n := len(s); n > 1 && s[n-1] == 'm' {
+		v, err := strconv.ParseFloat(s[:n-1], 64)
+		return v / 1000, err == nil
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	return v, err == nil && !math.IsNaN(v)
+}
+
+// SetLoad sets the simulated demand of a workload on the sim exporter.
+func (e *Env) SetLoad(ctx context.Context, ns, workload string, rps float64) error {
+	q := url.Values{"workload": {ns + "/" + workload}, "rps": {strconv.FormatFloat(rps, 'f', -1, 64)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, e.LoadURL+"/load?"+q.Encode(), bytes.NewReader(nil))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("setting the sim load: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("setting the sim load: %s: %s", resp.Status, b)
+	}
+	return nil
+}
+
+func (e *Env) deleteOnPremPod(ctx context.Context, ns string) (string, error) {
+	cs := e.Cluster.Client()
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + PredictorApp})
+	if err != nil {
+		return "", err
+	}
+	for _, p := range pods.Items {
+		n, err := cs.CoreV1().Nodes().Get(ctx, p.Spec.NodeName, metav1.GetOptions{})
+		if err != nil || n.Labels[localcluster.PoolLabel] != OnPremPool || p.DeletionTimestamp != nil {
+			continue
+		}
+		return p.Name, cs.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{})
+	}
+	return "", nil
+}
+
+// Teardown deletes a run's namespace and waits until the elastic pool is
+// empty again, so the next run starts from the same state.
+func (e *Env) Teardown(ctx context.Context, ns string) error {
+	cs := e.Cluster.Client()
+	if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for {
+		nodes, err := cs.CoreV1().Nodes().List(wctx, metav1.ListOptions{LabelSelector: localcluster.PoolLabel + "=" + ElasticPool})
+		_, nsErr := cs.CoreV1().Namespaces().Get(wctx, ns, metav1.GetOptions{})
+		if err == nil && len(nodes.Items) == 0 && apierrors.IsNotFound(nsErr) {
+			return nil
+		}
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("waiting for namespace %s and the elastic nodes to go: %w", ns, wctx.Err())
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spillway-dev/spillway/internal/demo"
+	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/scenario"
+)
+
+type options struct {
+	binDir      string
+	out         string
+	trace       string
+	restart     string
+	dayDuration time.Duration
+	sampleEvery time.Duration
+	bench       bool
+}
+
+func run(ctx context.Context, args []string) error {
+	var o options
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.StringVar(&o.binDir, "bin-dir", "bin", "directory holding spillway's binaries (make build)")
+	fs.StringVar(&o.out, "out", "out/demo", "directory for timeline.csv, timeline.png, summary.md and the cluster's logs")
+	fs.StringVar(&o.trace, "trace", "test/traces/tidal-day.csv", "demand trace: lines of minute-of-day,requests-per-second")
+	fs.StringVar(&o.restart, "restart-trace", "test/traces/tidal-day-restart.csv", "with --bench: the variant whose on-prem pod restarts at the peak")
+	fs.DurationVar(&o.dayDuration, "day-duration", 8*time.Minute, "real time the 24-hour trace is compressed into")
+	fs.DurationVar(&o.sampleEvery, "sample-every", 2*time.Second, "how often the live table samples the cluster")
+	fs.BoolVar(&o.bench, "bench", false, "run the tidal benchmark: each trace with spillway and with a plain HPA, next to the oracle")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `usage: demo [flags]
+
+Starts a local control plane (built from pinned versions on first use), runs
+spillway's exporter (simulated GPUs), metrics adapter and controller against it
+with a real Prometheus, applies the seed's predictor, ResourcePolicy and
+InferenceScaler, and plays a compressed tidal day. Everything it starts is
+stopped on exit, including Ctrl-C.
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if o.dayDuration < time.Minute {
+		return fmt.Errorf("--day-duration %s is too short: Karpenter needs ~20 s to add a node", o.dayDuration)
+	}
+	trace, err := readTrace(o.trace)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	clusterDir, err := filepath.Abs(filepath.Join(o.out, "cluster"))
+	if err != nil {
+		return err
+	}
+	_ = os.RemoveAll(clusterDir)
+	fmt.Fprintln(os.Stderr, "== building what is missing and starting the local control plane")
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: clusterDir, KeepDir: true, Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintln(os.Stderr, "== stopping everything the demo started")
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
+	env, err := demo.StartEnv(ctx, c, demo.Options{BinDir: o.binDir, Log: os.Stderr})
+	if err != nil {
+		return fmt.Errorf("%w (component logs: %s)", err, filepath.Join(clusterDir, "logs"))
+	}
+	fmt.Fprintf(os.Stderr, "== spillway is running; KUBECONFIG=%s (logs in %s)\n", c.KubeconfigPath(), filepath.Join(clusterDir, "logs"))
+	if o.bench {
+		restart, err := readTrace(o.restart)
+		if err != nil {
+			return err
+		}
+		return bench(ctx, env, o, map[string]*scenario.Trace{"tidal-day": trace, "tidal-day-restart": restart})
+	}
+	fmt.Printf("== playing %s: 24 h in %s (one row every %s)\n", o.trace, o.dayDuration, o.sampleEvery)
+	res, err := env.Play(ctx, demo.Run{Namespace: "qwen", Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: true, Table: os.Stdout})
+	if err != nil {
+		return err
+	}
+	return writeOutputs(o.out, o.trace, trace, res)
+}
+
+func readTrace(path string) (*scenario.Trace, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	t, err := scenario.ParseTrace(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
+}
+
+func writeOutputs(dir, traceName string, trace *scenario.Trace, res *demo.Result) error {
+	tl := res.Timeline
+	csvF, err := os.Create(filepath.Join(dir, "timeline.csv"))
+	if err != nil {
+		return err
+	}
+	if err := tl.WriteCSV(csvF); err != nil {
+		csvF.Close()
+		return err
+	}
+	if err := csvF.Close(); err != nil {
+		return err
+	}
+	png, err := os.Create(filepath.Join(dir, "timeline.png"))
+	if err != nil {
+		return err
+	}
+	if err := tl.WriteChart(png, "spillway seed scenario: on-prem first, spill to cloud at peak, drain cloud first", scenario.Seed.TargetUtil, scenario.Seed.MaxReplicas); err != nil {
+		png.Close()
+		return err
+	}
+	if err := png.Close(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	oracle := scenario.Oracle(trace, scenario.Seed)
+	fmt.Fprintf(&b, "# spillway demo summary\n\nTrace: `%s` (24 h compressed; figures in day-minutes).\n\n", traceName)
+	figuresTable(&b, []row{{"spillway", res.Figures}, {"oracle (exact replicas, on-prem first, instant nodes)", oracle}}, oracle)
+	fmt.Fprintf(&b, "\n- Peak: %d replicas running, %d of them on elastic (Karpenter) nodes.\n", res.PeakReplicas, res.PeakElastic)
+	fmt.Fprintf(&b, "- Longest time a predictor pod was Pending: %s.\n", res.MaxPendingAge.Round(time.Second))
+	fmt.Fprintf(&b, "\n## Pods removed\n\n| real time | day time | pod | pool | why |\n|---|---|---|---|---|\n")
+	for _, r := range tl.Removals {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.Elapsed.Round(time.Second), scenario.DayClock(r.DayMinute), r.Pod, r.Pool, r.Reason)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "summary.md"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\n%s\nwrote %s/timeline.csv, timeline.png, summary.md\n", b.String(), dir)
+	return nil
+}
+
+type row struct {
+	name string
+	f    scenario.Figures
+}
+
+func figuresTable(w io.Writer, rows []row, oracle scenario.Figures) {
+	fmt.Fprintf(w, "| run | cloud GPU-min | ratio to oracle | on-prem util %% | min over target | scale events | first over-target → elastic pod Running | removed on-prem / elastic |\n|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		ratio := "-"
+		if oracle.CloudGPUMinutes > 0 {
+			ratio = fmt.Sprintf("%.2f", r.f.CloudGPUMinutes/oracle.CloudGPUMinutes)
+		}
+		tte := "-"
+		if r.f.TimeToElastic >= 0 {
+			tte = r.f.TimeToElastic.Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %.1f | %.0f | %d | %s | %d / %d |\n", r.name, r.f.CloudGPUMinutes, ratio,
+			r.f.OnPremUtilization, r.f.MinutesOverTarget, r.f.ScaleEvents, tte, r.f.OnPremRemovals, r.f.ElasticRemovals)
+	}
+}
+
+func bench(ctx context.Context, env *demo.Env, o options, traces map[string]*scenario.Trace) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# tidal benchmark\n\n24 h compressed into %s per run; figures in day-minutes.\n", o.dayDuration)
+	for _, name := range []string{"tidal-day", "tidal-day-restart"} {
+		trace := traces[name]
+		oracle := scenario.Oracle(trace, scenario.Seed)
+		rows := []row{}
+		for _, v := range []struct {
+			label  string
+			policy bool
+		}{{"spillway (ResourcePolicy + InferenceScaler)", true}, {"baseline (same HPA, no ResourcePolicy)", false}} {
+			ns := fmt.Sprintf("bench-%s-%t", name, v.policy)
+			fmt.Fprintf(os.Stderr, "== %s: %s\n", name, v.label)
+			res, err := env.Play(ctx, demo.Run{Namespace: ns, Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: v.policy, Table: os.Stderr})
+			if err != nil {
+				return err
+			}
+			rows = append(rows, row{v.label, res.Figures})
+			if err := env.Teardown(ctx, ns); err != nil {
+				return err
+			}
+		}
+		rows = append(rows, row{"oracle", oracle})
+		fmt.Fprintf(&b, "\n## %s\n\n", name)
+		figuresTable(&b, rows, oracle)
+	}
+	if err := os.WriteFile(filepath.Join(o.out, "bench.md"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Println(b.String())
+	return nil
+}
