@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/spillway-dev/spillway/internal/localcluster"
 )
 
@@ -61,117 +63,200 @@ func (o *Options) defaults() {
 func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, error) {
 	o.defaults()
 	e := &Env{Cluster: c, log: o.Log}
-	bin := func(name string) (string, error) {
-		p := filepath.Join(o.BinDir, name)
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%s not found in %s: run 'make build' first", name, o.BinDir)
-		}
-		return p, nil
-	}
-	exporter, err := bin("spillway-gpu-exporter")
-	if err != nil {
-		return nil, err
-	}
-	adapter, err := bin("spillway-metrics-adapter")
-	if err != nil {
-		return nil, err
-	}
-	controller, err := bin("spillway-controller")
-	if err != nil {
-		return nil, err
-	}
-
 	if _, err := c.AddStaticGPUNodes(ctx, OnPremPool, 1, localcluster.DefaultGPUNode); err != nil {
 		return nil, err
 	}
 	if err := c.AddElasticPool(ctx, localcluster.ElasticPool{Name: ElasticPool}); err != nil {
 		return nil, err
 	}
-	crds, err := filepath.Glob(filepath.Join(o.RepoRoot, "config", "crd", "*.yaml"))
-	if err != nil || len(crds) == 0 {
-		return nil, fmt.Errorf("no CRDs under %s/config/crd (run 'make generate')", o.RepoRoot)
+	if err := InstallCRDs(ctx, c, o.RepoRoot); err != nil {
+		return nil, err
 	}
-	for _, f := range crds {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Apply(ctx, b); err != nil {
-			return nil, err
-		}
-	}
-
-	ports, err := freePorts(6)
+	exp, err := StartExporter(ctx, c, o.BinDir, o.CollectInterval)
 	if err != nil {
 		return nil, err
 	}
-	metricsPort, loadPort, adapterPort, webhookPort, ctrlMetricsPort, ctrlHealthPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
-	e.AdapterPort, e.WebhookPort = adapterPort, webhookPort
-	e.LoadURL = fmt.Sprintf("http://127.0.0.1:%d", loadPort)
-	interval := o.CollectInterval.String()
-
-	if _, err := c.StartProcess("spillway-gpu-exporter", exporter, []string{
-		"--backend=sim",
-		"--sim-all-nodes",
-		"--kubeconfig=" + c.KubeconfigPath(),
-		"--listen-address=127.0.0.1:" + itoa(metricsPort),
-		"--sim-load-address=127.0.0.1:" + itoa(loadPort),
-		fmt.Sprintf("--sim-capacity-rps=%g", SeedCapacityRPS),
-		"--collect-interval=" + interval,
-	}, nil); err != nil {
+	e.LoadURL = exp.LoadURL
+	ctrl, err := StartController(ctx, c, o.BinDir, nil)
+	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", metricsPort)); err != nil {
-		return nil, fmt.Errorf("exporter: %w", err)
-	}
+	e.WebhookPort = ctrl.WebhookPort
 	prom, err := c.StartPrometheus(ctx, "prometheus", o.CollectInterval, []localcluster.ScrapeTarget{
-		{Job: "spillway-gpu-exporter", Address: fmt.Sprintf("127.0.0.1:%d", metricsPort)},
-		{Job: "spillway-controller", Address: fmt.Sprintf("127.0.0.1:%d", ctrlMetricsPort)},
+		{Job: "spillway-gpu-exporter", Address: exp.MetricsAddr},
+		{Job: "spillway-controller", Address: ctrl.MetricsAddr},
 	})
 	if err != nil {
 		return nil, err
 	}
 	e.Prometheus = prom
+	ad, err := StartAdapter(ctx, c, o.BinDir, prom.URL, o.CollectInterval, nil)
+	if err != nil {
+		return nil, err
+	}
+	e.AdapterPort = ad.Port
+	return e, nil
+}
 
-	if err := c.Apply(ctx, []byte(apiServices(adapterPort))); err != nil {
-		return nil, err
+// InstallCRDs applies config/crd (the controller-gen output).
+func InstallCRDs(ctx context.Context, c *localcluster.Cluster, repoRoot string) error {
+	crds, err := filepath.Glob(filepath.Join(repoRoot, "config", "crd", "*.yaml"))
+	if err != nil || len(crds) == 0 {
+		return fmt.Errorf("no CRDs under %s/config/crd (run 'make generate')", repoRoot)
 	}
-	if _, err := c.StartProcess("spillway-metrics-adapter", adapter, []string{
-		"--secure-port=" + itoa(adapterPort),
-		"--bind-address=127.0.0.1",
-		"--cert-dir=" + filepath.Join(c.Dir(), "adapter-certs"),
-		"--kubeconfig=" + c.KubeconfigPath(),
-		"--authentication-kubeconfig=" + c.KubeconfigPath(),
-		"--authorization-kubeconfig=" + c.KubeconfigPath(),
-		"--prometheus-url=" + prom.URL,
-		"--refresh-interval=" + interval,
-		"--max-staleness=30s",
-	}, nil); err != nil {
-		return nil, err
+	for _, f := range crds {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if err := c.Apply(ctx, b); err != nil {
+			return err
+		}
 	}
+	return nil
+}
 
-	if err := c.Apply(ctx, []byte(webhookConfig(webhookPort))); err != nil {
+func binary(dir, name string) (string, error) {
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s not found in %s: run 'make build' first", name, dir)
+	}
+	return p, nil
+}
+
+// Exporter is a running sim exporter serving every kwok node.
+type Exporter struct {
+	MetricsAddr string // host:port of /metrics
+	LoadURL     string // base URL of the sim load input
+	Proc        *localcluster.Process
+}
+
+// StartExporter runs spillway-gpu-exporter with the sim backend for all
+// nodes: one process for the whole cluster, because kwok nodes have no
+// host of their own to run a DaemonSet pod on.
+func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, interval time.Duration) (*Exporter, error) {
+	bin, err := binary(binDir, "spillway-gpu-exporter")
+	if err != nil {
 		return nil, err
 	}
-	if _, err := c.StartProcess("spillway-controller", controller, []string{
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	e := &Exporter{
+		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		LoadURL:     fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+	}
+	e.Proc, err = c.StartProcess("spillway-gpu-exporter", bin, []string{
+		"--backend=sim",
+		"--sim-all-nodes",
 		"--kubeconfig=" + c.KubeconfigPath(),
-		"--leader-elect=false",
-		"--webhook-port=" + itoa(webhookPort),
-		"--webhook-host=127.0.0.1",
-		"--webhook-cert-dir=" + filepath.Join(c.Dir(), "webhook-certs"),
-		"--webhook-config-name=" + WebhookConfigName,
-		"--metrics-bind-address=127.0.0.1:" + itoa(ctrlMetricsPort),
-		"--health-probe-bind-address=127.0.0.1:" + itoa(ctrlHealthPort),
-	}, nil); err != nil {
+		"--listen-address=" + e.MetricsAddr,
+		"--sim-load-address=127.0.0.1:" + itoa(ports[1]),
+		fmt.Sprintf("--sim-capacity-rps=%g", SeedCapacityRPS),
+		"--collect-interval=" + interval.String(),
+	}, nil)
+	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", ctrlHealthPort)); err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
-	}
-	if err := e.waitAPIServices(ctx); err != nil {
-		return nil, err
+	if err := waitHTTP(ctx, "http://"+e.MetricsAddr+"/readyz"); err != nil {
+		return nil, fmt.Errorf("exporter: %w", err)
 	}
 	return e, nil
+}
+
+// Controller is a running spillway-controller with its webhook registered.
+type Controller struct {
+	MetricsAddr string
+	HealthAddr  string
+	WebhookPort int
+	Proc        *localcluster.Process
+}
+
+// StartController creates the webhook configuration (URL on localhost, CA
+// bundle left for the controller to fill) and runs spillway-controller with
+// the cluster's HPA sync period.
+func StartController(ctx context.Context, c *localcluster.Cluster, binDir string, extraArgs []string) (*Controller, error) {
+	bin, err := binary(binDir, "spillway-controller")
+	if err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	ctl := &Controller{
+		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		HealthAddr:  fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		WebhookPort: ports[2],
+	}
+	if err := c.Apply(ctx, []byte(systemNamespace+"---\n"+webhookConfig(ctl.WebhookPort))); err != nil {
+		return nil, err
+	}
+	args := append([]string{
+		"--kubeconfig=" + c.KubeconfigPath(),
+		"--namespace=" + SystemNamespace,
+		"--leader-elect=false",
+		"--webhook-host=127.0.0.1",
+		"--webhook-port=" + itoa(ctl.WebhookPort),
+		"--webhook-config-name=" + WebhookConfigName,
+		"--metrics-bind-address=" + ctl.MetricsAddr,
+		"--health-probe-bind-address=" + ctl.HealthAddr,
+		"--hpa-sync-period=5s",
+		"--v=1",
+	}, extraArgs...)
+	ctl.Proc, err = c.StartProcess("spillway-controller", bin, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+ctl.HealthAddr+"/readyz"); err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	return ctl, waitCABundle(ctx, c)
+}
+
+// Adapter is a running spillway-metrics-adapter behind the aggregator.
+type Adapter struct {
+	Port            int
+	SelfMetricsAddr string
+	Proc            *localcluster.Process
+}
+
+// StartAdapter registers the APIServices (through an ExternalName Service
+// on localhost) and runs spillway-metrics-adapter against Prometheus.
+func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL string, interval time.Duration, extraArgs []string) (*Adapter, error) {
+	bin, err := binary(binDir, "spillway-metrics-adapter")
+	if err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	port, selfPort := ports[0], ports[1]
+	if err := c.Apply(ctx, []byte(apiServices(port))); err != nil {
+		return nil, err
+	}
+	args := append([]string{
+		"--secure-port=" + itoa(port),
+		"--bind-address=127.0.0.1",
+		"--cert-dir=" + filepath.Join(c.Dir(), "adapter-certs"),
+		"--lister-kubeconfig=" + c.KubeconfigPath(),
+		"--authentication-kubeconfig=" + c.KubeconfigPath(),
+		"--authorization-kubeconfig=" + c.KubeconfigPath(),
+		"--prometheus-url=" + promURL,
+		"--refresh-interval=" + interval.String(),
+		"--max-staleness=30s",
+		"--self-metrics-address=" + fmt.Sprintf("127.0.0.1:%d", selfPort),
+	}, extraArgs...)
+	proc, err := c.StartProcess("spillway-metrics-adapter", bin, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitAPIServices(ctx, c); err != nil {
+		return nil, err
+	}
+	return &Adapter{Port: port, SelfMetricsAddr: fmt.Sprintf("127.0.0.1:%d", selfPort), Proc: proc}, nil
 }
 
 // WebhookConfigName is the MutatingWebhookConfiguration the controller keeps
@@ -180,12 +265,8 @@ const WebhookConfigName = "spillway-placement"
 
 func apiServices(port int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: v1
-kind: Namespace
-metadata:
-  name: %[1]s
----
-# Local development only: kube-apiserver proxies to https://localhost:<port>.
+	b.WriteString(systemNamespace + "---\n")
+	fmt.Fprintf(&b, `# Local development only: kube-apiserver proxies to https://localhost:<port>.
 apiVersion: v1
 kind: Service
 metadata:
@@ -234,7 +315,7 @@ webhooks:
   timeoutSeconds: 5
   reinvocationPolicy: Never
   clientConfig:
-    url: https://localhost:%d/mutate-v1-pod
+    url: https://localhost:%d/spillway/v1/pods/placement
   rules:
   - apiGroups: [""]
     apiVersions: ["v1"]
@@ -248,10 +329,10 @@ webhooks:
 `, WebhookConfigName, port, SystemNamespace)
 }
 
-func (e *Env) waitAPIServices(ctx context.Context) error {
+func waitAPIServices(ctx context.Context, c *localcluster.Cluster) error {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	rc := e.Cluster.Client().Discovery().RESTClient()
+	rc := c.Client().Discovery().RESTClient()
 	for _, path := range []string{"/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io/v1beta1"} {
 		for {
 			_, err := rc.Get().AbsPath(path).DoRaw(wctx)
@@ -303,4 +384,24 @@ func freePorts(n int) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+var systemNamespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + SystemNamespace + "\n"
+
+// waitCABundle waits until the controller has written its CA bundle into the
+// webhook configuration; until then the API server cannot call the webhook.
+func waitCABundle(ctx context.Context, c *localcluster.Cluster) error {
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		wh, err := c.Client().AdmissionregistrationV1().MutatingWebhookConfigurations().Get(wctx, WebhookConfigName, metav1.GetOptions{})
+		if err == nil && len(wh.Webhooks) > 0 && len(wh.Webhooks[0].ClientConfig.CABundle) > 0 {
+			return nil
+		}
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("waiting for the controller to patch the webhook CA bundle: %w (last error %v)", wctx.Err(), err)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
 }

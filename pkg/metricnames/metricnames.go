@@ -40,3 +40,60 @@ var ProcessLabels = []string{
 	LabelNamespace, LabelPod, LabelContainer, LabelPID,
 	LabelACKNamespace, LabelACKPod, LabelACKContainer,
 }
+
+// InferenceScaler controller metrics (spillway-controller).
+const (
+	// InferenceScalerReconciles counts reconciles by LabelResult.
+	InferenceScalerReconciles = "spillway_inferencescaler_reconciles_total"
+	// InferenceScalerScheduleActivations counts schedule windows opening,
+	// by LabelNamespace, LabelInferenceScaler and LabelSchedule.
+	InferenceScalerScheduleActivations = "spillway_inferencescaler_schedule_activations_total"
+	// InferenceScalerFallbackActivations counts fallback floors applied,
+	// by LabelNamespace and LabelInferenceScaler.
+	InferenceScalerFallbackActivations = "spillway_inferencescaler_fallback_activations_total"
+
+	LabelResult          = "result"
+	LabelInferenceScaler = "inferencescaler"
+	LabelSchedule        = "schedule"
+)
+
+// ---------------------------------------------------------------------------
+// spillway-gpu-exporter self-metrics: the exporter's own health. Nothing
+// outside the exporter, its docs and dashboards reads these.
+// ---------------------------------------------------------------------------
+
+// Exporter self-metric names.
+const (
+	// ExporterCollectionDuration is a histogram of background collection
+	// time, by backend.
+	ExporterCollectionDuration = "spillway_gpu_exporter_collection_duration_seconds"
+	// ExporterCollections counts collections by backend and result
+	// (success or failure).
+	ExporterCollections = "spillway_gpu_exporter_collections_total"
+	// ExporterLastSuccessAge is the age of the last successful collection;
+	// absent until the first one.
+	ExporterLastSuccessAge = "spillway_gpu_exporter_last_success_age_seconds"
+	// ExporterDevices counts the devices of the last collection.
+	ExporterDevices = "spillway_gpu_exporter_devices"
+	// ExporterMemoryOnlyDevices counts devices that report per-process
+	// memory but no utilization, by reason (mig, not_supported).
+	ExporterMemoryOnlyDevices = "spillway_gpu_exporter_memory_only_devices"
+	// ExporterProcessesSeen, ...Mapped and ...Unmapped count the processes
+	// of the last collection: all of them, those mapped to a pod, and those
+	// not mapped, by reason (host, unknown_pod, proc_unreadable).
+	ExporterProcessesSeen     = "spillway_gpu_exporter_processes_seen"
+	ExporterProcessesMapped   = "spillway_gpu_exporter_processes_mapped"
+	ExporterProcessesUnmapped = "spillway_gpu_exporter_processes_unmapped"
+	// ExporterNVMLErrors counts failed NVML calls by operation and return
+	// code.
+	ExporterNVMLErrors = "spillway_gpu_exporter_nvml_errors_total"
+)
+
+// Exporter self-metric labels.
+const (
+	LabelExporterBackend    = "backend"
+	LabelExporterResult     = "result"
+	LabelExporterReason     = "reason"
+	LabelExporterOperation  = "operation"
+	LabelExporterReturnCode = "return_code"
+)

@@ -2,21 +2,221 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-// ResourcePolicySpec is filled in by the ResourcePolicy work (issue 5).
-type ResourcePolicySpec struct{}
+// Strategy says whether selected pods may land outside the policy's units.
+//
+// +kubebuilder:validation:Enum=prefer;required
+type Strategy string
 
-// ResourcePolicyStatus is filled in by the ResourcePolicy work (issue 5).
-type ResourcePolicyStatus struct{}
+const (
+	// StrategyPrefer places pods on the units in order; when every unit is at
+	// its max the pod is admitted without a unit constraint.
+	StrategyPrefer Strategy = "prefer"
+	// StrategyRequired lets pods land only on the units; when every unit is at
+	// its max, pod creation is refused (like a quota) so the pod's controller
+	// retries later.
+	StrategyRequired Strategy = "required"
+)
+
+// NextUnitPolicy says when a pod moves on from a unit to the next one.
+//
+// +kubebuilder:validation:Enum=LackResourceOrExceedMax;ExceedMax;TimeoutOrExceedMax
+type NextUnitPolicy string
+
+const (
+	// LackResourceOrExceedMax skips a unit that is at its max or has no node
+	// with room for the pod; a placed pod that stays unschedulable past the
+	// grace is re-placed.
+	LackResourceOrExceedMax NextUnitPolicy = "LackResourceOrExceedMax"
+	// ExceedMax skips a unit only when it is at its max; pods wait in their
+	// unit for room, however long it takes.
+	ExceedMax NextUnitPolicy = "ExceedMax"
+	// TimeoutOrExceedMax skips a unit that is at its max, and re-places a pod
+	// that stays unschedulable in its unit past the timeout (useful when the
+	// unit itself autoscales, so its momentary room says little).
+	TimeoutOrExceedMax NextUnitPolicy = "TimeoutOrExceedMax"
+)
+
+// ResourcePolicySpec is compatible with the spec of Alibaba ACK's
+// scheduling.alibabacloud.com/v1alpha1 ResourcePolicy for the fields below,
+// so an ACK manifest applies with only its apiVersion changed.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.units) || size(self.units) > 0",message="spec.units needs at least one unit"
+// +kubebuilder:validation:XValidation:rule="!has(self.units) || self.units.all(u, !has(u.name) || self.units.exists_one(v, has(v.name) && v.name == u.name))",message="spec.units[].name must be unique within the policy"
+type ResourcePolicySpec struct {
+	// Selector picks the pods, in the policy's namespace, whose labels
+	// include every key/value pair listed here.
+	//
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="spec.selector must list at least one label; an empty selector would capture every pod in the namespace"
+	Selector map[string]string `json:"selector"`
+
+	// Strategy is prefer (default: pods may run outside the units when every
+	// unit is at its max) or required (pods run only on the units).
+	//
+	// +kubebuilder:default=prefer
+	// +optional
+	Strategy Strategy `json:"strategy,omitempty"`
+
+	// Units are tried in order on pod creation; on scale-in pods leave in the
+	// reverse order. The last unit is normally an autoscaled pool.
+	//
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	Units []Unit `json:"units"`
+
+	// WhenTryNextUnits says when a pod moves on to the next unit.
+	//
+	// +kubebuilder:default={policy: LackResourceOrExceedMax}
+	// +optional
+	WhenTryNextUnits *WhenTryNextUnits `json:"whenTryNextUnits,omitempty"`
+
+	// IgnorePreviousPod leaves pods created before the policy out of the
+	// per-unit counts that max is checked against.
+	//
+	// +kubebuilder:default=false
+	// +optional
+	IgnorePreviousPod bool `json:"ignorePreviousPod"`
+
+	// IgnoreTerminatingPod leaves terminating pods out of the per-unit
+	// counts that max is checked against.
+	//
+	// +kubebuilder:default=true
+	// +optional
+	IgnoreTerminatingPod *bool `json:"ignoreTerminatingPod,omitempty"`
+}
+
+// Unit is one group of nodes, picked by labels.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.nodeSelector) || size(self.nodeSelector) > 0",message="every unit needs a non-empty nodeSelector"
+// +kubebuilder:validation:XValidation:rule="!has(self.max) || self.max >= 0",message="units[].max must be >= 0"
+type Unit struct {
+	// Name identifies the unit in pod labels, status and events; without it
+	// the unit's index is used. It must be a DNS label starting with a
+	// letter, and not "none".
+	//
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="units[].name must be a lower-case DNS label that starts with a letter"
+	// +kubebuilder:validation:XValidation:rule="self != 'none'",message="units[].name \"none\" is reserved for pods placed outside every unit"
+	// +optional
+	Name string `json:"name,omitempty"`
+
+	// Resource is free text describing the unit (ACK uses ecs, eci,
+	// elastic, acs); spillway shows it but does not interpret it.
+	//
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Resource string `json:"resource,omitempty"`
+
+	// NodeSelector picks the unit's nodes: a node belongs to the unit when
+	// its labels include every pair listed here.
+	//
+	// +kubebuilder:validation:MaxProperties=32
+	NodeSelector map[string]string `json:"nodeSelector"`
+
+	// Max caps how many selected pods the unit holds; unset means no cap.
+	//
+	// +optional
+	Max *int32 `json:"max,omitempty"`
+}
+
+// WhenTryNextUnits is the rule for moving on to the next unit.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || self.policy == 'TimeoutOrExceedMax'",message="whenTryNextUnits.timeout is only allowed with policy TimeoutOrExceedMax"
+type WhenTryNextUnits struct {
+	// Policy is LackResourceOrExceedMax (default), ExceedMax or
+	// TimeoutOrExceedMax.
+	//
+	// +kubebuilder:default=LackResourceOrExceedMax
+	// +optional
+	Policy NextUnitPolicy `json:"policy,omitempty"`
+
+	// Timeout is how long a pod may stay unschedulable in its unit before it
+	// is re-placed, for TimeoutOrExceedMax only (a Go duration such as 30s
+	// or 5m; default 30s).
+	//
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="whenTryNextUnits.timeout must be a positive duration such as 30s or 5m"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// UnitStatus counts the selected pods in one unit.
+type UnitStatus struct {
+	// Name is the unit's name, or its index when it has none.
+	Name string `json:"name"`
+	// Resource repeats the unit's resource for display.
+	// +optional
+	Resource string `json:"resource,omitempty"`
+	// Placed counts the selected pods in the unit (by placement label, or by
+	// node for pods placed before the policy).
+	Placed int32 `json:"placed"`
+	// Running counts the placed pods that are running on a node.
+	Running int32 `json:"running"`
+	// Pending counts the placed pods not yet running.
+	Pending int32 `json:"pending"`
+	// CooldownUntil is set when a pod was re-placed away from the unit
+	// because it could not schedule there: until then new pods skip the
+	// unit. It lives in the status so that every webhook replica sees it.
+	// +optional
+	CooldownUntil *metav1.Time `json:"cooldownUntil,omitempty"`
+}
+
+// ResourcePolicyStatus is written by spillway-controller.
+type ResourcePolicyStatus struct {
+	// ObservedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Units has one entry per spec unit, in order.
+	// +optional
+	// +listType=atomic
+	Units []UnitStatus `json:"units,omitempty"`
+	// Outside counts selected pods that are in no unit: admitted while the
+	// webhook was unavailable, or placed outside every unit by prefer.
+	// +optional
+	Outside int32 `json:"outside,omitempty"`
+	// UnitCount is the number of units, for kubectl's table.
+	// +optional
+	UnitCount int32 `json:"unitCount,omitempty"`
+	// Summary is "unit=pods" for each unit, for kubectl's table.
+	// +optional
+	Summary string `json:"summary,omitempty"`
+	// Conditions: Conflict (another, older policy selects the same pods)
+	// and AllPodsPlaced.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Condition types and reasons on a ResourcePolicy.
+const (
+	// ConditionConflict is True when an older policy selects some of this
+	// policy's pods; the older one places them.
+	ConditionConflict = "Conflict"
+	// ConditionAllPodsPlaced is False when selected pods skipped placement.
+	ConditionAllPodsPlaced = "AllPodsPlaced"
+)
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=rp;rps,categories=spillway
+// +kubebuilder:printcolumn:name="Strategy",type=string,JSONPath=`.spec.strategy`
+// +kubebuilder:printcolumn:name="Units",type=integer,JSONPath=`.status.unitCount`
+// +kubebuilder:printcolumn:name="Pods per unit",type=string,JSONPath=`.status.summary`
+// +kubebuilder:printcolumn:name="Outside",type=integer,JSONPath=`.status.outside`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
-// ResourcePolicy places selected pods on ordered node units.
+// ResourcePolicy places selected pods on ordered node units: the first unit
+// with room (usually on-prem) first, spilling to later units (usually an
+// autoscaled cloud pool), and ranks pods so scale-in removes them in
+// reverse unit order.
 type ResourcePolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   ResourcePolicySpec   `json:"spec,omitempty"`
+	// +required
+	Spec ResourcePolicySpec `json:"spec"`
+	// +optional
 	Status ResourcePolicyStatus `json:"status,omitempty"`
 }
 

@@ -1,0 +1,190 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+const binaryName = "spillway-controller"
+
+// Options are every setting of spillway-controller; flags fill them.
+type Options struct {
+	Kubeconfig string
+	Namespace  string
+
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	LeaderElectionID        string
+
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+
+	WebhookHost        string
+	WebhookPort        int
+	WebhookCertDir     string
+	WebhookConfigName  string
+	WebhookCertSecret  string
+	WebhookServiceName string
+	WebhookCertHosts   []string
+	CertCheckInterval  time.Duration
+
+	UnitCooldown   time.Duration
+	ReservationTTL time.Duration
+
+	HPASyncPeriod time.Duration
+
+	Verbosity   int
+	ShowVersion bool
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		Namespace:              "spillway-system",
+		LeaderElect:            true,
+		LeaderElectionID:       "spillway-controller.spillway.dev",
+		MetricsBindAddress:     ":8080",
+		HealthProbeBindAddress: ":8081",
+		WebhookPort:            9443,
+		WebhookConfigName:      "spillway-placement",
+		WebhookCertSecret:      "spillway-webhook-cert",
+		WebhookServiceName:     "spillway-controller",
+		CertCheckInterval:      10 * time.Minute,
+		UnitCooldown:           2 * time.Minute,
+		ReservationTTL:         time.Minute,
+		HPASyncPeriod:          15 * time.Second,
+	}
+}
+
+func (o *Options) flags() *pflag.FlagSet {
+	fs := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig,
+		"Path to a kubeconfig. Empty: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account.")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace,
+		"Namespace spillway-controller runs in; the default for --leader-election-namespace and where the webhook certificate Secret lives.")
+
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect,
+		"Run the controllers on one elected replica at a time (a Lease). The webhook is served by every replica regardless.")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace,
+		"Namespace of the leader-election Lease. Empty: --namespace.")
+	fs.StringVar(&o.LeaderElectionID, "leader-election-id", o.LeaderElectionID,
+		"Name of the leader-election Lease.")
+
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress,
+		`Address of the Prometheus /metrics endpoint (placements, re-placements, deletion-cost patches, webhook latency and errors, plus controller-runtime's). "0" disables it.`)
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress,
+		`Address of /healthz and /readyz (ready once the webhook serves and the informer caches have synced). "0" disables it.`)
+
+	fs.StringVar(&o.WebhookHost, "webhook-host", o.WebhookHost,
+		"Address the placement webhook listens on. Empty: all interfaces.")
+	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort,
+		"HTTPS port of the placement webhook (path /spillway/v1/pods/placement).")
+	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir,
+		"Directory holding tls.crt and tls.key for the webhook (for example from cert-manager); they are reloaded when they change. "+
+			"Empty: spillway issues a self-signed chain itself and writes its CA bundle into --webhook-config-name.")
+	fs.StringVar(&o.WebhookConfigName, "webhook-config-name", o.WebhookConfigName,
+		"Name of the MutatingWebhookConfiguration whose webhooks get the CA bundle of the self-issued chain.")
+	fs.StringVar(&o.WebhookCertSecret, "webhook-cert-secret", o.WebhookCertSecret,
+		"Secret in --namespace that holds the self-issued chain, so every replica serves the same one. "+
+			"Empty: keep it in memory (only correct with a single replica).")
+	fs.StringVar(&o.WebhookServiceName, "webhook-service-name", o.WebhookServiceName,
+		"Service in front of the webhook; its cluster DNS names go into the self-issued certificate.")
+	fs.StringSliceVar(&o.WebhookCertHosts, "webhook-cert-hosts", o.WebhookCertHosts,
+		"DNS names and IPs of the self-issued certificate, comma-separated. Empty: <service>.<namespace>.svc, "+
+			"<service>.<namespace>.svc.cluster.local, localhost and 127.0.0.1.")
+	fs.DurationVar(&o.CertCheckInterval, "webhook-cert-check-interval", o.CertCheckInterval,
+		"How often the self-issued chain is checked for renewal (30 days before expiry) and the CA bundle re-applied.")
+
+	fs.DurationVar(&o.UnitCooldown, "unit-cooldown", o.UnitCooldown,
+		"After a pod is re-placed away from a unit where it could not schedule, how long new pods skip that unit.")
+	fs.DurationVar(&o.ReservationTTL, "reservation-ttl", o.ReservationTTL,
+		"How long an admitted placement holds its unit slot and node room while its pod has not yet appeared in the cache.")
+
+	fs.DurationVar(&o.HPASyncPeriod, "hpa-sync-period", o.HPASyncPeriod,
+		"Must equal kube-controller-manager's --horizontal-pod-autoscaler-sync-period. The HPA re-reads its metric once per period, "+
+			"so an InferenceScaler's fallback.failureThreshold of N means N periods of failed reads before its fallback floor applies.")
+
+	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (klog text format on stderr): 0 is info, 1 adds every placement decision and deletion-cost patch, higher adds controller-runtime detail.")
+	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
+	return fs
+}
+
+// Validate reports every problem at once.
+func (o *Options) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if o.Namespace == "" {
+		add("--namespace must not be empty")
+	}
+	if o.LeaderElect && o.LeaderElectionID == "" {
+		add("--leader-election-id must not be empty with --leader-elect")
+	}
+	for _, fa := range [][2]string{{"--metrics-bind-address", o.MetricsBindAddress}, {"--health-probe-bind-address", o.HealthProbeBindAddress}} {
+		flag, addr := fa[0], fa[1]
+		if addr == "0" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			add("%s %q: %v", flag, addr, err)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			add("%s %q: bad port", flag, addr)
+		}
+	}
+	if o.WebhookPort < 1 || o.WebhookPort > 65535 {
+		add("--webhook-port %d is outside 1-65535", o.WebhookPort)
+	}
+	if o.WebhookCertDir != "" {
+		for _, f := range []string{"tls.crt", "tls.key"} {
+			if _, err := os.Stat(filepath.Join(o.WebhookCertDir, f)); err != nil {
+				add("--webhook-cert-dir: %v", err)
+			}
+		}
+	} else {
+		if o.WebhookConfigName == "" {
+			add("--webhook-config-name must not be empty when spillway issues the webhook certificate")
+		}
+		if o.WebhookServiceName == "" && len(o.WebhookCertHosts) == 0 {
+			add("--webhook-service-name or --webhook-cert-hosts must name the webhook's hosts")
+		}
+		if o.CertCheckInterval <= 0 {
+			add("--webhook-cert-check-interval must be positive")
+		}
+	}
+	if o.UnitCooldown <= 0 {
+		add("--unit-cooldown must be positive")
+	}
+	if o.ReservationTTL <= 0 {
+		add("--reservation-ttl must be positive")
+	}
+	if o.HPASyncPeriod <= 0 {
+		add("--hpa-sync-period must be positive")
+	}
+	if o.Verbosity < 0 {
+		add("--v must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// leaderElectionNamespace applies the default.
+func (o *Options) leaderElectionNamespace() string {
+	if o.LeaderElectionNamespace != "" {
+		return o.LeaderElectionNamespace
+	}
+	return o.Namespace
+}
+
+// certHosts applies the default.
+func (o *Options) certHosts() []string {
+	if len(o.WebhookCertHosts) > 0 {
+		return o.WebhookCertHosts
+	}
+	svc := o.WebhookServiceName + "." + o.Namespace + ".svc"
+	return []string{svc, svc + ".cluster.local", "localhost", "127.0.0.1"}
+}

@@ -1,0 +1,194 @@
+// Package app is spillway-controller's flags, wiring and run loop.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+	// InferenceScaler schedules name IANA zones; embed the tz database so
+	// they do not depend on the image having /usr/share/zoneinfo.
+	_ "time/tzdata"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2/textlogger"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+	"github.com/spillway-dev/spillway/pkg/controller"
+	"github.com/spillway-dev/spillway/pkg/controller/certs"
+	"github.com/spillway-dev/spillway/pkg/version"
+)
+
+const usageHeader = `spillway-controller runs spillway's controllers and webhooks:
+
+  - the ResourcePolicy placement webhook (pod CREATE): pins each selected pod to
+    the first unit, in order, that is under its max and has room, so pods fill
+    on-prem nodes first and spill to the autoscaled cloud pool;
+  - re-placement of pods stuck unschedulable on an earlier unit past the grace;
+  - controller.kubernetes.io/pod-deletion-cost on selected pods, so scale-in
+    removes cloud pods before on-prem ones;
+  - ResourcePolicy status;
+  - InferenceScaler: one HPA per InferenceScaler, with schedule floors and a
+    fallback floor while the HPA cannot read its metric (docs/inferencescaler.md).
+
+Every replica serves the webhook; the controllers run on the elected leader.
+Register the webhook with failurePolicy: Ignore and a short timeout (see
+docs/resourcepolicy.md) so pod creation never waits on spillway.
+
+Usage:
+  spillway-controller [flags]
+
+Flags:
+`
+
+// Run parses args and runs the controller until ctx ends.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := NewOptions()
+	fs := o.flags()
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, usageHeader+fs.FlagUsages())
+			return nil
+		}
+		return fmt.Errorf("%w (see --help)", err)
+	}
+	if o.ShowVersion {
+		fmt.Fprintln(stdout, version.String(binaryName))
+		return nil
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(o.Verbosity), textlogger.Output(stderr)))
+	ctrl.SetLogger(logger)
+	ctx = ctrl.LoggerInto(ctx, logger)
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	return run(ctx, o, cfg)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading the Kubernetes client configuration: %w", err)
+	}
+	cfg.UserAgent = binaryName + "/" + version.Version
+	return cfg, nil
+}
+
+// Scheme is every type spillway-controller reads or writes.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := errors.Join(clientgoscheme.AddToScheme(s), v1alpha1.AddToScheme(s)); err != nil {
+		return nil, fmt.Errorf("building the scheme: %w", err)
+	}
+	return s, nil
+}
+
+func run(ctx context.Context, o *Options, cfg *rest.Config) error {
+	log := ctrl.Log.WithName("setup")
+	scheme, err := Scheme()
+	if err != nil {
+		return err
+	}
+	clk := clock.RealClock{}
+
+	webhookOpts := webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir}
+	var certManager *certs.Manager
+	if o.WebhookCertDir == "" {
+		direct, err := client.New(cfg, client.Options{Scheme: scheme})
+		if err != nil {
+			return fmt.Errorf("building a client: %w", err)
+		}
+		certManager, err = certs.New(direct, certs.Options{
+			WebhookConfigName: o.WebhookConfigName,
+			SecretNamespace:   o.Namespace,
+			SecretName:        o.WebhookCertSecret,
+			Hosts:             o.certHosts(),
+			CAValidity:        10 * 365 * 24 * time.Hour,
+			CertValidity:      365 * 24 * time.Hour,
+			RenewBefore:       30 * 24 * time.Hour,
+			Interval:          o.CertCheckInterval,
+		}, clk)
+		if err != nil {
+			return fmt.Errorf("webhook certificate: %w", err)
+		}
+		// Before the webhook listens, so it never serves without a chain.
+		if err := certManager.Ensure(ctx); err != nil {
+			return fmt.Errorf("webhook certificate: %w", err)
+		}
+		webhookOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = certManager.GetCertificate }}
+	}
+
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              o.LeaderElectionID,
+		LeaderElectionNamespace:       o.leaderElectionNamespace(),
+		LeaderElectionReleaseOnCancel: true,
+		WebhookServer:                 webhook.NewServer(webhookOpts),
+		// Every pod and node is cached; managed fields are most of their bytes.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	if err != nil {
+		return fmt.Errorf("building the manager: %w", err)
+	}
+	if certManager != nil {
+		if err := mgr.Add(certManager); err != nil {
+			return err
+		}
+	}
+	if err := controller.Register(mgr, controller.Deps{
+		Registerer:     metrics.Registry,
+		Clock:          clk,
+		UnitCooldown:   o.UnitCooldown,
+		ReservationTTL: o.ReservationTTL,
+		HPASyncPeriod:  o.HPASyncPeriod,
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+		c, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(c) {
+			return errors.New("informer caches not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	log.Info("starting", "version", version.String(binaryName), "leaderElection", o.LeaderElect, "webhookPort", o.WebhookPort)
+	return mgr.Start(ctx)
+}

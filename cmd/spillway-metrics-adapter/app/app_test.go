@@ -1,0 +1,139 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/spillway-dev/spillway/pkg/version"
+)
+
+func TestHelpAndVersion(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{
+			args: []string{"--help"},
+			want: []string{
+				"--prometheus-url", "--refresh-interval", "--max-staleness", "--live-query", "--self-metrics-address",
+				"--prometheus-timeout", "--version",
+				// The library's flags are there too.
+				"--secure-port", "--tls-cert-file", "--authentication-kubeconfig", "--authorization-kubeconfig", "--lister-kubeconfig",
+				"(default 5s)", "(default 30s)", "(default 6443)",
+			},
+		},
+		{args: []string{"--version"}, want: []string{version.String(binaryName)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.args[0], func(t *testing.T) {
+			var out bytes.Buffer
+			if err := Run(context.Background(), tt.args, &out, &out); err != nil {
+				t.Fatalf("Run(%v) = %v", tt.args, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q", w)
+				}
+			}
+		})
+	}
+}
+
+func TestRunRejectsBadCommandLines(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{name: "nothing given", args: nil, want: []string{"--prometheus-url is required"}},
+		{name: "unknown flag", args: []string{"--prometheus=x"}, want: []string{"unknown flag: --prometheus", "--help"}},
+		{
+			name: "every problem at once",
+			args: []string{
+				"--prometheus-url=ftp://prom", "--refresh-interval=0", "--max-staleness=-1s", "--prometheus-timeout=0",
+				"--self-metrics-address=nope", "--secure-port=70000", "stray",
+			},
+			want: []string{
+				`unexpected arguments ["stray"]`,
+				`--prometheus-url "ftp://prom" must be an http(s) URL`,
+				"--refresh-interval must be positive",
+				"--max-staleness (-1s) must be longer than --refresh-interval (0s)",
+				"--prometheus-timeout must be positive",
+				"--self-metrics-address",
+				"--secure-port 70000",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := Run(context.Background(), tt.args, &out, &out)
+			if err == nil {
+				t.Fatalf("Run(%v) succeeded", tt.args)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestFlagsSetOptions(t *testing.T) {
+	o := NewOptions()
+	own, lib := o.ownFlags(), o.libraryFlags()
+	if err := own.Parse([]string{
+		"--prometheus-url=https://prom.example:9090/sub", "--refresh-interval=2s", "--max-staleness=1m",
+		"--live-query", "--self-metrics-address=127.0.0.1:0", "--prometheus-timeout=3s",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lib.Parse([]string{"--secure-port=7443", "--lister-kubeconfig=/tmp/kc"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if o.PrometheusURL != "https://prom.example:9090/sub" || o.RefreshInterval != 2*time.Second || o.MaxStaleness != time.Minute ||
+		!o.LiveQuery || o.SelfMetricsAddress != "127.0.0.1:0" || o.PrometheusTimeout != 3*time.Second {
+		t.Errorf("options = %+v", o)
+	}
+	if o.Adapter.SecureServing.BindPort != 7443 || o.Adapter.RemoteKubeConfigFile != "/tmp/kc" {
+		t.Errorf("library options: port %d, kubeconfig %q", o.Adapter.SecureServing.BindPort, o.Adapter.RemoteKubeConfigFile)
+	}
+	if o.Adapter.SecureServing.ServerCert.CertDirectory != "" {
+		t.Errorf("self-signed certs would be written to %q", o.Adapter.SecureServing.ServerCert.CertDirectory)
+	}
+}
+
+func TestSlimPod(t *testing.T) {
+	in := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u", ResourceVersion: "7",
+			Labels: map[string]string{"app": "x"}, Annotations: map[string]string{"big": strings.Repeat("x", 1000)}},
+		Spec:   corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "c", Image: "i"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1"},
+	}
+	out, err := slimPod(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := out.(*corev1.Pod)
+	if p.Name != "p" || p.Namespace != "ns" || p.UID != "u" || p.ResourceVersion != "7" || p.Labels["app"] != "x" || p.Status.Phase != corev1.PodRunning {
+		t.Errorf("kept fields lost: %+v", p)
+	}
+	if p.Annotations != nil || p.Spec.NodeName != "" || len(p.Spec.Containers) != 0 || p.Status.PodIP != "" {
+		t.Errorf("dropped fields kept: %+v", p)
+	}
+	tomb := cache.DeletedFinalStateUnknown{Key: "ns/p", Obj: in}
+	if got, _ := slimPod(tomb); got != tomb {
+		t.Errorf("tombstone changed: %v", got)
+	}
+}

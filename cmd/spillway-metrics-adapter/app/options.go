@@ -1,0 +1,114 @@
+// Package app holds spillway-metrics-adapter's flags, validation and wiring.
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/spf13/pflag"
+	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
+)
+
+const binaryName = "spillway-metrics-adapter"
+
+// Options is everything the command line sets.
+type Options struct {
+	// Adapter carries the custom-metrics-apiserver library's own options
+	// (secure serving, delegated authn/authz, audit, lister kubeconfig).
+	Adapter *basecmd.AdapterBase
+
+	PrometheusURL      string
+	PrometheusTimeout  time.Duration
+	RefreshInterval    time.Duration
+	MaxStaleness       time.Duration
+	LiveQuery          bool
+	SelfMetricsAddress string
+	Verbosity          int
+	ShowVersion        bool
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	serverOpts := options.NewCustomMetricsAdapterServerOptions()
+	// An aggregated API server does not need a privileged port.
+	serverOpts.SecureServing.BindPort = 6443
+	// Without --tls-cert-file and with no --cert-dir, self-signed serving
+	// certificates stay in memory instead of being written under the
+	// working directory.
+	serverOpts.SecureServing.ServerCert.CertDirectory = ""
+	return &Options{
+		Adapter:            &basecmd.AdapterBase{Name: binaryName, CustomMetricsAdapterServerOptions: serverOpts},
+		PrometheusTimeout:  10 * time.Second,
+		RefreshInterval:    5 * time.Second,
+		MaxStaleness:       30 * time.Second,
+		SelfMetricsAddress: ":9102",
+	}
+}
+
+// ownFlags are spillway's flags; libraryFlags the serving stack's. They are
+// kept apart so --help can print them in two sections.
+func (o *Options) ownFlags() *pflag.FlagSet {
+	fs := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
+	fs.StringVar(&o.PrometheusURL, "prometheus-url", o.PrometheusURL,
+		"Base URL of the Prometheus server that scrapes spillway-gpu-exporter, e.g. http://prometheus.monitoring.svc:9090. Required.")
+	fs.DurationVar(&o.PrometheusTimeout, "prometheus-timeout", o.PrometheusTimeout,
+		"Upper bound for one Prometheus query, sent to Prometheus as its evaluation timeout too.")
+	fs.DurationVar(&o.RefreshInterval, "refresh-interval", o.RefreshInterval,
+		"How often the adapter runs its one query for all spillway series and swaps in a new in-memory snapshot. Requests never wait for Prometheus.")
+	fs.DurationVar(&o.MaxStaleness, "max-staleness", o.MaxStaleness,
+		"Oldest value the adapter serves. If Prometheus cannot be reached, the last snapshot is served until it is this old; after that every request fails "+
+			"(the HPA then keeps its current scale) and /readyz fails. Also sent to Prometheus as lookback_delta, so keep it at least twice the exporter's scrape interval. "+
+			"Must be longer than --refresh-interval.")
+	fs.BoolVar(&o.LiveQuery, "live-query", o.LiveQuery,
+		"Benchmark only: query Prometheus on every request instead of serving the snapshot, the way prometheus-adapter works, to compare latencies in one run.")
+	fs.StringVar(&o.SelfMetricsAddress, "self-metrics-address", o.SelfMetricsAddress,
+		"host:port for a plain-HTTP /metrics with the adapter's own metrics (refresh duration and errors, snapshot age and size, requests and latency by API). Empty disables it.")
+	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (klog level).")
+	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
+	return fs
+}
+
+func (o *Options) libraryFlags() *pflag.FlagSet {
+	fs := pflag.NewFlagSet(binaryName+"-server", pflag.ContinueOnError)
+	o.Adapter.FlagSet = fs
+	o.Adapter.InstallFlags()
+	return fs
+}
+
+// Validate reports every problem at once.
+func (o *Options) Validate() error {
+	var errs []error
+	switch u, err := url.Parse(o.PrometheusURL); {
+	case o.PrometheusURL == "":
+		errs = append(errs, errors.New("--prometheus-url is required"))
+	case err != nil:
+		errs = append(errs, fmt.Errorf("--prometheus-url: %w", err))
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+		errs = append(errs, fmt.Errorf("--prometheus-url %q must be an http(s) URL with a host", o.PrometheusURL))
+	}
+	if o.PrometheusTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--prometheus-timeout must be positive, got %s", o.PrometheusTimeout))
+	}
+	if o.RefreshInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--refresh-interval must be positive, got %s", o.RefreshInterval))
+	}
+	if o.MaxStaleness <= o.RefreshInterval {
+		errs = append(errs, fmt.Errorf("--max-staleness (%s) must be longer than --refresh-interval (%s)", o.MaxStaleness, o.RefreshInterval))
+	}
+	if o.SelfMetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(o.SelfMetricsAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--self-metrics-address: %w", err))
+		}
+	}
+	if o.Verbosity < 0 {
+		errs = append(errs, fmt.Errorf("-v must not be negative, got %d", o.Verbosity))
+	}
+	if o.Adapter.CustomMetricsAdapterServerOptions != nil {
+		errs = append(errs, o.Adapter.CustomMetricsAdapterServerOptions.Validate()...)
+	}
+	return errors.Join(errs...)
+}

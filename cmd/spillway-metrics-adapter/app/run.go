@@ -1,0 +1,205 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apiserver/pkg/server/healthz"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/spillway-dev/spillway/pkg/promquery"
+	"github.com/spillway-dev/spillway/pkg/provider"
+	"github.com/spillway-dev/spillway/pkg/version"
+)
+
+const usageHeader = `spillway-metrics-adapter serves spillway's per-pod GPU metrics to the Horizontal
+Pod Autoscaler through the aggregated APIs custom.metrics.k8s.io (v1beta1, v1beta2;
+type: Pods) and external.metrics.k8s.io (v1beta1; type: External).
+
+Every --refresh-interval it runs ONE Prometheus instant query for all spillway series
+and swaps in an in-memory snapshot; requests are answered from memory. A pod's
+value: per GPU, the sum of its processes (capped at 100 for utilizations), then the
+mean over its GPUs (memory: the sum). Values older than --max-staleness are never
+served: a request for which no selected pod has a fresh value fails, so the HPA
+holds its scale instead of seeing 0.
+
+Usage:
+  spillway-metrics-adapter --prometheus-url=http://prometheus:9090 [flags]
+
+See docs/adapter.md for the APIService objects and HPA examples.
+`
+
+// Run parses args and runs the adapter until ctx ends.
+//
+// Logs go to stderr through klog, like the serving library's own logs;
+// stderr is accepted for symmetry with the other binaries' Run.
+func Run(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	o := NewOptions()
+	own, lib := o.ownFlags(), o.libraryFlags()
+	all := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
+	all.SetOutput(io.Discard)
+	all.AddFlagSet(own)
+	all.AddFlagSet(lib)
+	if err := all.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "%s\nAdapter flags:\n%s\nServing, authentication and authorization flags (from sigs.k8s.io/custom-metrics-apiserver):\n%s",
+				usageHeader, own.FlagUsages(), lib.FlagUsages())
+			return nil
+		}
+		return fmt.Errorf("%w (see --help)", err)
+	}
+	if o.ShowVersion {
+		fmt.Fprintln(stdout, version.String(binaryName))
+		return nil
+	}
+	var argsErr error
+	if all.NArg() > 0 {
+		argsErr = fmt.Errorf("unexpected arguments %q (see --help)", all.Args())
+	}
+	if err := errors.Join(argsErr, o.Validate()); err != nil {
+		return err
+	}
+	var lvl klog.Level
+	if err := lvl.Set(strconv.Itoa(o.Verbosity)); err != nil {
+		return err
+	}
+	return run(ctx, o)
+}
+
+func run(ctx context.Context, o *Options) error {
+	log := klog.FromContext(ctx)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return err
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return err
+	}
+
+	prom, err := promquery.New(promquery.Config{URL: o.PrometheusURL, Timeout: o.PrometheusTimeout})
+	if err != nil {
+		return err
+	}
+	pods, err := podLister(o)
+	if err != nil {
+		return err
+	}
+	p, err := provider.New(provider.Config{
+		Source:          prom,
+		Pods:            pods,
+		Registry:        reg,
+		RefreshInterval: o.RefreshInterval,
+		MaxStaleness:    o.MaxStaleness,
+		LiveQuery:       o.LiveQuery,
+	})
+	if err != nil {
+		return err
+	}
+	o.Adapter.WithCustomMetrics(p)
+	o.Adapter.WithExternalMetrics(p)
+
+	server, err := o.Adapter.Server()
+	if err != nil {
+		return fmt.Errorf("building the API server: %w", err)
+	}
+	// The informer-sync check comes with the library; this one fails while
+	// the snapshot is missing or stale, which marks the APIService
+	// unavailable instead of serving nothing but errors silently.
+	if err := server.GenericAPIServer.AddReadyzChecks(healthz.NamedCheck("spillway-gpu-metrics", func(*http.Request) error {
+		return p.Ready()
+	})); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopMetrics, err := serveSelfMetrics(ctx, o.SelfMetricsAddress, reg)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	go p.Run(ctx)
+
+	mode := "cache"
+	if o.LiveQuery {
+		mode = "live-query (benchmark only)"
+	}
+	log.Info("Starting", "version", version.String(binaryName), "mode", mode, "prometheus", o.PrometheusURL,
+		"refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness)
+	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+}
+
+// podLister registers a pod informer on the library's shared factory (the
+// server starts it) that keeps only what label selection needs, indexed by
+// namespace and by label.
+func podLister(o *Options) (provider.PodLister, error) {
+	factory, err := o.Adapter.Informers()
+	if err != nil {
+		return nil, fmt.Errorf("pod informer: %w", err)
+	}
+	inf := factory.Core().V1().Pods().Informer()
+	if err := inf.SetTransform(slimPod); err != nil {
+		return nil, err
+	}
+	if err := inf.AddIndexers(cache.Indexers{provider.PodLabelIndex: provider.PodLabelIndexFunc}); err != nil {
+		return nil, err
+	}
+	return provider.NewInformerPods(inf.GetIndexer())
+}
+
+// slimPod drops everything but name, namespace, labels and phase: with
+// thousands of pods the informer would otherwise hold full specs.
+func slimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // e.g. cache.DeletedFinalStateUnknown
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            pod.Name,
+			Namespace:       pod.Namespace,
+			UID:             pod.UID,
+			ResourceVersion: pod.ResourceVersion,
+			Labels:          pod.Labels,
+		},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+	}, nil
+}
+
+// serveSelfMetrics serves reg on a plain-HTTP /metrics; it returns once the
+// port is bound so a taken port fails the start.
+func serveSelfMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (func(), error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--self-metrics-address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.FromContext(ctx).Error(err, "Self-metrics server stopped")
+		}
+	}()
+	return func() {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}, nil
+}

@@ -1,0 +1,170 @@
+package autoscaling
+
+import (
+	"errors"
+	"fmt"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+)
+
+// Labels on every HPA the controller materializes; the second one lets a
+// reader find the scaler from the HPA.
+const (
+	LabelManagedBy      = "app.kubernetes.io/managed-by"
+	ManagedByValue      = "spillway-controller"
+	LabelInferenceScale = "spillway.dev/inferencescaler"
+)
+
+// ErrPodSelectorUnknown: an External metric without a selector needs the
+// target's pod selector, and none was supplied (the Deployment does not
+// exist yet).
+var ErrPodSelectorUnknown = errors.New("metric type External has no selector and the target's pod selector is unknown")
+
+// Inputs are what the HPA depends on besides the InferenceScaler itself.
+type Inputs struct {
+	// ScheduleFloor is ScheduleState.Floor at the current instant.
+	ScheduleFloor int32
+	// FallbackActive raises the floor to spec.fallback.replicas.
+	FallbackActive bool
+	// PodSelector is the target Deployment's pod selector, the default
+	// selector of an External metric.
+	PodSelector *metav1.LabelSelector
+	// PausedReplicas, when set, pins the HPA: minReplicas = maxReplicas =
+	// this count (clamped to [1, spec.maxReplicas]).
+	PausedReplicas *int32
+}
+
+// Floor is the HPA's minReplicas: the highest of spec.minReplicas, the open
+// schedule windows and (while active) fallback.replicas, capped at
+// spec.maxReplicas.
+func Floor(spec *v1alpha1.InferenceScalerSpec, scheduleFloor int32, fallbackActive bool) int32 {
+	floor := int32(1)
+	if spec.MinReplicas != nil {
+		floor = *spec.MinReplicas
+	}
+	floor = max(floor, scheduleFloor)
+	if fallbackActive && spec.Fallback != nil {
+		floor = max(floor, spec.Fallback.Replicas)
+	}
+	return max(1, min(floor, spec.MaxReplicas))
+}
+
+// DesiredHPA is the complete HPA that realizes the scaler: named after it,
+// in its namespace, controlled by it. Every field the controller applies is
+// set here, so server-side apply with this object converges to exactly it.
+func DesiredHPA(s *v1alpha1.InferenceScaler, in Inputs) (*autoscalingv2.HorizontalPodAutoscaler, error) {
+	spec := &s.Spec
+	var errs []error
+	target, err := TargetDeployment(spec.ScaleTargetRef)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if spec.MaxReplicas < 1 {
+		errs = append(errs, fmt.Errorf("maxReplicas %d is below 1", spec.MaxReplicas))
+	}
+	if spec.MinReplicas != nil && *spec.MinReplicas > spec.MaxReplicas {
+		errs = append(errs, fmt.Errorf("minReplicas %d is above maxReplicas %d", *spec.MinReplicas, spec.MaxReplicas))
+	}
+	metric, err := metricSpec(spec.Metric, in.PodSelector)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	minReplicas := Floor(spec, in.ScheduleFloor, in.FallbackActive)
+	maxReplicas := spec.MaxReplicas
+	if in.PausedReplicas != nil {
+		pinned := max(1, min(*in.PausedReplicas, spec.MaxReplicas))
+		minReplicas, maxReplicas = pinned, pinned
+	}
+
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{
+		TypeMeta: metav1.TypeMeta{APIVersion: autoscalingv2.SchemeGroupVersion.String(), Kind: "HorizontalPodAutoscaler"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      s.Name,
+			Namespace: s.Namespace,
+			Labels: map[string]string{
+				LabelManagedBy:      ManagedByValue,
+				LabelInferenceScale: s.Name,
+			},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion:         v1alpha1.GroupVersion.String(),
+				Kind:               "InferenceScaler",
+				Name:               s.Name,
+				UID:                s.UID,
+				Controller:         ptr.To(true),
+				BlockOwnerDeletion: ptr.To(true),
+			}},
+		},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{
+				APIVersion: v1alpha1.DeploymentAPIVersion,
+				Kind:       v1alpha1.DeploymentKind,
+				Name:       target,
+			},
+			MinReplicas: ptr.To(minReplicas),
+			MaxReplicas: maxReplicas,
+			Metrics:     []autoscalingv2.MetricSpec{metric},
+			Behavior:    spec.Behavior.DeepCopy(),
+		},
+	}
+	return hpa, nil
+}
+
+// metricSpec renders the one metric. Both types use an AverageValue target:
+// for Pods it is the per-pod value the arena chart sets; for External the
+// adapter returns one item per selected pod and the HPA divides their sum by
+// the replica count, so the same number means the same per-pod load.
+func metricSpec(m v1alpha1.ScalerMetric, podSelector *metav1.LabelSelector) (autoscalingv2.MetricSpec, error) {
+	name := m.Name
+	if name == "" {
+		name = v1alpha1.DefaultMetricName
+	}
+	target := resource.MustParse(v1alpha1.DefaultMetricTarget)
+	if m.Target != nil {
+		target = m.Target.DeepCopy()
+	}
+	if target.Sign() <= 0 {
+		return autoscalingv2.MetricSpec{}, fmt.Errorf("metric.target %s is not above zero", target.String())
+	}
+	mt := autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: &target}
+	switch m.Type {
+	case "", v1alpha1.PodsMetric:
+		if m.Selector != nil {
+			return autoscalingv2.MetricSpec{}, fmt.Errorf("metric.selector is only allowed with type External")
+		}
+		return autoscalingv2.MetricSpec{
+			Type: autoscalingv2.PodsMetricSourceType,
+			Pods: &autoscalingv2.PodsMetricSource{
+				Metric: autoscalingv2.MetricIdentifier{Name: name},
+				Target: mt,
+			},
+		}, nil
+	case v1alpha1.ExternalMetric:
+		sel := m.Selector
+		if sel == nil {
+			sel = podSelector
+		}
+		if sel == nil {
+			return autoscalingv2.MetricSpec{}, ErrPodSelectorUnknown
+		}
+		return autoscalingv2.MetricSpec{
+			Type: autoscalingv2.ExternalMetricSourceType,
+			External: &autoscalingv2.ExternalMetricSource{
+				Metric: autoscalingv2.MetricIdentifier{Name: name, Selector: sel.DeepCopy()},
+				Target: mt,
+			},
+		}, nil
+	default:
+		return autoscalingv2.MetricSpec{}, fmt.Errorf("metric.type %q is not Pods or External", m.Type)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

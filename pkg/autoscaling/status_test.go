@@ -1,0 +1,80 @@
+package autoscaling
+
+import (
+	"testing"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+)
+
+func TestCurrentMetricValue(t *testing.T) {
+	q := func(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
+	const name = "DCGM_CUSTOM_PROCESS_SM_UTIL"
+	tests := []struct {
+		name    string
+		metrics []autoscalingv2.MetricStatus
+		want    string // "" means nil
+	}{
+		{"no status yet", nil, ""},
+		{"pods average", []autoscalingv2.MetricStatus{{
+			Type: autoscalingv2.PodsMetricSourceType,
+			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}, Current: autoscalingv2.MetricValueStatus{AverageValue: q("62500m")}},
+		}}, "62500m"},
+		{"pods zero is a real zero", []autoscalingv2.MetricStatus{{
+			Type: autoscalingv2.PodsMetricSourceType,
+			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}, Current: autoscalingv2.MetricValueStatus{AverageValue: q("0")}},
+		}}, "0"},
+		{"external value", []autoscalingv2.MetricStatus{{
+			Type:     autoscalingv2.ExternalMetricSourceType,
+			External: &autoscalingv2.ExternalMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}, Current: autoscalingv2.MetricValueStatus{Value: q("40")}},
+		}}, "40"},
+		// The HPA leaves an empty entry when a read fails: that is no
+		// reading, not zero.
+		{"failed read", []autoscalingv2.MetricStatus{{}}, ""},
+		{"pods entry without values", []autoscalingv2.MetricStatus{{
+			Type: autoscalingv2.PodsMetricSourceType,
+			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}},
+		}}, ""},
+		{"another metric", []autoscalingv2.MetricStatus{{
+			Type: autoscalingv2.PodsMetricSourceType,
+			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: "other"}, Current: autoscalingv2.MetricValueStatus{AverageValue: q("7")}},
+		}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := CurrentMetricValue(autoscalingv2.HorizontalPodAutoscalerStatus{CurrentMetrics: tt.metrics}, name)
+			switch {
+			case tt.want == "" && got != nil:
+				t.Errorf("got %s, want none", got)
+			case tt.want != "" && (got == nil || got.String() != tt.want):
+				t.Errorf("got %v, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMirrorConditions(t *testing.T) {
+	now := metav1.NewTime(utc("2026-03-02T10:00:00Z"))
+	then := metav1.NewTime(utc("2026-03-02T09:00:00Z"))
+	got := MirrorConditions([]autoscalingv2.HorizontalPodAutoscalerCondition{
+		{Type: autoscalingv2.ScalingActive, Status: corev1.ConditionFalse, Reason: "FailedGetPodsMetric", Message: "unable to get metric", LastTransitionTime: then},
+		{Type: autoscalingv2.AbleToScale, Status: corev1.ConditionTrue, Reason: "", Message: "ok"},
+	}, 7, now)
+	want := []metav1.Condition{
+		{Type: v1alpha1.ConditionHPAAbleToScale, Status: metav1.ConditionTrue, ObservedGeneration: 7, LastTransitionTime: now, Reason: v1alpha1.ReasonHPANoReason, Message: "ok"},
+		{Type: v1alpha1.ConditionHPAScalingActive, Status: metav1.ConditionFalse, ObservedGeneration: 7, LastTransitionTime: then, Reason: "FailedGetPodsMetric", Message: "unable to get metric"},
+		{Type: v1alpha1.ConditionHPAScalingLimited, Status: metav1.ConditionUnknown, ObservedGeneration: 7, LastTransitionTime: now, Reason: v1alpha1.ReasonHPAStatusUnknown, Message: "the HPA has not reported this condition yet"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d conditions, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("condition %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		}
+	}
+}

@@ -1,0 +1,50 @@
+package placement
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+	rules "github.com/spillway-dev/spillway/pkg/placement"
+)
+
+// Path is where the webhook is served; the MutatingWebhookConfiguration's
+// clientConfig (service path or URL) must end in it.
+const Path = "/spillway/v1/pods/placement"
+
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=spillway.dev,resources=resourcepolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Register installs the pod field indexes on the manager's cache and serves
+// the webhook on the manager's webhook server. The webhook server runs on
+// every replica, leader or not.
+func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk clock.PassiveClock) error {
+	idx := mgr.GetFieldIndexer()
+	ctx := context.Background()
+	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexOccupiedNode, IndexOccupiedNodeFunc); err != nil {
+		return fmt.Errorf("indexing pods by node: %w", err)
+	}
+	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexPlacementID, IndexPlacementIDFunc); err != nil {
+		return fmt.Errorf("indexing pods by placement id: %w", err)
+	}
+	// Start the informers with the cache rather than on the first request,
+	// which would otherwise wait for a full pod list past its timeout.
+	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Node{}, &v1alpha1.ResourcePolicy{}} {
+		if _, err := mgr.GetCache().GetInformer(ctx, obj, cache.BlockUntilSynced(false)); err != nil {
+			return fmt.Errorf("starting the %T informer: %w", obj, err)
+		}
+	}
+	w := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), tracker, mgr.GetEventRecorder("spillway-placement"), metrics, clk)
+	mgr.GetWebhookServer().Register(Path, &webhook.Admission{Handler: w})
+	return nil
+}

@@ -1,0 +1,153 @@
+package placement
+
+import (
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	resourcehelper "k8s.io/component-helpers/resource"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+)
+
+// PodRequests is what the pod asks a node for, the way the scheduler adds it
+// up (init containers, sidecars, pod-level resources, overhead), plus one
+// "pods" slot.
+func PodRequests(pod *corev1.Pod) corev1.ResourceList {
+	req := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	req[corev1.ResourcePods] = *resource.NewQuantity(1, resource.DecimalSI)
+	return req
+}
+
+// OccupiedNode is the node whose room the pod takes: the node it is bound
+// to, else the node the scheduler nominated for it after preemption, else
+// the node reserved for it at placement; "" when it takes none (finished,
+// or unplaced and unbound).
+func OccupiedNode(pod *corev1.Pod) string {
+	switch {
+	case Terminal(pod):
+		return ""
+	case pod.Spec.NodeName != "":
+		return pod.Spec.NodeName
+	case pod.Status.NominatedNodeName != "":
+		return pod.Status.NominatedNodeName
+	default:
+		return pod.Annotations[AnnotationReservedNode]
+	}
+}
+
+// NodeUsage is a node with the pods that occupy it (see OccupiedNode).
+type NodeUsage struct {
+	Node *corev1.Node
+	Pods []*corev1.Pod
+}
+
+// Free is the node's allocatable minus what its pods and the in-flight
+// reservations on it take. It may go negative when the node is overcommitted.
+func Free(u NodeUsage, inflight []Reservation) corev1.ResourceList {
+	free := u.Node.Status.Allocatable.DeepCopy()
+	if free == nil {
+		free = corev1.ResourceList{}
+	}
+	take := func(req corev1.ResourceList) {
+		for name, q := range req {
+			left := free[name]
+			left.Sub(q)
+			free[name] = left
+		}
+	}
+	for _, p := range u.Pods {
+		if OccupiedNode(p) != u.Node.Name {
+			continue
+		}
+		take(PodRequests(p))
+	}
+	for _, r := range inflight {
+		if r.Node == u.Node.Name {
+			take(r.Requests)
+		}
+	}
+	return free
+}
+
+// Fits reports whether every positive request is covered by free; a
+// resource the node does not have (say nvidia.com/gpu on a CPU node) counts
+// as zero.
+func Fits(req, free corev1.ResourceList) bool {
+	for name, q := range req {
+		if q.Sign() <= 0 {
+			continue
+		}
+		left, ok := free[name]
+		if !ok || left.Cmp(q) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Usable reports whether the scheduler could put the pod on the node at
+// all, room aside: not cordoned, every NoSchedule/NoExecute taint tolerated
+// and the pod's own node selector and required node affinity satisfied.
+func Usable(node *corev1.Node, pod *corev1.Pod) bool {
+	if node.Spec.Unschedulable && !tolerates(pod.Spec.Tolerations, &corev1.Taint{Key: corev1.TaintNodeUnschedulable, Effect: corev1.TaintEffectNoSchedule}) {
+		return false
+	}
+	for i := range node.Spec.Taints {
+		t := &node.Spec.Taints[i]
+		if t.Effect == corev1.TaintEffectPreferNoSchedule {
+			continue
+		}
+		if !tolerates(pod.Spec.Tolerations, t) {
+			return false
+		}
+	}
+	ok, err := nodeaffinity.GetRequiredNodeAffinity(pod).Match(node)
+	return err == nil && ok
+}
+
+// tolerates is the scheduler's toleration match for the Equal and Exists
+// operators (the comparison operators are alpha and not handled).
+func tolerates(tols []corev1.Toleration, t *corev1.Taint) bool {
+	for _, tol := range tols {
+		if tol.Effect != "" && tol.Effect != t.Effect {
+			continue
+		}
+		if tol.Key != "" && tol.Key != t.Key {
+			continue
+		}
+		switch tol.Operator {
+		case corev1.TolerationOpExists:
+			return true
+		case "", corev1.TolerationOpEqual:
+			if tol.Key != "" && tol.Value == t.Value {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// RoomNode is the first node, by name, of the given ones that the pod can
+// use and that has room for req after the in-flight reservations; ok is
+// false when none has.
+func RoomNode(pod *corev1.Pod, req corev1.ResourceList, nodes []NodeUsage, inflight []Reservation) (string, bool) {
+	sorted := slices.Clone(nodes)
+	slices.SortFunc(sorted, func(a, b NodeUsage) int {
+		switch {
+		case a.Node.Name < b.Node.Name:
+			return -1
+		case a.Node.Name > b.Node.Name:
+			return 1
+		}
+		return 0
+	})
+	for _, u := range sorted {
+		if !Usable(u.Node, pod) {
+			continue
+		}
+		if Fits(req, Free(u, inflight)) {
+			return u.Node.Name, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,124 @@
+package placement
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+)
+
+// UnitState is what Choose needs to know about one unit at admission.
+type UnitState struct {
+	// Count is the number of pods counted toward the unit's max, in-flight
+	// placements included.
+	Count int
+	// CoolingDown is true for a while after a pod was re-placed away from
+	// the unit: it is treated as full.
+	CoolingDown bool
+	// Room is true when some usable node in the unit has room for the pod;
+	// read only under LackResourceOrExceedMax.
+	Room bool
+	// RoomNode is that node, reserved for the pod.
+	RoomNode string
+}
+
+// SkipReason says why a unit was passed over.
+type SkipReason string
+
+// Reasons a unit is passed over.
+const (
+	SkipAtMax       SkipReason = "at max"
+	SkipNoRoom      SkipReason = "no node with room"
+	SkipCoolingDown SkipReason = "cooling down after a re-placement"
+)
+
+// Skip records one unit that was passed over.
+type Skip struct {
+	Unit   int
+	Reason SkipReason
+}
+
+// Decision is where a new pod goes.
+type Decision struct {
+	// Unit is the chosen unit's index, or Outside.
+	Unit int
+	// Node is the node whose room was reserved ("" when room was not
+	// checked, or the pod waits for room).
+	Node string
+	// Deny is true when the strategy is required and every unit is at its
+	// max: the pod may not be created now.
+	Deny bool
+	// Waiting is true when the chosen unit was picked although it has no
+	// room or is cooling down, because every later unit is at its max.
+	Waiting bool
+	// Skipped lists the units passed over, in order.
+	Skipped []Skip
+}
+
+// Choose picks the unit for a new pod. Units are tried in order; a unit is
+// passed over when it is at its max, cooling down, or (under
+// LackResourceOrExceedMax) has no node with room. The last unit only needs
+// to be under its max: it is the autoscaled pool, whose room appears after
+// the pod is pending. When every unit is passed over, the first one under
+// its max is chosen anyway and the pod waits there; when every unit is at
+// its max, prefer admits the pod outside the units and required denies it.
+func Choose(spec *v1alpha1.ResourcePolicySpec, states []UnitState) Decision {
+	needRoom := NextUnitPolicy(spec) == v1alpha1.LackResourceOrExceedMax
+	var d Decision
+	firstUnderMax := Outside
+	for i := range spec.Units {
+		st := states[i]
+		if m := spec.Units[i].Max; m != nil && st.Count >= int(*m) {
+			d.Skipped = append(d.Skipped, Skip{i, SkipAtMax})
+			continue
+		}
+		if firstUnderMax == Outside {
+			firstUnderMax = i
+		}
+		last := i == len(spec.Units)-1
+		switch {
+		case last:
+		case st.CoolingDown:
+			d.Skipped = append(d.Skipped, Skip{i, SkipCoolingDown})
+			continue
+		case needRoom && !st.Room:
+			d.Skipped = append(d.Skipped, Skip{i, SkipNoRoom})
+			continue
+		}
+		d.Unit = i
+		if needRoom && st.Room {
+			d.Node = st.RoomNode
+		}
+		return d
+	}
+	if firstUnderMax != Outside {
+		d.Unit, d.Waiting = firstUnderMax, true
+		return d
+	}
+	d.Unit = Outside
+	d.Deny = Strategy(spec) == v1alpha1.StrategyRequired
+	return d
+}
+
+// Explain renders the decision for events and admission messages, naming
+// units as names does.
+func (d Decision) Explain(names []string) string {
+	var b strings.Builder
+	switch {
+	case d.Deny:
+		b.WriteString("every unit is at its max and the strategy is required")
+	case d.Unit == Outside:
+		b.WriteString("every unit is at its max; placed outside the units (strategy prefer)")
+	case d.Waiting:
+		fmt.Fprintf(&b, "placed on unit %s to wait: every later unit is at its max", names[d.Unit])
+	default:
+		fmt.Fprintf(&b, "placed on unit %s", names[d.Unit])
+		if d.Node != "" {
+			fmt.Fprintf(&b, " (room on node %s)", d.Node)
+		}
+	}
+	for _, s := range d.Skipped {
+		fmt.Fprintf(&b, "; skipped %s: %s", names[s.Unit], s.Reason)
+	}
+	return b.String()
+}

@@ -1,0 +1,234 @@
+package placement
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+)
+
+func TestChoose(t *testing.T) {
+	three := func(policy v1alpha1.NextUnitPolicy, strategy v1alpha1.Strategy, max ...*int32) *v1alpha1.ResourcePolicySpec {
+		s := &v1alpha1.ResourcePolicySpec{Strategy: strategy, WhenTryNextUnits: &v1alpha1.WhenTryNextUnits{Policy: policy}}
+		for i := range 3 {
+			u := v1alpha1.Unit{NodeSelector: map[string]string{"u": fmt.Sprint(i)}}
+			if i < len(max) {
+				u.Max = max[i]
+			}
+			s.Units = append(s.Units, u)
+		}
+		return s
+	}
+	lack, exceed, timeout := v1alpha1.LackResourceOrExceedMax, v1alpha1.ExceedMax, v1alpha1.TimeoutOrExceedMax
+	room := UnitState{Room: true, RoomNode: "n"}
+	none := UnitState{}
+	cases := []struct {
+		name    string
+		spec    *v1alpha1.ResourcePolicySpec
+		states  []UnitState
+		unit    int
+		node    string
+		deny    bool
+		waiting bool
+		skipped []SkipReason
+	}{
+		{"first unit with room", three(lack, "", nil), []UnitState{room, room, room}, 0, "n", false, false, nil},
+		{"no room spills", three(lack, "", nil), []UnitState{none, room, none}, 1, "n", false, false, []SkipReason{SkipNoRoom}},
+		{"last unit needs no room", three(lack, "", nil), []UnitState{none, none, none}, 2, "", false, false, []SkipReason{SkipNoRoom, SkipNoRoom}},
+		{"max reached spills", three(lack, "", ptr[int32](2)), []UnitState{{Count: 2, Room: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
+		{"max 0 never used", three(lack, "", ptr[int32](0)), []UnitState{room, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
+		{"under max stays", three(lack, "", ptr[int32](2)), []UnitState{{Count: 1, Room: true, RoomNode: "a"}, room, none}, 0, "a", false, false, nil},
+		{"cooling down spills", three(lack, "", nil), []UnitState{{Room: true, CoolingDown: true}, room, none}, 1, "n", false, false, []SkipReason{SkipCoolingDown}},
+		{"last unit ignores cooldown", three(lack, "", nil), []UnitState{none, none, {CoolingDown: true}}, 2, "", false, false, []SkipReason{SkipNoRoom, SkipNoRoom}},
+		{"exceed max ignores room", three(exceed, "", nil), []UnitState{none, none, none}, 0, "", false, false, nil},
+		{"timeout ignores room", three(timeout, "", nil), []UnitState{none, none, none}, 0, "", false, false, nil},
+		{"exceed max spills at max", three(exceed, "", ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 3}, none}, 2, "", false, false, []SkipReason{SkipAtMax, SkipAtMax}},
+		{"last at max: wait in first unit under max", three(lack, "", nil, nil, ptr[int32](1)), []UnitState{none, none, {Count: 1}}, 0, "", false, true,
+			[]SkipReason{SkipNoRoom, SkipNoRoom, SkipAtMax}},
+		{"all at max, prefer: outside", three(lack, v1alpha1.StrategyPrefer, ptr[int32](1), ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", false, false,
+			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
+		{"all at max, default strategy is prefer", three(lack, "", ptr[int32](0), ptr[int32](0), ptr[int32](0)), []UnitState{none, none, none}, Outside, "", false, false,
+			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
+		{"all at max, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](1), ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", true, false,
+			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Choose(c.spec, c.states)
+			var skipped []SkipReason
+			for _, s := range d.Skipped {
+				skipped = append(skipped, s.Reason)
+			}
+			if d.Unit != c.unit || d.Node != c.node || d.Deny != c.deny || d.Waiting != c.waiting || fmt.Sprint(skipped) != fmt.Sprint(c.skipped) {
+				t.Errorf("Choose = %+v, want unit %d node %q deny %v waiting %v skipped %v", d, c.unit, c.node, c.deny, c.waiting, c.skipped)
+			}
+			if msg := d.Explain([]string{"a", "b", "c"}); msg == "" {
+				t.Error("empty explanation")
+			}
+		})
+	}
+}
+
+func TestExplain(t *testing.T) {
+	d := Decision{Unit: 1, Node: "n7", Skipped: []Skip{{0, SkipNoRoom}}}
+	want := "placed on unit elastic (room on node n7); skipped ecs: no node with room"
+	if got := d.Explain([]string{"ecs", "elastic"}); got != want {
+		t.Errorf("Explain = %q, want %q", got, want)
+	}
+}
+
+func TestRoomNode(t *testing.T) {
+	gpuNode := func(name string, gpus int64) *corev1.Node { return node(name, nil, res("8", gpus)) }
+	bound := func(name, nodeName string, gpus int64) *corev1.Pod {
+		p := gpuPod(name, gpus)
+		p.Spec.NodeName = nodeName
+		return p
+	}
+	nominated := gpuPod("nominated", 1)
+	nominated.Status.NominatedNodeName = "a"
+	reserved := gpuPod("reserved", 1)
+	reserved.Annotations = map[string]string{AnnotationReservedNode: "a"}
+	finished := bound("finished", "a", 1)
+	finished.Status.Phase = corev1.PodFailed
+	tainted := gpuNode("a", 1)
+	tainted.Spec.Taints = []corev1.Taint{{Key: "gpu", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
+	softTaint := gpuNode("a", 1)
+	softTaint.Spec.Taints = []corev1.Taint{{Key: "gpu", Effect: corev1.TaintEffectPreferNoSchedule}}
+	cordoned := gpuNode("a", 1)
+	cordoned.Spec.Unschedulable = true
+
+	tolerating := gpuPod("new", 1)
+	tolerating.Spec.Tolerations = []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}}
+	pickyPod := gpuPod("new", 1)
+	pickyPod.Spec.NodeSelector = map[string]string{"gpu-model": "h100"}
+	fat := gpuPod("new", 1)
+	fat.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("9")
+
+	cases := []struct {
+		name     string
+		pod      *corev1.Pod
+		nodes    []NodeUsage
+		inflight []Reservation
+		want     string
+	}{
+		{"empty gpu node", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1)}}, nil, "a"},
+		{"bound pod takes the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{bound("old", "a", 1)}}}, nil, ""},
+		{"nominated pod takes the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{nominated}}}, nil, ""},
+		{"reserved pod takes the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{reserved}}}, nil, ""},
+		{"finished pod frees the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{finished}}}, nil, "a"},
+		{"pod listed on another node is not counted", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{bound("old", "b", 1)}}}, nil, "a"},
+		{"in-flight reservation takes the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1)}}, []Reservation{{ID: "r", Node: "a", Requests: PodRequests(gpuPod("x", 1))}}, ""},
+		{"reservation on another node", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1)}}, []Reservation{{ID: "r", Node: "b", Requests: PodRequests(gpuPod("x", 1))}}, "a"},
+		{"cpu node has no gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 0)}}, nil, ""},
+		{"two gpus wanted, one free", gpuPod("new", 2), []NodeUsage{{Node: gpuNode("a", 2), Pods: []*corev1.Pod{bound("old", "a", 1)}}}, nil, ""},
+		{"first node by name with room", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("c", 1)}, {Node: gpuNode("b", 1)}, {Node: gpuNode("a", 1), Pods: []*corev1.Pod{bound("old", "a", 1)}}}, nil, "b"},
+		{"cpu short", fat, []NodeUsage{{Node: gpuNode("a", 1)}}, nil, ""},
+		{"untolerated taint", gpuPod("new", 1), []NodeUsage{{Node: tainted}}, nil, ""},
+		{"tolerated taint", tolerating, []NodeUsage{{Node: tainted}}, nil, "a"},
+		{"prefer-no-schedule taint is no bar", gpuPod("new", 1), []NodeUsage{{Node: softTaint}}, nil, "a"},
+		{"cordoned", gpuPod("new", 1), []NodeUsage{{Node: cordoned}}, nil, ""},
+		{"pod's own node selector excludes the node", pickyPod, []NodeUsage{{Node: gpuNode("a", 1)}}, nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, ok := RoomNode(c.pod, PodRequests(c.pod), c.nodes, c.inflight)
+			if got != c.want || ok != (c.want != "") {
+				t.Errorf("RoomNode = %q,%v, want %q", got, ok, c.want)
+			}
+		})
+	}
+}
+
+func TestPodsSlotCounts(t *testing.T) {
+	n := node("a", nil, corev1.ResourceList{corev1.ResourcePods: resource.MustParse("1")})
+	p := pod("p", nil)
+	p.Spec.NodeName = "a"
+	if _, ok := RoomNode(pod("new", nil), PodRequests(pod("new", nil)), []NodeUsage{{Node: n, Pods: []*corev1.Pod{p}}}, nil); ok {
+		t.Error("a node with its one pod slot taken has no room")
+	}
+}
+
+// TestBurst drives the tracker the way the webhook does: ten pods admitted
+// before the cache shows any of them, with room for four on-prem, must put
+// four on-prem and six on the elastic unit.
+func TestBurst(t *testing.T) {
+	rp := seedPolicy()
+	clk := clocktesting.NewFakeClock(t0)
+	tr := NewTracker(clk, time.Minute, time.Minute)
+	onPrem := []NodeUsage{
+		{Node: node("onprem-1", nil, res("64", 2))},
+		{Node: node("onprem-2", nil, res("64", 2))},
+	}
+	var units []string
+	for i := range 10 {
+		p := gpuPod(fmt.Sprintf("burst-%d", i), 1)
+		req := PodRequests(p)
+		tx := tr.Begin(func(string) bool { return false })
+		inflight := tx.InFlight()
+		states := make([]UnitState, 2)
+		for _, r := range inflight {
+			idx, _ := UnitIndex(rp, r.Unit)
+			states[idx].Count++
+		}
+		states[0].RoomNode, states[0].Room = RoomNode(p, req, onPrem, inflight)
+		d := Choose(&rp.Spec, states)
+		tx.Reserve(Reservation{ID: p.Name, Policy: PolicyKey(rp), Unit: UnitLabel(rp, d.Unit), Node: d.Node, Requests: req})
+		tx.Done()
+		units = append(units, UnitLabel(rp, d.Unit))
+	}
+	if got, want := strings.Join(units, ""), "0000111111"; got != want {
+		t.Errorf("units = %s, want %s", got, want)
+	}
+}
+
+func TestTracker(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	tr := NewTracker(clk, 10*time.Second, time.Minute)
+	key := UnitKey{Policy: "default/p", Unit: "0"}
+
+	tx := tr.Begin(nil)
+	tx.Reserve(Reservation{ID: "a"})
+	tx.Reserve(Reservation{ID: "b"})
+	tx.Reserve(Reservation{ID: "c"})
+	tx.Done()
+
+	tx = tr.Begin(func(id string) bool { return id == "b" })
+	if got := ids(tx.InFlight()); got != "a,c" {
+		t.Errorf("after b was seen: %s, want a,c", got)
+	}
+	tx.Done()
+
+	until := tr.Cool(key)
+	if !until.Equal(t0.Add(time.Minute)) {
+		t.Errorf("Cool until %v", until)
+	}
+	clk.Step(10 * time.Second)
+	tx = tr.Begin(nil)
+	if n := tx.Len(); n != 0 {
+		t.Errorf("reservations past their ttl must go, %d left", n)
+	}
+	if !tx.CoolingDown(key) || tx.CoolingDown(UnitKey{Policy: "default/p", Unit: "1"}) {
+		t.Error("only the cooled unit is cooling down")
+	}
+	tx.Done()
+	clk.Step(50 * time.Second)
+	tx = tr.Begin(nil)
+	if tx.CoolingDown(key) {
+		t.Error("cooldown must end")
+	}
+	tx.Done()
+}
+
+func ids(rs []Reservation) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, r.ID)
+	}
+	return strings.Join(s, ",")
+}

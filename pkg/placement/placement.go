@@ -1,0 +1,278 @@
+// Package placement holds the pure rules of a ResourcePolicy: which pods a
+// policy selects, which policy wins a pod, which unit a pod is in, which unit
+// a new pod goes to, the node affinity that pins it there, and the
+// pod-deletion-cost tiers that make scale-in leave in reverse unit order.
+//
+// It imports API types only; the webhook and controllers under
+// pkg/controller feed it what they read from the cluster.
+package placement
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+)
+
+// Names spillway writes on the pods it places.
+const (
+	// LabelPolicy names the ResourcePolicy that placed the pod.
+	LabelPolicy = "spillway.dev/policy"
+	// LabelUnit names the unit the pod was placed on: the unit's name, its
+	// index when it has no name, or UnitNone.
+	LabelUnit = "spillway.dev/unit"
+	// AnnotationPlacementID ties a pod to the in-flight reservation made
+	// when it was admitted (the admission request UID).
+	AnnotationPlacementID = "spillway.dev/placement-id"
+	// AnnotationReservedNode names the node whose room was counted for the
+	// pod at admission, so the room stays taken until the pod is bound.
+	AnnotationReservedNode = "spillway.dev/reserved-node"
+	// AnnotationDeletionCost is the ReplicaSet controller's scale-in ranking.
+	AnnotationDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
+	// UnitNone is the unit label of a pod placed outside every unit.
+	UnitNone = "none"
+)
+
+// Outside is the unit index of a pod that is in no unit.
+const Outside = -1
+
+// DefaultGrace is how long a placed pod may stay unschedulable before it is
+// re-placed when the policy gives no timeout.
+const DefaultGrace = 30 * time.Second
+
+// UnitLabel is the value of LabelUnit for unit i.
+func UnitLabel(rp *v1alpha1.ResourcePolicy, i int) string {
+	if i < 0 || i >= len(rp.Spec.Units) {
+		return UnitNone
+	}
+	if n := rp.Spec.Units[i].Name; n != "" {
+		return n
+	}
+	return strconv.Itoa(i)
+}
+
+// UnitIndex is the inverse of UnitLabel; ok is false for labels that name
+// no unit of the policy (the policy was edited since the pod was placed).
+func UnitIndex(rp *v1alpha1.ResourcePolicy, label string) (int, bool) {
+	if label == UnitNone {
+		return Outside, true
+	}
+	for i := range rp.Spec.Units {
+		if UnitLabel(rp, i) == label {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// DisplayNames names each unit for status and kubectl: its name, else its
+// resource, else its index; a name shared by several units gets "#index".
+func DisplayNames(rp *v1alpha1.ResourcePolicy) []string {
+	names := make([]string, len(rp.Spec.Units))
+	seen := map[string]int{}
+	for i, u := range rp.Spec.Units {
+		switch {
+		case u.Name != "":
+			names[i] = u.Name
+		case u.Resource != "":
+			names[i] = u.Resource
+		default:
+			names[i] = strconv.Itoa(i)
+		}
+		seen[names[i]]++
+	}
+	for i := range names {
+		if seen[names[i]] > 1 {
+			names[i] += "#" + strconv.Itoa(i)
+		}
+	}
+	return names
+}
+
+// Selects reports whether the policy selects the pod: same namespace and
+// every selector pair present in the pod's labels. An empty selector selects
+// nothing (the API rejects it; this guards policies stored before that).
+func Selects(rp *v1alpha1.ResourcePolicy, pod *corev1.Pod) bool {
+	if rp.Namespace != pod.Namespace || len(rp.Spec.Selector) == 0 || rp.DeletionTimestamp != nil {
+		return false
+	}
+	return matchLabels(rp.Spec.Selector, pod.Labels)
+}
+
+func matchLabels(want, have map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Older orders policies oldest first, by name when created in the same
+// second, so every replica picks the same winner.
+func Older(a, b *v1alpha1.ResourcePolicy) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// Winner is the oldest policy selecting the pod, with every other policy
+// that selects it too (sorted oldest first); nil when none does.
+func Winner(policies []v1alpha1.ResourcePolicy, pod *corev1.Pod) (*v1alpha1.ResourcePolicy, []*v1alpha1.ResourcePolicy) {
+	var sel []*v1alpha1.ResourcePolicy
+	for i := range policies {
+		if Selects(&policies[i], pod) {
+			sel = append(sel, &policies[i])
+		}
+	}
+	if len(sel) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(sel, func(a, b *v1alpha1.ResourcePolicy) int {
+		if Older(a, b) {
+			return -1
+		}
+		if Older(b, a) {
+			return 1
+		}
+		return 0
+	})
+	return sel[0], sel[1:]
+}
+
+// NodeInUnit reports whether the node carries every label of the unit's
+// node selector.
+func NodeInUnit(u *v1alpha1.Unit, node *corev1.Node) bool {
+	return len(u.NodeSelector) > 0 && matchLabels(u.NodeSelector, node.Labels)
+}
+
+// UnitOfNode is the first unit whose node selector matches the node, or
+// Outside.
+func UnitOfNode(rp *v1alpha1.ResourcePolicy, node *corev1.Node) int {
+	if node == nil {
+		return Outside
+	}
+	for i := range rp.Spec.Units {
+		if NodeInUnit(&rp.Spec.Units[i], node) {
+			return i
+		}
+	}
+	return Outside
+}
+
+// UnitOf is the unit a selected pod is in: the one its placement labels name
+// when this policy placed it, otherwise the unit of the node it runs on
+// (pods created before the policy, or admitted while the webhook was
+// unavailable). node is the pod's node, nil when unbound or unknown.
+func UnitOf(rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, node *corev1.Node) int {
+	if pod.Labels[LabelPolicy] == rp.Name {
+		if i, ok := UnitIndex(rp, pod.Labels[LabelUnit]); ok {
+			return i
+		}
+	}
+	return UnitOfNode(rp, node)
+}
+
+// Placed reports whether this policy's webhook placed the pod.
+func Placed(rp *v1alpha1.ResourcePolicy, pod *corev1.Pod) bool {
+	_, ok := pod.Labels[LabelUnit]
+	return ok && pod.Labels[LabelPolicy] == rp.Name
+}
+
+// Terminal reports whether the pod has finished and holds no resources.
+func Terminal(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// Counted reports whether the pod counts toward its unit's max under the
+// policy's ignorePreviousPod and ignoreTerminatingPod.
+func Counted(rp *v1alpha1.ResourcePolicy, pod *corev1.Pod) bool {
+	if Terminal(pod) {
+		return false
+	}
+	if pod.DeletionTimestamp != nil && IgnoreTerminating(&rp.Spec) {
+		return false
+	}
+	if rp.Spec.IgnorePreviousPod && pod.CreationTimestamp.Before(&rp.CreationTimestamp) {
+		return false
+	}
+	return true
+}
+
+// IgnoreTerminating is ignoreTerminatingPod with its default (true).
+func IgnoreTerminating(spec *v1alpha1.ResourcePolicySpec) bool {
+	return spec.IgnoreTerminatingPod == nil || *spec.IgnoreTerminatingPod
+}
+
+// NextUnitPolicy is whenTryNextUnits.policy with its default.
+func NextUnitPolicy(spec *v1alpha1.ResourcePolicySpec) v1alpha1.NextUnitPolicy {
+	if spec.WhenTryNextUnits == nil || spec.WhenTryNextUnits.Policy == "" {
+		return v1alpha1.LackResourceOrExceedMax
+	}
+	return spec.WhenTryNextUnits.Policy
+}
+
+// Grace is how long a pod placed on a non-last unit may stay unschedulable
+// before it is re-placed; ok is false under ExceedMax, which waits forever.
+func Grace(spec *v1alpha1.ResourcePolicySpec) (time.Duration, bool) {
+	switch NextUnitPolicy(spec) {
+	case v1alpha1.ExceedMax:
+		return 0, false
+	case v1alpha1.TimeoutOrExceedMax:
+		if t := spec.WhenTryNextUnits.Timeout; t != nil && t.Duration > 0 {
+			return t.Duration, true
+		}
+	}
+	return DefaultGrace, true
+}
+
+// Strategy is spec.strategy with its default.
+func Strategy(spec *v1alpha1.ResourcePolicySpec) v1alpha1.Strategy {
+	if spec.Strategy == "" {
+		return v1alpha1.StrategyPrefer
+	}
+	return spec.Strategy
+}
+
+// PolicyKey names a policy in maps and logs: "namespace/name".
+func PolicyKey(rp *v1alpha1.ResourcePolicy) string {
+	return rp.Namespace + "/" + rp.Name
+}
+
+// Counts is the number of pods counted toward each unit's max: those of the
+// given pods (the policy's selected pods) that Counted accepts, by UnitOf.
+// nodeOf returns a pod's node by name, nil when unknown; it is called only
+// for bound pods this policy did not place.
+func Counts(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf func(name string) *corev1.Node) []int {
+	counts := make([]int, len(rp.Spec.Units))
+	for i := range pods {
+		p := &pods[i]
+		if !Counted(rp, p) {
+			continue
+		}
+		var node *corev1.Node
+		if !Placed(rp, p) && p.Spec.NodeName != "" {
+			node = nodeOf(p.Spec.NodeName)
+		}
+		if u := UnitOf(rp, p, node); u != Outside {
+			counts[u]++
+		}
+	}
+	return counts
+}
+
+// StatusCoolingDown reports whether the policy's status marks unit i as
+// cooling down at now. The status is where the re-placement controller,
+// which runs on the leader, tells every webhook replica; a status written
+// for a different list of units is ignored.
+func StatusCoolingDown(rp *v1alpha1.ResourcePolicy, i int, now time.Time) bool {
+	if len(rp.Status.Units) != len(rp.Spec.Units) || i < 0 || i >= len(rp.Status.Units) {
+		return false
+	}
+	until := rp.Status.Units[i].CooldownUntil
+	return until != nil && now.Before(until.Time)
+}

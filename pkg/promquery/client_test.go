@@ -1,0 +1,176 @@
+package promquery
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-dev/spillway/pkg/metricnames"
+)
+
+// promAPI is a stand-in Prometheus /api/v1/query endpoint that records the
+// form it received and answers with a fixed body.
+type promAPI struct {
+	mu     sync.Mutex
+	forms  []url.Values
+	status int
+	body   string
+}
+
+func (p *promAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/api/v1/query" {
+		http.NotFound(w, r)
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	p.forms = append(p.forms, r.Form)
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(p.status)
+	_, _ = w.Write([]byte(p.body))
+}
+
+const vectorBody = `{"status":"success","data":{"resultType":"vector","result":[
+ {"metric":{"__name__":"DCGM_CUSTOM_PROCESS_SM_UTIL","NamespaceName":"ns","PodName":"p","UUID":"GPU-1","pid":"9"},"value":[1764331200.5,"42"]},
+ {"metric":{"__name__":"DCGM_CUSTOM_PROCESS_SM_UTIL","NamespaceName":"ns","PodName":"p","UUID":"GPU-2","pid":"9"},"value":[1764331200.5,"NaN"]},
+ {"metric":{"__name__":"DCGM_CUSTOM_PROCESS_SM_UTIL","Hostname":"n1","UUID":"GPU-3","pid":"1"},"value":[1764331200.5,"3"]}
+]},"warnings":["partial response"]}`
+
+func TestClientSamples(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      int
+		body        string
+		q           Query
+		wantErr     string
+		wantSamples int
+		wantSkipped Skipped
+		wantForm    map[string]string
+	}{
+		{
+			name:        "vector is decoded and validated",
+			status:      http.StatusOK,
+			body:        vectorBody,
+			q:           Query{Metrics: []string{metricnames.ProcessSMUtil}, LookbackDelta: 30 * time.Second},
+			wantSamples: 1,
+			wantSkipped: Skipped{InvalidValue: 1, MissingLabels: 1},
+			wantForm: map[string]string{
+				"query":          `{__name__="DCGM_CUSTOM_PROCESS_SM_UTIL"}`,
+				"lookback_delta": "30s",
+				"timeout":        "2s",
+				"time":           "",
+			},
+		},
+		{
+			name:    "API error is returned",
+			status:  http.StatusBadRequest,
+			body:    `{"status":"error","errorType":"bad_data","error":"parse error"}`,
+			q:       Query{Metrics: []string{metricnames.ProcessSMUtil}},
+			wantErr: "parse error",
+		},
+		{
+			name:    "server error is returned",
+			status:  http.StatusInternalServerError,
+			body:    `oops`,
+			q:       Query{Metrics: []string{metricnames.ProcessSMUtil}},
+			wantErr: "prometheus query",
+		},
+		{
+			name:    "matrix is rejected",
+			status:  http.StatusOK,
+			body:    `{"status":"success","data":{"resultType":"matrix","result":[]}}`,
+			q:       Query{Metrics: []string{metricnames.ProcessSMUtil}},
+			wantErr: "want a vector",
+		},
+		{
+			name:    "invalid query never reaches the server",
+			status:  http.StatusOK,
+			body:    vectorBody,
+			q:       Query{},
+			wantErr: "at least one metric",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := &promAPI{status: tt.status, body: tt.body}
+			srv := httptest.NewServer(api)
+			defer srv.Close()
+			c, err := New(Config{URL: srv.URL, Timeout: 2 * time.Second})
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			res, err := c.Samples(context.Background(), tt.q)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Samples error = %v, want %q", err, tt.wantErr)
+				}
+				if tt.q.Validate() != nil && len(api.forms) != 0 {
+					t.Errorf("invalid query was sent: %v", api.forms)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Samples: %v", err)
+			}
+			if len(res.Samples) != tt.wantSamples || res.Skipped != tt.wantSkipped {
+				t.Errorf("got %d samples, skipped %+v; want %d, %+v", len(res.Samples), res.Skipped, tt.wantSamples, tt.wantSkipped)
+			}
+			if len(res.Warnings) != 1 || res.Warnings[0] != "partial response" {
+				t.Errorf("warnings = %q", res.Warnings)
+			}
+			if len(api.forms) != 1 {
+				t.Fatalf("server saw %d requests, want 1", len(api.forms))
+			}
+			for k, want := range tt.wantForm {
+				if got := api.forms[0].Get(k); got != want {
+					t.Errorf("form %s = %q, want %q", k, got, want)
+				}
+			}
+			if got := res.Samples[0].Timestamp; !got.Equal(time.UnixMilli(1764331200500)) {
+				t.Errorf("timestamp = %s", got)
+			}
+		})
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr []string
+	}{
+		{name: "ok", cfg: Config{URL: "http://prometheus:9090", Timeout: time.Second}},
+		{name: "empty url and timeout together", cfg: Config{}, wantErr: []string{"URL is empty", "timeout must be positive"}},
+		{name: "scheme", cfg: Config{URL: "ftp://x", Timeout: time.Second}, wantErr: []string{"scheme must be http or https"}},
+		{name: "no host", cfg: Config{URL: "http://", Timeout: time.Second}, wantErr: []string{"has no host"}},
+		{name: "unparsable", cfg: Config{URL: "http://a b:%zz", Timeout: time.Second}, wantErr: []string{"prometheus URL"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg)
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("New = %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("New = nil error")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}

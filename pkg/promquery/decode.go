@@ -1,0 +1,131 @@
+package promquery
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/spillway-dev/spillway/pkg/metricnames"
+)
+
+// Sample is one validated per-process observation.
+type Sample struct {
+	Metric    string
+	Namespace string
+	Pod       string
+	// GPU is the device UUID: the key processes are summed under.
+	GPU string
+	// PID and Container only tell processes apart; either may be empty.
+	PID       string
+	Container string
+	Value     float64
+	// Timestamp is the time Prometheus attached to the sample (for an
+	// instant query: its evaluation time).
+	Timestamp time.Time
+}
+
+// Skipped counts series that were read but not used, by reason.
+type Skipped struct {
+	// MissingLabels: no namespace, pod or GPU UUID (e.g. a host process).
+	MissingLabels int
+	// InvalidValue: NaN, ±Inf, negative, a histogram, or no timestamp.
+	InvalidValue int
+	// UnexpectedMetric: a metric name the query did not ask for.
+	UnexpectedMetric int
+	// Duplicate: the same process seen twice (e.g. scraped by two jobs);
+	// the newer sample is kept.
+	Duplicate int
+}
+
+// Total is the number of skipped series.
+func (s Skipped) Total() int {
+	return s.MissingLabels + s.InvalidValue + s.UnexpectedMetric + s.Duplicate
+}
+
+// Result is what one query yielded.
+type Result struct {
+	Samples  []Sample
+	Skipped  Skipped
+	Warnings []string
+}
+
+type processKey struct {
+	metric, namespace, pod, gpu, pid, container string
+}
+
+// Decode validates an instant-query result for q. Anything but a vector is
+// an error; bad series are skipped and counted, never turned into values.
+func Decode(v model.Value, q Query) (Result, error) {
+	vec, ok := v.(model.Vector)
+	if !ok {
+		typ := "nil"
+		if v != nil {
+			typ = v.Type().String()
+		}
+		return Result{}, fmt.Errorf("prometheus returned a %s, want a vector", typ)
+	}
+	wanted := make(map[string]bool, len(q.Metrics))
+	for _, m := range q.Metrics {
+		wanted[m] = true
+	}
+
+	res := Result{Samples: make([]Sample, 0, len(vec))}
+	index := make(map[processKey]int, len(vec))
+	for _, s := range vec {
+		if s == nil {
+			res.Skipped.InvalidValue++
+			continue
+		}
+		name := string(s.Metric[model.MetricNameLabel])
+		if !wanted[name] {
+			res.Skipped.UnexpectedMetric++
+			continue
+		}
+		ns := firstLabel(s.Metric, metricnames.LabelACKNamespace, metricnames.LabelNamespace)
+		pod := firstLabel(s.Metric, metricnames.LabelACKPod, metricnames.LabelPod)
+		gpu := string(s.Metric[metricnames.LabelUUID])
+		if ns == "" || pod == "" || gpu == "" {
+			res.Skipped.MissingLabels++
+			continue
+		}
+		val := float64(s.Value)
+		if s.Histogram != nil || math.IsNaN(val) || math.IsInf(val, 0) || val < 0 || s.Timestamp == 0 {
+			res.Skipped.InvalidValue++
+			continue
+		}
+		sample := Sample{
+			Metric:    name,
+			Namespace: ns,
+			Pod:       pod,
+			GPU:       gpu,
+			PID:       string(s.Metric[metricnames.LabelPID]),
+			Container: firstLabel(s.Metric, metricnames.LabelACKContainer, metricnames.LabelContainer),
+			Value:     val,
+			Timestamp: s.Timestamp.Time(),
+		}
+		key := processKey{name, ns, pod, gpu, sample.PID, sample.Container}
+		if i, seen := index[key]; seen {
+			res.Skipped.Duplicate++
+			if sample.Timestamp.After(res.Samples[i].Timestamp) {
+				res.Samples[i] = sample
+			}
+			continue
+		}
+		index[key] = len(res.Samples)
+		res.Samples = append(res.Samples, sample)
+	}
+	return res, nil
+}
+
+// firstLabel returns the first non-empty value among names. The ACK
+// spellings come first because relabeling never renames them.
+func firstLabel(m model.Metric, names ...string) string {
+	for _, n := range names {
+		if v := m[model.LabelName(n)]; v != "" {
+			return string(v)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,114 @@
+// Package promquery reads spillway's per-process GPU series from the
+// Prometheus HTTP API and turns them into validated samples.
+//
+// Callers describe what they want with a structured Query; the PromQL text is
+// rendered here, with every value quoted and regex-escaped, so nothing a
+// caller received from a request is ever pasted into a query.
+package promquery
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spillway-dev/spillway/pkg/metricnames"
+)
+
+// Query selects per-process series. Its zero value is invalid: at least one
+// metric name is required.
+type Query struct {
+	// Metrics are exact metric names (e.g. metricnames.ProcessSMUtil).
+	Metrics []string
+	// Namespace, when set, keeps only series of pods in this namespace.
+	Namespace string
+	// Pods, when non-nil, keeps only series of these pods; it needs Namespace.
+	// A non-nil empty list is an error rather than "match nothing" so a
+	// caller's bug cannot silently turn into an empty result.
+	Pods []string
+	// LookbackDelta, when positive, asks Prometheus to ignore samples older
+	// than this at evaluation time (servers that predate the parameter
+	// ignore it and use their --query.lookback-delta).
+	LookbackDelta time.Duration
+}
+
+// Pod and namespace filters match the ACK label spellings: they carry the
+// workload's namespace and pod even when a scrape config without
+// honor_labels renames the exporter's own `namespace`/`pod` labels to
+// `exported_namespace`/`exported_pod`.
+const (
+	filterNamespaceLabel = metricnames.LabelACKNamespace
+	filterPodLabel       = metricnames.LabelACKPod
+)
+
+var metricNameRE = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+
+// Validate reports every problem with q at once.
+func (q Query) Validate() error {
+	var errs []error
+	if len(q.Metrics) == 0 {
+		errs = append(errs, errors.New("query needs at least one metric name"))
+	}
+	for _, m := range q.Metrics {
+		if !metricNameRE.MatchString(m) {
+			errs = append(errs, fmt.Errorf("invalid metric name %q", m))
+		}
+	}
+	if q.Pods != nil {
+		if len(q.Pods) == 0 {
+			errs = append(errs, errors.New("query has an empty pod list"))
+		}
+		if q.Namespace == "" {
+			errs = append(errs, errors.New("a pod filter needs a namespace"))
+		}
+		for _, p := range q.Pods {
+			if p == "" {
+				errs = append(errs, errors.New("query has an empty pod name"))
+				break
+			}
+		}
+	}
+	if q.LookbackDelta < 0 {
+		errs = append(errs, fmt.Errorf("negative lookback delta %s", q.LookbackDelta))
+	}
+	return errors.Join(errs...)
+}
+
+// String renders q as a PromQL series selector. Every value is a quoted Go
+// string literal (PromQL string literals use Go's escaping), and values
+// inside regex matchers are additionally regexp.QuoteMeta-escaped, so any
+// input — quotes, braces, `=~`, newlines — stays a literal.
+func (q Query) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	writeMatcher(&b, "__name__", q.Metrics)
+	if q.Namespace != "" {
+		b.WriteByte(',')
+		writeMatcher(&b, filterNamespaceLabel, []string{q.Namespace})
+	}
+	if q.Pods != nil {
+		b.WriteByte(',')
+		writeMatcher(&b, filterPodLabel, q.Pods)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// writeMatcher writes an equality matcher for one value and an anchored
+// (Prometheus anchors every regex matcher) alternation for several.
+func writeMatcher(b *strings.Builder, label string, values []string) {
+	b.WriteString(label)
+	if len(values) == 1 {
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(values[0]))
+		return
+	}
+	quoted := make([]string, len(values))
+	for i, v := range values {
+		quoted[i] = regexp.QuoteMeta(v)
+	}
+	b.WriteString("=~")
+	b.WriteString(strconv.Quote(strings.Join(quoted, "|")))
+}

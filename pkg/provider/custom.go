@@ -1,0 +1,150 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/metrics/pkg/apis/custom_metrics"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+)
+
+// GetMetricByName serves custom.metrics.k8s.io .../pods/<name>/<metric>.
+func (p *Provider) GetMetricByName(ctx context.Context, name types.NamespacedName, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValue, err error) {
+	start := time.Now()
+	defer func() { p.metrics.observeRequest(apiCustom, start, err) }()
+
+	mi, err := p.checkCustomRequest(name.Namespace, info, metricSelector)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := p.view(ctx, mi, name.Namespace, []string{name.Name})
+	if err != nil {
+		return nil, err
+	}
+	v, ok := snap.lookup(name, mi, p.now(), p.maxStaleness)
+	if !ok {
+		return nil, notFound(fmt.Sprintf("no value of %s younger than %s for pod %s/%s",
+			p.specs[mi].name, p.maxStaleness, name.Namespace, name.Name))
+	}
+	mv := p.podMetricValue(name, mi, v)
+	return &mv, nil
+}
+
+// GetMetricBySelector serves custom.metrics.k8s.io .../pods/*/<metric>
+// with a pod label selector (what the HPA sends for `type: Pods`). Pods
+// without a fresh value are left out — the HPA has its own rules for
+// missing pods — but if none has one the request fails.
+func (p *Provider) GetMetricBySelector(ctx context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValueList, err error) {
+	start := time.Now()
+	defer func() { p.metrics.observeRequest(apiCustom, start, err) }()
+
+	mi, err := p.checkCustomRequest(namespace, info, metricSelector)
+	if err != nil {
+		return nil, err
+	}
+	if selector == nil {
+		selector = labels.Everything()
+	}
+	names, err := p.podNames(namespace, selector)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := p.view(ctx, mi, namespace, names)
+	if err != nil {
+		return nil, err
+	}
+	now := p.now()
+	list := &custom_metrics.MetricValueList{Items: make([]custom_metrics.MetricValue, 0, len(names))}
+	for _, n := range names {
+		key := types.NamespacedName{Namespace: namespace, Name: n}
+		if v, ok := snap.lookup(key, mi, now, p.maxStaleness); ok {
+			list.Items = append(list.Items, p.podMetricValue(key, mi, v))
+		}
+	}
+	if len(list.Items) == 0 {
+		return nil, notFound(fmt.Sprintf("none of the %d pods selected by %q in namespace %s has a value of %s younger than %s",
+			len(names), selector.String(), namespace, p.specs[mi].name, p.maxStaleness))
+	}
+	return list, nil
+}
+
+func (p *Provider) checkCustomRequest(namespace string, info provider.CustomMetricInfo, metricSelector labels.Selector) (int, error) {
+	if info.GroupResource != podsResource {
+		return 0, notFound(fmt.Sprintf("spillway serves metrics of pods only, not of %q", info.GroupResource.String()))
+	}
+	mi, ok := p.metricIndex(info.Metric)
+	if !ok {
+		return 0, p.unknownMetric(info.Metric)
+	}
+	if namespace == "" {
+		return 0, apierrors.NewBadRequest("pod metrics are namespaced: ask for /namespaces/<ns>/pods/...")
+	}
+	if metricSelector != nil && !metricSelector.Empty() {
+		return 0, apierrors.NewBadRequest(fmt.Sprintf(
+			"metric selector %q is not supported: a pod's value already combines all its GPUs and processes", metricSelector.String()))
+	}
+	return mi, nil
+}
+
+// podNames resolves a selector from the informer cache, sorted so answers
+// are stable. An empty selection is an error: "no pods" must never read as
+// "no load".
+func (p *Provider) podNames(namespace string, selector labels.Selector) ([]string, error) {
+	names, err := p.pods.PodNames(namespace, selector)
+	if err != nil {
+		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("listing pods: %v", err))
+	}
+	if len(names) == 0 {
+		return nil, notFound(fmt.Sprintf("no pods in namespace %s match selector %q", namespace, selector.String()))
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func (p *Provider) podMetricValue(pod types.NamespacedName, metric int, v value) custom_metrics.MetricValue {
+	return custom_metrics.MetricValue{
+		DescribedObject: custom_metrics.ObjectReference{
+			APIVersion: "v1",
+			Kind:       "Pod",
+			Namespace:  pod.Namespace,
+			Name:       pod.Name,
+		},
+		Metric:    custom_metrics.MetricIdentifier{Name: p.specs[metric].name},
+		Timestamp: metav1.NewTime(v.ts),
+		Value:     quantity(v.v),
+	}
+}
+
+// quantity keeps three decimals (50.125 → "50125m"), falling back to whole
+// units where milli-units would overflow int64.
+func quantity(v float64) resource.Quantity {
+	if v*1000 < math.MaxInt64/2 {
+		return *resource.NewMilliQuantity(int64(math.Round(v*1000)), resource.DecimalSI)
+	}
+	return *resource.NewQuantity(int64(math.Round(v)), resource.DecimalSI)
+}
+
+func (p *Provider) unknownMetric(name string) error {
+	return notFound(fmt.Sprintf("spillway does not serve metric %q; it serves %s", name, strings.Join(p.metricNames(), ", ")))
+}
+
+// notFound is a 404 with our own message: the HPA reports it as a failed
+// metric and keeps the current scale.
+func notFound(msg string) *apierrors.StatusError {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusNotFound,
+		Reason:  metav1.StatusReasonNotFound,
+		Message: msg,
+	}}
+}

@@ -1,0 +1,93 @@
+package provider
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// Self-metric names. They describe the adapter itself, not GPUs, so they
+// live here rather than in metricnames.
+const (
+	selfPrefix = "spillway_metrics_adapter_"
+
+	apiCustom   = "custom"
+	apiExternal = "external"
+)
+
+type selfMetrics struct {
+	refreshDuration prometheus.Histogram
+	refreshErrors   prometheus.Counter
+	series          prometheus.Gauge
+	pods            prometheus.Gauge
+	skipped         *prometheus.GaugeVec
+	requests        *prometheus.CounterVec
+	requestDuration *prometheus.HistogramVec
+}
+
+func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*selfMetrics, error) {
+	m := &selfMetrics{
+		refreshDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    selfPrefix + "refresh_duration_seconds",
+			Help:    "Time to query Prometheus for all spillway series and build a snapshot, failed refreshes included.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+		refreshErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: selfPrefix + "refresh_errors_total",
+			Help: "Refreshes that failed; the previous snapshot stays until it is stale.",
+		}),
+		series: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: selfPrefix + "snapshot_series",
+			Help: "Per-process series used to build the current snapshot.",
+		}),
+		pods: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: selfPrefix + "snapshot_pods",
+			Help: "Pods with at least one value in the current snapshot.",
+		}),
+		skipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: selfPrefix + "snapshot_skipped_series",
+			Help: "Series read in the last successful refresh but not used, by reason.",
+		}, []string{"reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: selfPrefix + "requests_total",
+			Help: "Metric requests served, by API (custom or external) and outcome (OK or the Kubernetes status reason).",
+		}, []string{"api", "outcome"}),
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    selfPrefix + "request_duration_seconds",
+			Help:    "Time spent in the provider per metric request, by API.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+		}, []string{"api"}),
+	}
+	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: selfPrefix + "snapshot_age_seconds",
+		Help: "Age of the served snapshot (time since start while none was loaded).",
+	}, snapshotAge)
+	for _, c := range []prometheus.Collector{m.refreshDuration, m.refreshErrors, m.series, m.pods, m.skipped, m.requests, m.requestDuration, age} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *selfMetrics) recordSnapshot(s *snapshot) {
+	m.series.Set(float64(s.series))
+	m.pods.Set(float64(len(s.pods)))
+	m.skipped.WithLabelValues("missing_labels").Set(float64(s.skipped.MissingLabels))
+	m.skipped.WithLabelValues("invalid_value").Set(float64(s.skipped.InvalidValue))
+	m.skipped.WithLabelValues("unexpected_metric").Set(float64(s.skipped.UnexpectedMetric))
+	m.skipped.WithLabelValues("duplicate").Set(float64(s.skipped.Duplicate))
+}
+
+func (m *selfMetrics) observeRequest(api string, start time.Time, err error) {
+	outcome := "OK"
+	if err != nil {
+		outcome = string(apierrors.ReasonForError(err))
+		if outcome == "" {
+			outcome = "Unknown"
+		}
+	}
+	m.requests.WithLabelValues(api, outcome).Inc()
+	m.requestDuration.WithLabelValues(api).Observe(time.Since(start).Seconds())
+}
