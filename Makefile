@@ -39,19 +39,31 @@ $(GOLANGCI_LINT): tools/golangci-lint/go.mod
 $(HELM): tools/helm/go.mod
 	go -C tools/helm build -o $@ helm.sh/helm/v3/cmd/helm
 
+.PHONY: tools
+tools: $(CONTROLLER_GEN) $(GOLANGCI_LINT) $(HELM) ## Build the pinned developer tools (controller-gen, golangci-lint, helm) into bin/.
+
 ##@ Code generation and checks
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRDs and RBAC from controller-gen markers.
 	$(CONTROLLER_GEN) object paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:dir=config/crd
 	$(CONTROLLER_GEN) rbac:roleName=spillway-controller paths=./pkg/controller/... output:rbac:dir=config/rbac
+	hack/sync-chart-crds.sh
+
+.PHONY: manifests
+manifests: $(HELM) ## Render deploy/manifests from the Helm chart with default values.
+	HELM=$(HELM) hack/render-manifests.sh
+
+.PHONY: dashboards
+dashboards: ## Regenerate grafana/dashboards (and the chart's copy) from their Go definitions.
+	go run ./grafana/gen
 
 .PHONY: verify
-verify: generate ## Fail when generated code or go.mod/go.sum are stale.
+verify: generate manifests dashboards ## Fail when generated code, manifests, dashboards or go.mod/go.sum are stale.
 	go mod tidy
-	@if [ -n "$$(git status --porcelain -- go.mod go.sum pkg/apis config deploy)" ]; then \
-		echo "stale generated files or go.mod (run 'make generate' and 'go mod tidy', then commit):"; \
-		git status --porcelain -- go.mod go.sum pkg/apis config deploy; git diff --stat; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- go.mod go.sum pkg/apis config deploy grafana)" ]; then \
+		echo "stale generated files or go.mod (run 'make generate manifests dashboards' and 'go mod tidy', then commit):"; \
+		git status --porcelain -- go.mod go.sum pkg/apis config deploy grafana; git diff --stat; exit 1; fi
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned) with the layering rules in .golangci.yml.
@@ -59,11 +71,11 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned) with the layering rules in 
 
 ##@ Tests
 .PHONY: unit
-unit: ## Fast tests: no cluster, all packages in parallel.
+unit: $(HELM) ## Fast tests: no cluster, all packages in parallel.
 	go test -short -count=1 ./...
 
 .PHONY: integration
-integration: control-plane build ## Cluster-backed tests (real apiserver, kcm, scheduler, kwok, Karpenter, Prometheus), one package at a time.
+integration: control-plane build $(HELM) ## Cluster-backed tests (real apiserver, kcm, scheduler, kwok, Karpenter, Prometheus), one package at a time.
 	go test -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./test/...
 
 .PHONY: test

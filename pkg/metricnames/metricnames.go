@@ -97,3 +97,41 @@ const (
 	LabelExporterOperation  = "operation"
 	LabelExporterReturnCode = "return_code"
 )
+
+// ---------------------------------------------------------------------------
+// spillway-metrics-adapter self-metrics (added for the dashboards and alerts
+// of issue 8; pkg/provider registers these names). The adapter's own health:
+// snapshot freshness, refresh cost, request latency and outcomes.
+// ---------------------------------------------------------------------------
+
+// Adapter self-metric names.
+const (
+	// AdapterRefreshDuration is a histogram of the time to query Prometheus
+	// and build a snapshot, failed refreshes included.
+	AdapterRefreshDuration = "spillway_metrics_adapter_refresh_duration_seconds"
+	// AdapterRefreshErrors counts failed refreshes.
+	AdapterRefreshErrors = "spillway_metrics_adapter_refresh_errors_total"
+	// AdapterSnapshotSeries and AdapterSnapshotPods size the current
+	// snapshot: per-process series read, pods with a value.
+	AdapterSnapshotSeries = "spillway_metrics_adapter_snapshot_series"
+	AdapterSnapshotPods   = "spillway_metrics_adapter_snapshot_pods"
+	// AdapterSnapshotSkippedSeries counts series of the last refresh not
+	// used, by LabelAdapterReason.
+	AdapterSnapshotSkippedSeries = "spillway_metrics_adapter_snapshot_skipped_series"
+	// AdapterSnapshotAge is the age of the served snapshot (time since start
+	// while none was loaded).
+	AdapterSnapshotAge = "spillway_metrics_adapter_snapshot_age_seconds"
+	// AdapterRequests counts metric requests by LabelAdapterAPI and
+	// LabelAdapterOutcome.
+	AdapterRequests = "spillway_metrics_adapter_requests_total"
+	// AdapterRequestDuration is a histogram of the time in the provider per
+	// request, by LabelAdapterAPI.
+	AdapterRequestDuration = "spillway_metrics_adapter_request_duration_seconds"
+)
+
+// Adapter self-metric labels.
+const (
+	LabelAdapterAPI     = "api"     // custom or external
+	LabelAdapterOutcome = "outcome" // OK or the Kubernetes status reason
+	LabelAdapterReason  = "reason"
+)

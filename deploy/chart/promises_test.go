@@ -1,0 +1,373 @@
+package chart
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// rendered wraps a render for the assertions below.
+type rendered struct {
+	t    *testing.T
+	objs []*unstructured.Unstructured
+}
+
+func (r rendered) one(kind, name string) *unstructured.Unstructured {
+	r.t.Helper()
+	for _, o := range Find(r.objs, kind) {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	r.t.Fatalf("no %s %s rendered", kind, name)
+	return nil
+}
+
+func (r rendered) count(kind string) int { return len(Find(r.objs, kind)) }
+
+func (r rendered) args(workload string) []string {
+	r.t.Helper()
+	cs, err := Containers(r.objs)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Workload == workload {
+			return c.Args
+		}
+	}
+	r.t.Fatalf("no workload %s", workload)
+	return nil
+}
+
+// str is the value at path as text ("" when absent): strings as they are,
+// numbers and booleans printed, anything else non-empty when present.
+func str(o *unstructured.Unstructured, path ...string) string {
+	v, found, _ := unstructured.NestedFieldNoCopy(o.Object, path...)
+	if !found || v == nil {
+		return ""
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return fmt.Sprint(v)
+}
+
+// roleRules flattens a Role or ClusterRole into "group/resource:verb[@name]".
+func roleRules(o *unstructured.Unstructured) []string {
+	rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+	var out []string
+	for _, r := range rules {
+		rm := r.(map[string]any)
+		groups, _, _ := unstructured.NestedStringSlice(rm, "apiGroups")
+		resources, _, _ := unstructured.NestedStringSlice(rm, "resources")
+		verbs, _, _ := unstructured.NestedStringSlice(rm, "verbs")
+		names, _, _ := unstructured.NestedStringSlice(rm, "resourceNames")
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, g := range groups {
+			for _, res := range resources {
+				for _, v := range verbs {
+					for _, n := range names {
+						s := g + "/" + res + ":" + v
+						if n != "" {
+							s += "@" + n
+						}
+						out = append(out, s)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func TestVariantsRenderWhatTheyPromise(t *testing.T) {
+	tests := []struct {
+		variant string
+		check   func(t *testing.T, r rendered)
+	}{
+		{"defaults", func(t *testing.T, r rendered) {
+			ds := r.one("DaemonSet", "spillway-gpu-exporter")
+			if str(ds, "spec", "template", "spec", "hostPID") != "true" {
+				t.Error("exporter: hostPID is not true")
+			}
+			if str(ds, "spec", "template", "spec", "nodeSelector", "nvidia.com/gpu.present") != "true" {
+				t.Error("exporter: no nvidia.com/gpu.present node selector")
+			}
+			tol, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "tolerations")
+			if len(tol) == 0 || tol[0].(map[string]any)["key"] != "nvidia.com/gpu" {
+				t.Errorf("exporter: tolerations %v lack nvidia.com/gpu", tol)
+			}
+			c, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
+			sc := c[0].(map[string]any)["securityContext"].(map[string]any)
+			if sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false {
+				t.Errorf("exporter securityContext %v: want a read-only root filesystem and no privilege escalation", sc)
+			}
+			if !slices.Contains(r.args("DaemonSet/spillway-gpu-exporter"), "--proc-root=/proc") {
+				t.Error("exporter: --proc-root=/proc missing with hostPID")
+			}
+			for _, d := range []string{"spillway-metrics-adapter", "spillway-controller"} {
+				dep := r.one("Deployment", d)
+				if got := str(dep, "spec", "replicas"); got != "2" {
+					t.Errorf("%s replicas = %s, want 2", d, got)
+				}
+				if str(dep, "spec", "template", "spec", "affinity", "podAntiAffinity") == "" {
+					t.Errorf("%s: no pod anti-affinity", d)
+				}
+				r.one("PodDisruptionBudget", d)
+			}
+			if !slices.Contains(r.args("Deployment/spillway-controller"), "--leader-elect=true") {
+				t.Error("controller: leader election off")
+			}
+			if n := r.count("APIService"); n != 3 {
+				t.Errorf("%d APIServices, want 3", n)
+			}
+			for _, name := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"} {
+				a := r.one("APIService", name)
+				if str(a, "spec", "insecureSkipTLSVerify") != "true" || str(a, "spec", "service", "name") != "spillway-metrics-adapter" {
+					t.Errorf("APIService %s: %v", name, a.Object["spec"])
+				}
+			}
+			mwc := r.one("MutatingWebhookConfiguration", "spillway-placement")
+			hooks, _, _ := unstructured.NestedSlice(mwc.Object, "webhooks")
+			h := hooks[0].(map[string]any)
+			if h["failurePolicy"] != "Ignore" || fmt.Sprint(h["timeoutSeconds"]) != "5" {
+				t.Errorf("webhook failurePolicy %v timeout %v, want Ignore and 5", h["failurePolicy"], h["timeoutSeconds"])
+			}
+			ops, _, _ := unstructured.NestedSlice(h, "rules")
+			if got := ops[0].(map[string]any); !slices.Equal(toStrings(got["operations"]), []string{"CREATE"}) || !slices.Equal(toStrings(got["resources"]), []string{"pods"}) {
+				t.Errorf("webhook rules %v, want pods CREATE", got)
+			}
+			exprs, _, _ := unstructured.NestedSlice(h, "namespaceSelector", "matchExpressions")
+			excluded := toStrings(exprs[0].(map[string]any)["values"])
+			if !slices.Contains(excluded, "spillway-system") || !slices.Contains(excluded, "kube-system") {
+				t.Errorf("webhook excludes %v, want the release namespace and kube-system", excluded)
+			}
+			role := roleRules(r.one("Role", "spillway-controller"))
+			for _, want := range []string{"/secrets:get@spillway-webhook-cert", "coordination.k8s.io/leases:update@spillway-controller"} {
+				if !slices.Contains(role, want) {
+					t.Errorf("controller Role lacks %s: %v", want, role)
+				}
+			}
+			if got := roleRules(r.one("ClusterRole", "spillway-controller-webhook-ca")); !slices.Equal(got, []string{
+				"admissionregistration.k8s.io/mutatingwebhookconfigurations:get@spillway-placement",
+				"admissionregistration.k8s.io/mutatingwebhookconfigurations:update@spillway-placement",
+				"admissionregistration.k8s.io/mutatingwebhookconfigurations:patch@spillway-placement",
+			}) {
+				t.Errorf("webhook CA ClusterRole rules %v", got)
+			}
+			if got := roleRules(r.one("ClusterRole", "spillway-gpu-exporter")); !slices.Equal(got, []string{"/pods:get", "/pods:list", "/pods:watch"}) {
+				t.Errorf("exporter ClusterRole %v, want read-only pods", got)
+			}
+			if n := r.count("ServiceMonitor") + r.count("PodMonitor") + r.count("PrometheusRule") + r.count("Certificate"); n != 0 {
+				t.Errorf("%d optional objects rendered by default", n)
+			}
+			for _, kind := range []string{"DaemonSet", "Deployment"} {
+				for _, o := range Find(r.objs, kind) {
+					if str(o, "spec", "template", "metadata", "annotations", "prometheus.io/scrape") != "true" {
+						t.Errorf("%s %s has no scrape annotations", kind, o.GetName())
+					}
+				}
+			}
+		}},
+		{"cert-manager", func(t *testing.T, r rendered) {
+			for _, a := range Find(r.objs, "APIService") {
+				if str(a, "spec", "insecureSkipTLSVerify") != "" {
+					t.Errorf("APIService %s skips TLS verification under cert-manager", a.GetName())
+				}
+				if str(a, "metadata", "annotations", "cert-manager.io/inject-ca-from") != "spillway-system/spillway-metrics-adapter-cert" {
+					t.Errorf("APIService %s: no inject-ca-from", a.GetName())
+				}
+			}
+			mwc := r.one("MutatingWebhookConfiguration", "spillway-placement")
+			if str(mwc, "metadata", "annotations", "cert-manager.io/inject-ca-from") != "spillway-system/spillway-webhook-cert" {
+				t.Error("webhook configuration: no inject-ca-from")
+			}
+			r.one("Certificate", "spillway-webhook-cert")
+			r.one("Certificate", "spillway-metrics-adapter-cert")
+			r.one("Issuer", "spillway-selfsigned")
+			for _, rule := range roleRules(r.one("Role", "spillway-controller")) {
+				if strings.Contains(rule, "secrets") {
+					t.Errorf("controller may still touch Secrets under cert-manager: %s", rule)
+				}
+			}
+			for _, cr := range Find(r.objs, "ClusterRole") {
+				if cr.GetName() == "spillway-controller-webhook-ca" {
+					t.Error("controller may still write its webhook configuration under cert-manager")
+				}
+			}
+			args := r.args("Deployment/spillway-controller")
+			if !slices.Contains(args, "--webhook-cert-dir=/var/run/webhook-cert") || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--webhook-cert-secret") }) {
+				t.Errorf("controller args %q: want --webhook-cert-dir and no --webhook-cert-secret", args)
+			}
+			if !slices.Contains(r.args("Deployment/spillway-metrics-adapter"), "--tls-cert-file=/var/run/serving-cert/tls.crt") {
+				t.Error("adapter does not serve the cert-manager certificate")
+			}
+		}},
+		{"cert-manager-external-issuer", func(t *testing.T, r rendered) {
+			if r.count("Issuer") != 0 {
+				t.Error("an Issuer is rendered although issuerRef names one")
+			}
+			if got := str(r.one("Certificate", "spillway-webhook-cert"), "spec", "issuerRef", "kind"); got != "ClusterIssuer" {
+				t.Errorf("issuerRef.kind = %q", got)
+			}
+		}},
+		{"prometheus-operator", func(t *testing.T, r rendered) {
+			if n := r.count("ServiceMonitor"); n != 3 {
+				t.Errorf("%d ServiceMonitors, want 3", n)
+			}
+			sm := r.one("ServiceMonitor", "spillway-gpu-exporter")
+			eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+			if eps[0].(map[string]any)["honorLabels"] != true {
+				t.Error("exporter ServiceMonitor does not honor labels: the workload's namespace/pod would be renamed")
+			}
+			if str(sm, "metadata", "labels", "release") != "kube-prometheus-stack" {
+				t.Error("serviceMonitor.labels not applied")
+			}
+			r.one("Service", "spillway-gpu-exporter")
+			r.one("PrometheusRule", "spillway")
+			if n := r.count("ConfigMap"); n != 2 {
+				t.Errorf("%d dashboard ConfigMaps, want 2", n)
+			}
+			for _, cm := range Find(r.objs, "ConfigMap") {
+				if str(cm, "metadata", "labels", "grafana_dashboard") != "1" {
+					t.Errorf("ConfigMap %s lacks the sidecar label", cm.GetName())
+				}
+			}
+		}},
+		{"podmonitor-no-annotations", func(t *testing.T, r rendered) {
+			if n := r.count("PodMonitor"); n != 3 {
+				t.Errorf("%d PodMonitors, want 3", n)
+			}
+			for _, kind := range []string{"DaemonSet", "Deployment"} {
+				for _, o := range Find(r.objs, kind) {
+					if str(o, "spec", "template", "metadata", "annotations", "prometheus.io/scrape") != "" {
+						t.Errorf("%s %s still has scrape annotations", kind, o.GetName())
+					}
+				}
+			}
+		}},
+		{"exporter-hostproc-sim", func(t *testing.T, r rendered) {
+			ds := r.one("DaemonSet", "spillway-gpu-exporter")
+			if str(ds, "spec", "template", "spec", "hostPID") != "" {
+				t.Error("hostPID set with procAccess=hostProc")
+			}
+			if str(ds, "spec", "template", "spec", "runtimeClassName") != "nvidia" {
+				t.Error("runtimeClassName not set")
+			}
+			vols, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "volumes")
+			if len(vols) != 1 || str(&unstructured.Unstructured{Object: vols[0].(map[string]any)}, "hostPath", "path") != "/proc" {
+				t.Errorf("volumes %v: want the host's /proc", vols)
+			}
+			cs, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
+			mounts, _, _ := unstructured.NestedSlice(cs[0].(map[string]any), "volumeMounts")
+			if len(mounts) != 1 || mounts[0].(map[string]any)["readOnly"] != true {
+				t.Errorf("mounts %v: want /host/proc read-only", mounts)
+			}
+			args := r.args("DaemonSet/spillway-gpu-exporter")
+			for _, want := range []string{"--proc-root=/host/proc", "--backend=sim", "--export-host-processes"} {
+				if !slices.Contains(args, want) {
+					t.Errorf("exporter args %q lack %s", args, want)
+				}
+			}
+			if rules := roleRules(r.one("ClusterRole", "spillway-gpu-exporter")); !slices.Contains(rules, "apps/replicasets:list") {
+				t.Errorf("sim exporter cannot list ReplicaSets: %v", rules)
+			}
+			if env := containerEnv(t, r, "DaemonSet/spillway-gpu-exporter"); env["NVIDIA_VISIBLE_DEVICES"] != nil {
+				t.Error("NVIDIA runtime environment set for the sim backend")
+			}
+		}},
+		{"keda-owns-external-metrics", func(t *testing.T, r rendered) {
+			var names []string
+			for _, a := range Find(r.objs, "APIService") {
+				names = append(names, a.GetName())
+			}
+			if !slices.Equal(names, []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io"}) {
+				t.Errorf("APIServices %v, want only custom.metrics.k8s.io", names)
+			}
+		}},
+		{"prometheus-adapter-owns-all-metrics-apis", func(t *testing.T, r rendered) {
+			if n := r.count("APIService"); n != 0 {
+				t.Errorf("%d APIServices rendered with both groups off", n)
+			}
+			r.one("Deployment", "spillway-metrics-adapter")
+		}},
+		{"adapter-tls-secret", func(t *testing.T, r rendered) {
+			for _, a := range Find(r.objs, "APIService") {
+				if str(a, "spec", "caBundle") != testCABundle || str(a, "spec", "insecureSkipTLSVerify") != "" {
+					t.Errorf("APIService %s: want the caBundle and verification", a.GetName())
+				}
+			}
+			if !slices.Contains(r.args("Deployment/spillway-metrics-adapter"), "--tls-private-key-file=/var/run/serving-cert/tls.key") {
+				t.Error("adapter does not serve the Secret's certificate")
+			}
+		}},
+		{"single-replicas-hard-anti-affinity", func(t *testing.T, r rendered) {
+			if n := r.count("PodDisruptionBudget"); n != 0 {
+				t.Errorf("%d PDBs with single replicas: they would block node drains", n)
+			}
+			dep := r.one("Deployment", "spillway-controller")
+			if str(dep, "spec", "template", "spec", "affinity", "podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution") == "" {
+				t.Error("hard anti-affinity not required")
+			}
+			hooks, _, _ := unstructured.NestedSlice(r.one("MutatingWebhookConfiguration", "spillway-placement").Object, "webhooks")
+			exprs, _, _ := unstructured.NestedSlice(hooks[0].(map[string]any), "namespaceSelector", "matchExpressions")
+			if got := toStrings(exprs[0].(map[string]any)["values"]); !slices.Equal(got, []string{"spillway-system", "kube-system", "monitoring", "cert-manager"}) {
+				t.Errorf("excluded namespaces %v", got)
+			}
+		}},
+		{"only-exporter", func(t *testing.T, r rendered) {
+			if r.count("Deployment") != 0 || r.count("APIService") != 0 || r.count("MutatingWebhookConfiguration") != 0 {
+				t.Error("adapter or controller objects rendered while disabled")
+			}
+			groups, _, _ := unstructured.NestedSlice(r.one("PrometheusRule", "spillway").Object, "spec", "groups")
+			if len(groups) != 1 {
+				t.Errorf("%d alert groups, want the exporter's only", len(groups))
+			}
+		}},
+	}
+	variants := map[string]Variant{}
+	for _, v := range Variants() {
+		variants[v.Name] = v
+	}
+	for _, tt := range tests {
+		t.Run(tt.variant, func(t *testing.T) {
+			v, ok := variants[tt.variant]
+			if !ok {
+				t.Fatalf("no variant %q", tt.variant)
+			}
+			tt.check(t, rendered{t: t, objs: render(t, v.Set...)})
+		})
+	}
+	if len(tests) != len(variants) {
+		t.Errorf("%d variants but %d have checks", len(variants), len(tests))
+	}
+}
+
+func containerEnv(t *testing.T, r rendered, workload string) map[string]any {
+	cs, err := Containers(r.objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Workload == workload {
+			return c.Env
+		}
+	}
+	return nil
+}
+
+func toStrings(v any) []string {
+	items, _ := v.([]any)
+	var out []string
+	for _, it := range items {
+		s, _ := it.(string)
+		out = append(out, s)
+	}
+	return out
+}

@@ -1,0 +1,49 @@
+package chart
+
+// Variant is a set of values that turns optional features of the chart on
+// (or default ones off). The chart's tests lint and render every variant;
+// the install test applies each to a real API server with a dry run.
+type Variant struct {
+	Name string
+	Set  []string
+}
+
+// testCABundle is a base64 placeholder for adapter.tls.caBundle; the API
+// server only checks that caBundle is base64 when it is stored.
+const testCABundle = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="
+
+// Variants lists the default values and each optional feature.
+func Variants() []Variant {
+	return []Variant{
+		{Name: "defaults"},
+		{Name: "cert-manager", Set: []string{"certManager.enabled=true"}},
+		{Name: "cert-manager-external-issuer", Set: []string{
+			"certManager.enabled=true", "certManager.issuerRef.name=corp-ca", "certManager.issuerRef.kind=ClusterIssuer",
+		}},
+		{Name: "prometheus-operator", Set: []string{
+			"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+			"metrics.prometheusRule.enabled=true", "grafana.dashboards.enabled=true",
+		}},
+		{Name: "podmonitor-no-annotations", Set: []string{
+			"metrics.podMonitor.enabled=true", "metrics.scrapeAnnotations=false", "metrics.prometheusRule.enabled=true",
+		}},
+		{Name: "exporter-hostproc-sim", Set: []string{
+			"exporter.procAccess=hostProc", "exporter.backend=sim", "exporter.runtimeClassName=nvidia",
+			"exporter.priorityClassName=system-node-critical", "exporter.exportHostProcesses=true",
+			"exporter.nvmlLibrary=/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", "exporter.logLevel=debug",
+		}},
+		{Name: "keda-owns-external-metrics", Set: []string{"adapter.apiServices.externalMetrics.enabled=false"}},
+		{Name: "prometheus-adapter-owns-all-metrics-apis", Set: []string{
+			"adapter.apiServices.customMetrics.enabled=false", "adapter.apiServices.externalMetrics.enabled=false",
+		}},
+		{Name: "adapter-tls-secret", Set: []string{
+			"adapter.tls.mode=secret", "adapter.tls.secretName=spillway-adapter-tls", "adapter.tls.caBundle=" + testCABundle,
+		}},
+		{Name: "single-replicas-hard-anti-affinity", Set: []string{
+			"adapter.replicas=1", "controller.replicas=1", "controller.leaderElection.enabled=false",
+			"adapter.podAntiAffinity=hard", "controller.podAntiAffinity=hard",
+			"controller.webhook.excludeNamespaces={monitoring,cert-manager}", "controller.webhook.failurePolicy=Fail",
+		}},
+		{Name: "only-exporter", Set: []string{"adapter.enabled=false", "controller.enabled=false", "metrics.prometheusRule.enabled=true"}},
+	}
+}
