@@ -153,7 +153,7 @@ func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, 
 		"--kubeconfig=" + c.KubeconfigPath(),
 		"--listen-address=" + e.MetricsAddr,
 		"--sim-load-address=127.0.0.1:" + itoa(ports[1]),
-		fmt.Sprintf("--sim-capacity-rps=%g", SeedCapacityRPS),
+		fmt.Sprintf("--sim-replica-capacity=%g", SeedCapacityRPS),
 		"--collect-interval=" + interval.String(),
 	}, nil)
 	if err != nil {

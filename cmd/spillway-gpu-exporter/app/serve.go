@@ -1,0 +1,338 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/spillway-dev/spillway/pkg/exporter"
+	"github.com/spillway-dev/spillway/pkg/exporter/podindex"
+	"github.com/spillway-dev/spillway/pkg/gpu"
+	"github.com/spillway-dev/spillway/pkg/gpu/sim"
+	"github.com/spillway-dev/spillway/pkg/podmap"
+	"github.com/spillway-dev/spillway/pkg/version"
+)
+
+const serveUsage = `spillway-gpu-exporter exports the SM utilization, memory and codec utilization of
+every GPU process, labelled with the pod and container it runs in, for Prometheus:
+DCGM_CUSTOM_PROCESS_SM_UTIL and friends, with ACK's label names (docs/exporter.md).
+
+A background loop samples the GPUs every --collect-interval; scrapes of /metrics only
+read the last sample. NVML reports host PIDs: /proc/<pid>/cgroup (under --proc-root)
+gives each PID's pod UID and container ID, and a pod informer limited to this node
+gives their names. Processes outside any pod are counted, not exported.
+
+Usage:
+  spillway-gpu-exporter [serve] [flags]
+  spillway-gpu-exporter podmap --proc-root DIR [--pid N]   (see podmap --help)
+
+Endpoints: /metrics, /healthz (fails when the last good collection is older than 3
+intervals), /readyz (ready after the first good collection).
+`
+
+const informerSyncTimeout = 2 * time.Minute
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := NewOptions()
+	own, simFlags := o.flags()
+	all := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
+	all.SetOutput(io.Discard)
+	all.AddFlagSet(own)
+	all.AddFlagSet(simFlags)
+	if err := all.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "%s\nFlags:\n%s\nSimulated backend (--backend=sim):\n%s", serveUsage, own.FlagUsages(), simFlags.FlagUsages())
+			return nil
+		}
+		return fmt.Errorf("%w (see --help)", err)
+	}
+	if o.ShowVersion {
+		fmt.Fprintln(stdout, version.String(binaryName))
+		return nil
+	}
+	var argsErr error
+	if all.NArg() > 0 {
+		argsErr = fmt.Errorf("unexpected arguments %q (see --help)", all.Args())
+	}
+	if err := errors.Join(argsErr, o.Validate()); err != nil {
+		return err
+	}
+	level, _ := parseLevel(o.LogLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return serve(ctx, o, log)
+}
+
+// backend is a sampler with what it needs around it.
+type backend struct {
+	sampler  gpu.Sampler
+	close    func() error
+	mapper   exporter.PIDMapper
+	resolver exporter.PodResolver
+	// loadHandler serves the simulator's load endpoint; nil otherwise.
+	loadHandler http.Handler
+}
+
+func serve(ctx context.Context, o *Options, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var b *backend
+	var err error
+	switch o.Backend {
+	case backendSim:
+		b, err = simBackend(ctx, o, log)
+	default:
+		b, err = nvmlBackend(ctx, o, log)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := b.close(); err != nil {
+			log.Warn("closing the backend", "err", err)
+		}
+	}()
+
+	exp, err := exporter.New(exporter.Config{
+		Hostname:            o.NodeName,
+		Backend:             o.Backend,
+		Interval:            o.CollectInterval,
+		ExportHostProcesses: o.ExportHostProcesses,
+		Logger:              log,
+	}, b.sampler, b.mapper, b.resolver)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{exp, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("registering metrics: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	mux.HandleFunc("GET /healthz", exp.Healthz)
+	mux.HandleFunc("GET /readyz", exp.Readyz)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "%s\n/metrics\n/healthz\n/readyz\n", version.String(binaryName))
+	})
+
+	servers := []*server{{name: "metrics", addr: o.ListenAddress, handler: mux}}
+	if b.loadHandler != nil && o.Sim.LoadAddress != "" {
+		servers = append(servers, &server{name: "sim load", addr: o.Sim.LoadAddress, handler: b.loadHandler})
+	}
+	// Bind everything before starting, so a taken port fails the start.
+	for _, s := range servers {
+		if err := s.listen(); err != nil {
+			for _, other := range servers {
+				other.closeListener()
+			}
+			return err
+		}
+		log.Info("listening", "server", s.name, "address", s.ln.Addr().String())
+	}
+
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errc <- s.serve() }()
+	}
+	done := make(chan struct{})
+	go func() { exp.Run(ctx); close(done) }()
+	log.Info("started", "version", version.Version, "backend", o.Backend, "node", o.NodeName, "interval", o.CollectInterval)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShutdown()
+	for _, s := range servers {
+		if err := s.srv.Shutdown(shutdownCtx); err != nil {
+			log.Warn("shutting down", "server", s.name, "err", err)
+		}
+	}
+	<-done
+	return runErr
+}
+
+type server struct {
+	name, addr string
+	handler    http.Handler
+	ln         net.Listener
+	srv        *http.Server
+}
+
+func (s *server) listen() error {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("%s server: %w", s.name, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+func (s *server) closeListener() {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+}
+
+func (s *server) serve() error {
+	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s server: %w", s.name, err)
+	}
+	return nil
+}
+
+func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, error) {
+	procfs := os.DirFS(o.ProcRoot)
+	// A wrong --proc-root would silently turn every process into "unreadable".
+	if _, err := fs.Stat(procfs, "1/cgroup"); err != nil {
+		return nil, fmt.Errorf("--proc-root %s does not look like the host's /proc (reading 1/cgroup: %w); run with hostPID: true or mount the host's /proc there", o.ProcRoot, err)
+	}
+	sampler, closeFn, err := newNVMLSampler(o.NVMLLibrary)
+	if err != nil {
+		return nil, err
+	}
+	mapper := podmap.NewMapper(procfs)
+	if o.Standalone {
+		log.Warn("standalone: no pod informer; processes in pods are counted as unknown_pod, not exported")
+		return &backend{sampler: sampler, close: closeFn, mapper: mapper, resolver: noPods{}}, nil
+	}
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return nil, errors.Join(err, closeFn())
+	}
+	pods, err := podindex.PodListWatch(cfg, o.NodeName)
+	if err != nil {
+		return nil, errors.Join(err, closeFn())
+	}
+	idx, err := podindex.New(pods, nil, podindex.Options{})
+	if err != nil {
+		return nil, errors.Join(err, closeFn())
+	}
+	if err := startIndex(ctx, idx, log); err != nil {
+		return nil, errors.Join(err, closeFn())
+	}
+	return &backend{sampler: sampler, close: closeFn, mapper: mapper, resolver: idx}, nil
+}
+
+// noPods resolves nothing: the --standalone resolver.
+type noPods struct{}
+
+func (noPods) Resolve(string, string) (gpu.PodRef, bool) { return gpu.PodRef{}, false }
+
+func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, error) {
+	s := o.Sim
+	var pods sim.PodSource
+	if s.PodsFile != "" {
+		static, err := sim.ReadPodsFile(s.PodsFile)
+		if err != nil {
+			return nil, err
+		}
+		pods = static
+	} else {
+		cfg, err := restConfig(o.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		// Cluster-wide even for one node: a workload's Ready replicas are
+		// counted across all nodes, so per-node exporters agree.
+		podsLW, err := podindex.PodListWatch(cfg, "")
+		if err != nil {
+			return nil, err
+		}
+		meta, err := metadata.NewForConfig(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes metadata client: %w", err)
+		}
+		idx, err := podindex.New(podsLW, podindex.ReplicaSetListWatch(meta), podindex.Options{})
+		if err != nil {
+			return nil, err
+		}
+		if err := startIndex(ctx, idx, log); err != nil {
+			return nil, err
+		}
+		pods = sim.KubePods{List: idx.Pods, DeploymentOf: idx.DeploymentOf, Resource: corev1.ResourceName(s.Resource)}
+	}
+	var trace *sim.Trace
+	if s.TraceFile != "" {
+		t, err := sim.ReadTraceFile(s.TraceFile)
+		if err != nil {
+			return nil, err
+		}
+		t.Loop = s.TraceLoop
+		trace = t
+	}
+	load, err := sim.NewLoad(trace, time.Now(), s.TraceSpeed)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range s.Loads {
+		w, rps, _ := parseLoad(l) // validated
+		if err := load.Set(w, rps); err != nil {
+			return nil, err
+		}
+	}
+	sampler, err := sim.New(sim.Config{
+		Node:           o.NodeName,
+		AllNodes:       s.AllNodes,
+		GPUsPerNode:    s.GPUsPerNode,
+		Model:          s.GPUModel,
+		CapacityRPS:    s.ReplicaCapRPS,
+		NoiseAmplitude: s.NoiseAmplitude,
+		Seed:           s.Seed,
+		MemoryMiB:      s.MemoryMiB,
+	}, pods, load)
+	if err != nil {
+		return nil, err
+	}
+	return &backend{
+		sampler:     sampler,
+		close:       func() error { return nil },
+		loadHandler: sim.Handler(load, sampler),
+	}, nil
+}
+
+func startIndex(ctx context.Context, idx *podindex.Index, log *slog.Logger) error {
+	idx.Start(ctx)
+	syncCtx, cancel := context.WithTimeout(ctx, informerSyncTimeout)
+	defer cancel()
+	log.Info("waiting for the pod informer")
+	if err := idx.WaitForSync(syncCtx); err != nil {
+		return fmt.Errorf("pod informer not synced within %v (can the service account list and watch pods?): %w", informerSyncTimeout, err)
+	}
+	return nil
+}
+
+// restConfig loads --kubeconfig, else $KUBECONFIG or ~/.kube/config, else
+// the in-cluster service account.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client (set --kubeconfig, $KUBECONFIG, or run in a pod): %w", err)
+	}
+	cfg.UserAgent = binaryName + "/" + version.Version
+	return cfg, nil
+}
