@@ -26,7 +26,6 @@ func All() []File {
 // exported_namespace/exported_pod (the adapter filters the same way).
 var (
 	gpuSel = fmt.Sprintf(`{%s=~"$namespace", %s=~"$node"}`, mn.LabelACKNamespace, mn.LabelHostname)
-	ksmSel = `{namespace=~"$namespace"}`
 )
 
 // perGPU is the adapter's per-GPU value of a utilization metric: the sum of

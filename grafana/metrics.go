@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
@@ -145,7 +146,7 @@ func QueryMetrics(query string) ([]string, error) {
 		name := vs.Name
 		if name == "" {
 			for _, lm := range vs.LabelMatchers {
-				if lm.Name == labels.MetricName && lm.Type == labels.MatchEqual {
+				if lm.Name == model.MetricNameLabel && lm.Type == labels.MatchEqual {
 					name = lm.Value
 				}
 			}

@@ -55,7 +55,7 @@ func Helm(ctx context.Context) (string, error) {
 		}
 		cmd := exec.CommandContext(ctx, "go", "-C", filepath.Join(Root(), "tools", "helm"), "build", "-o", p, "helm.sh/helm/v3/cmd/helm")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			helmErr = fmt.Errorf("building helm from tools/helm: %v\n%s", err, out)
+			helmErr = fmt.Errorf("building helm from tools/helm: %w\n%s", err, out)
 			return
 		}
 		helmPath = p
@@ -95,7 +95,7 @@ func run(ctx context.Context, args ...string) ([]byte, error) {
 	defer os.RemoveAll(home)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
 	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), fmt.Errorf("helm %v: %v\n%s%s", args, err, stderr.Bytes(), stdout.Bytes())
+		return stdout.Bytes(), fmt.Errorf("helm %v: %w\n%s%s", args, err, stderr.Bytes(), stdout.Bytes())
 	}
 	return stdout.Bytes(), nil
 }

@@ -400,7 +400,7 @@ func waitCABundle(ctx context.Context, c *localcluster.Cluster) error {
 		}
 		select {
 		case <-wctx.Done():
-			return fmt.Errorf("waiting for the controller to patch the webhook CA bundle: %w (last error %v)", wctx.Err(), err)
+			return fmt.Errorf("waiting for the controller to patch the webhook CA bundle: %w (last error %w)", wctx.Err(), err)
 		case <-time.After(300 * time.Millisecond):
 		}
 	}

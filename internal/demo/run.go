@@ -266,9 +266,10 @@ func (e *Env) sample(ctx context.Context, ns string) (scenario.Sample, []podSeen
 		switch {
 		case p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != "":
 			ps.running = true
-			if ps.pool == ElasticPool {
+			switch ps.pool {
+			case ElasticPool:
 				s.PodsElastic++
-			} else if ps.pool == OnPremPool {
+			case OnPremPool:
 				s.PodsOnPrem++
 			}
 		case p.Status.Phase == corev1.PodPending:

@@ -334,8 +334,11 @@ func downloadModule(ctx context.Context, path, version, toolchain string) (*modu
 	if jerr := json.Unmarshal(out, &info); jerr != nil && err == nil {
 		err = jerr
 	}
-	if err != nil || info.Error != "" {
-		return nil, fmt.Errorf("go mod download %s@%s: %v %s", path, version, err, info.Error)
+	if err != nil {
+		return nil, fmt.Errorf("go mod download %s@%s: %w %s", path, version, err, info.Error)
+	}
+	if info.Error != "" {
+		return nil, fmt.Errorf("go mod download %s@%s: %s", path, version, info.Error)
 	}
 	return &info, nil
 }

@@ -81,7 +81,7 @@ func (p *Prometheus) Start(ctx context.Context) error {
 	defer cancel()
 	return waitFor(wctx, 300*time.Millisecond, "Prometheus ready", func(context.Context) (bool, error) {
 		if exited, err := proc.Exited(); exited {
-			return false, fmt.Errorf("prometheus exited: %v (see %s)", err, proc.LogPath)
+			return false, fmt.Errorf("prometheus exited: %w (see %s)", err, proc.LogPath)
 		}
 		resp, err := hc.Get(p.URL + "/-/ready")
 		if err != nil {

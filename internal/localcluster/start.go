@@ -210,7 +210,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, pk *pki, tokens string) er
 	return waitFor(wctx, 500*time.Millisecond, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
 		body, err := c.client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Raw()
 		if err != nil {
-			return false, fmt.Errorf("%v: %s", err, tail(string(body), 300))
+			return false, fmt.Errorf("%w: %s", err, tail(string(body), 300))
 		}
 		return true, nil
 	})

@@ -166,5 +166,3 @@ func metricSpec(m v1alpha1.ScalerMetric, podSelector *metav1.LabelSelector) (aut
 		return autoscalingv2.MetricSpec{}, fmt.Errorf("metric.type %q is not Pods or External", m.Type)
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }

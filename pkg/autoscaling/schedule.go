@@ -97,7 +97,7 @@ func loadZone(name string) (*time.Location, error) {
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {
-		return nil, fmt.Errorf("timeZone %q is not a known IANA zone: %v", name, err)
+		return nil, fmt.Errorf("timeZone %q is not a known IANA zone: %w", name, err)
 	}
 	return loc, nil
 }

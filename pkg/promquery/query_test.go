@@ -140,7 +140,7 @@ func TestQueryString(t *testing.T) {
 				return
 			}
 			pm := ms[len(ms)-1]
-			pattern := pm.value
+			var pattern string
 			if pm.op == "=~" {
 				pattern = "^(?:" + pm.value + ")$" // PromQL anchors regex matchers
 			} else {

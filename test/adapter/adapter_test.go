@@ -112,7 +112,6 @@ type metricList struct {
 	} `json:"items"`
 }
 
-
 func quantity(t *testing.T, s string) float64 {
 	t.Helper()
 	q, err := resource.ParseQuantity(s)

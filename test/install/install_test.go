@@ -65,7 +65,7 @@ func moduleDir(ctx context.Context, module, version string) (string, error) {
 	out, err := cmd.Output()
 	var info struct{ Dir, Error string }
 	if jerr := json.Unmarshal(out, &info); jerr != nil || err != nil || info.Dir == "" {
-		return "", fmt.Errorf("go mod download %s@%s: %v %s %s", module, version, err, info.Error, out)
+		return "", fmt.Errorf("go mod download %s@%s: %w %s %s", module, version, err, info.Error, out)
 	}
 	return info.Dir, nil
 }

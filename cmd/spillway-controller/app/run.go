@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"time"
+
 	// InferenceScaler schedules name IANA zones; embed the tz database so
 	// they do not depend on the image having /usr/share/zoneinfo.
 	_ "time/tzdata"

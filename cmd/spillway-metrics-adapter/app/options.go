@@ -108,7 +108,7 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("-v must not be negative, got %d", o.Verbosity))
 	}
 	if o.Adapter.CustomMetricsAdapterServerOptions != nil {
-		errs = append(errs, o.Adapter.CustomMetricsAdapterServerOptions.Validate()...)
+		errs = append(errs, o.Adapter.Validate()...)
 	}
 	return errors.Join(errs...)
 }

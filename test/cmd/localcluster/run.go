@@ -34,7 +34,8 @@ environment:
 
 func run(ctx context.Context, args []string) error {
 	if len(args) != 1 {
-		return errors.New(usage)
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("expected exactly one command")
 	}
 	switch args[0] {
 	case "build":
@@ -54,7 +55,8 @@ func run(ctx context.Context, args []string) error {
 		fmt.Print(usage)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
 	}
 }
 
@@ -113,7 +115,7 @@ func up(ctx context.Context) error {
 		select {
 		case err := <-exited:
 			b, _ := os.ReadFile(logf.Name())
-			return fmt.Errorf("the cluster exited during startup: %v\n%s", err, tailString(string(b), 3000))
+			return fmt.Errorf("the cluster exited during startup: %w\n%s", err, tailString(string(b), 3000))
 		case <-ctx.Done():
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			return ctx.Err()
@@ -166,18 +168,14 @@ func down() error {
 	if err != nil {
 		return err
 	}
-	pid, err := readPID(dir)
-	if err != nil {
-		fmt.Println("no cluster is running")
-		return nil
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+	pid, ok := signalCluster(dir, syscall.SIGTERM)
+	if !ok {
 		os.Remove(filepath.Join(dir, "pid"))
 		fmt.Println("no cluster is running")
 		return nil
 	}
 	for range 60 {
-		if syscall.Kill(pid, 0) != nil {
+		if _, alive := signalCluster(dir, 0); !alive {
 			fmt.Println("cluster stopped")
 			return nil
 		}
@@ -199,4 +197,14 @@ func tailString(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
+}
+
+// signalCluster sends sig to the recorded cluster process; false when there
+// is no pid file or no such process.
+func signalCluster(dir string, sig syscall.Signal) (int, bool) {
+	pid, err := readPID(dir)
+	if err != nil {
+		return 0, false
+	}
+	return pid, syscall.Kill(pid, sig) == nil
 }
