@@ -41,6 +41,10 @@ type Options struct {
 	Log      io.Writer
 	// CollectInterval paces the exporter, Prometheus and the adapter cache.
 	CollectInterval time.Duration
+	// AsServiceAccounts runs each component with a token of the
+	// ServiceAccount the Helm chart gives it, under the chart's RBAC,
+	// instead of as cluster admin.
+	AsServiceAccounts bool
 }
 
 func (o *Options) defaults() {
@@ -72,12 +76,23 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 	if err := InstallCRDs(ctx, c, o.RepoRoot); err != nil {
 		return nil, err
 	}
-	exp, err := StartExporter(ctx, c, o.BinDir, o.CollectInterval)
+	var expArgs, ctrlArgs, adArgs []string
+	if o.AsServiceAccounts {
+		kcs, err := ServiceAccountKubeconfigs(ctx, c, o.RepoRoot)
+		if err != nil {
+			return nil, err
+		}
+		expArgs = []string{"--kubeconfig=" + kcs["spillway-gpu-exporter"]}
+		ctrlArgs = []string{"--kubeconfig=" + kcs["spillway-controller"]}
+		ad := kcs["spillway-metrics-adapter"]
+		adArgs = []string{"--lister-kubeconfig=" + ad, "--authentication-kubeconfig=" + ad, "--authorization-kubeconfig=" + ad}
+	}
+	exp, err := StartExporter(ctx, c, o.BinDir, o.CollectInterval, expArgs...)
 	if err != nil {
 		return nil, err
 	}
 	e.LoadURL = exp.LoadURL
-	ctrl, err := StartController(ctx, c, o.BinDir, nil)
+	ctrl, err := StartController(ctx, c, o.BinDir, ctrlArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +105,7 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 		return nil, err
 	}
 	e.Prometheus = prom
-	ad, err := StartAdapter(ctx, c, o.BinDir, prom.URL, o.CollectInterval, nil)
+	ad, err := StartAdapter(ctx, c, o.BinDir, prom.URL, o.CollectInterval, adArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +149,7 @@ type Exporter struct {
 // StartExporter runs spillway-gpu-exporter with the sim backend for all
 // nodes: one process for the whole cluster, because kwok nodes have no
 // host of their own to run a DaemonSet pod on.
-func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, interval time.Duration) (*Exporter, error) {
+func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, interval time.Duration, extraArgs ...string) (*Exporter, error) {
 	bin, err := binary(binDir, "spillway-gpu-exporter")
 	if err != nil {
 		return nil, err
@@ -147,7 +162,7 @@ func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, 
 		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		LoadURL:     fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 	}
-	e.Proc, err = c.StartProcess("spillway-gpu-exporter", bin, []string{
+	e.Proc, err = c.StartProcess("spillway-gpu-exporter", bin, append([]string{
 		"--backend=sim",
 		"--sim-all-nodes",
 		"--kubeconfig=" + c.KubeconfigPath(),
@@ -155,7 +170,7 @@ func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, 
 		"--sim-load-address=127.0.0.1:" + itoa(ports[1]),
 		fmt.Sprintf("--sim-replica-capacity=%g", SeedCapacityRPS),
 		"--collect-interval=" + interval.String(),
-	}, nil)
+	}, extraArgs...), nil)
 	if err != nil {
 		return nil, err
 	}

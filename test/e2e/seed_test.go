@@ -27,7 +27,7 @@ const pendingLimit = 30*time.Second + 45*time.Second
 
 func TestSeedScenarioTidalDay(t *testing.T) {
 	ctx := context.Background()
-	env, err := demo.StartEnv(ctx, cluster, demo.Options{BinDir: "../../bin", RepoRoot: "../..", Log: os.Stderr})
+	env, err := demo.StartEnv(ctx, cluster, demo.Options{BinDir: "../../bin", RepoRoot: "../..", Log: os.Stderr, AsServiceAccounts: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,7 @@ flags:
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}()
-	env, err := demo.StartEnv(ctx, c, demo.Options{BinDir: o.binDir, Log: os.Stderr})
+	env, err := demo.StartEnv(ctx, c, demo.Options{BinDir: o.binDir, Log: os.Stderr, AsServiceAccounts: true})
 	if err != nil {
 		return fmt.Errorf("%w (component logs: %s)", err, filepath.Join(clusterDir, "logs"))
 	}

@@ -1,0 +1,93 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/spillway-dev/spillway/internal/localcluster"
+)
+
+// rbacKinds are the objects of the rendered chart that grant the components
+// their permissions; workloads, Services and APIServices stay out because
+// the components run as local processes.
+var rbacKinds = map[string]bool{
+	"Namespace": true, "ServiceAccount": true,
+	"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
+}
+
+// ServiceAccountKubeconfigs installs the chart's ServiceAccounts and RBAC
+// from deploy/manifests/spillway.yaml and writes, for each component, a
+// kubeconfig that authenticates with a token of its own ServiceAccount. The
+// components then run with exactly the permissions the chart grants, so a
+// missing rule fails the demo and the e2e test instead of a user's install.
+func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster, repoRoot string) (map[string]string, error) {
+	manifest, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "manifests", "spillway.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the rendered chart (make manifests): %w", err)
+	}
+	var keep bytes.Buffer
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
+	for {
+		var obj unstructured.Unstructured
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, err
+		}
+		if !rbacKinds[obj.GetKind()] {
+			continue
+		}
+		b, err := yaml.Marshal(obj.Object)
+		if err != nil {
+			return nil, err
+		}
+		keep.WriteString("---\n")
+		keep.Write(b)
+	}
+	if err := c.Apply(ctx, keep.Bytes()); err != nil {
+		return nil, err
+	}
+	cfg := c.RESTConfig()
+	out := map[string]string{}
+	for _, sa := range []string{"spillway-gpu-exporter", "spillway-metrics-adapter", "spillway-controller"} {
+		tr, err := c.Client().CoreV1().ServiceAccounts(SystemNamespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("token for ServiceAccount %s: %w", sa, err)
+		}
+		path := filepath.Join(c.Dir(), sa+".kubeconfig")
+		kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster: {server: %q, certificate-authority-data: %s}
+users:
+- name: %s
+  user: {token: %q}
+contexts:
+- name: local
+  context: {cluster: local, user: %s}
+current-context: local
+`, cfg.Host, base64.StdEncoding.EncodeToString(cfg.CAData), sa, tr.Status.Token, sa)
+		if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
+			return nil, err
+		}
+		out[sa] = path
+	}
+	return out, nil
+}
