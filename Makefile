@@ -96,8 +96,9 @@ demo: control-plane build ## The seed scenario on a local cluster with simulated
 
 ##@ Benchmarks
 .PHONY: bench
-bench: ## Go benchmarks of the exporter and adapter (figures printed).
-	go test -run '^$$' -bench . -benchmem ./pkg/...
+bench: control-plane build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster.
+	go test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
+	go run ./test/bench/adaptercluster --bin-dir $(BIN)
 
 .PHONY: bench-tidal
 bench-tidal: control-plane build ## The tidal-day trace three ways: spillway, baseline HPA, oracle.
