@@ -78,7 +78,7 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 	}
 	var expArgs, ctrlArgs, adArgs []string
 	if o.AsServiceAccounts {
-		kcs, err := ServiceAccountKubeconfigs(ctx, c, o.RepoRoot)
+		kcs, err := ServiceAccountKubeconfigs(ctx, c)
 		if err != nil {
 			return nil, err
 		}

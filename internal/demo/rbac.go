@@ -4,19 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/spillway-dev/spillway/deploy/chart"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 )
 
@@ -28,26 +25,19 @@ var rbacKinds = map[string]bool{
 	"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
 }
 
-// ServiceAccountKubeconfigs installs the chart's ServiceAccounts and RBAC
-// from deploy/manifests/spillway.yaml and writes, for each component, a
-// kubeconfig that authenticates with a token of its own ServiceAccount. The
-// components then run with exactly the permissions the chart grants, so a
-// missing rule fails the demo and the e2e test instead of a user's install.
-func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster, repoRoot string) (map[string]string, error) {
-	manifest, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "manifests", "spillway.yaml"))
+// ServiceAccountKubeconfigs renders the Helm chart as the demo configures
+// it (exporter backend sim), installs its ServiceAccounts and RBAC, and
+// writes, for each component, a kubeconfig that authenticates with a token of
+// its own ServiceAccount. The components then run with exactly the
+// permissions the chart grants, so a missing rule fails the demo and the e2e
+// test instead of a user's install.
+func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster) (map[string]string, error) {
+	objs, err := chart.Render(ctx, chart.Release{Name: "spillway", Namespace: SystemNamespace, Set: []string{"exporter.backend=sim"}})
 	if err != nil {
-		return nil, fmt.Errorf("reading the rendered chart (make manifests): %w", err)
+		return nil, fmt.Errorf("rendering the Helm chart: %w", err)
 	}
 	var keep bytes.Buffer
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
-	for {
-		var obj unstructured.Unstructured
-		if err := dec.Decode(&obj.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			return nil, err
-		}
+	for _, obj := range objs {
 		if !rbacKinds[obj.GetKind()] {
 			continue
 		}
@@ -58,7 +48,7 @@ func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster, rep
 		keep.WriteString("---\n")
 		keep.Write(b)
 	}
-	if err := c.Apply(ctx, keep.Bytes()); err != nil {
+	if err := c.Apply(ctx, []byte(systemNamespace+"---\n"+keep.String())); err != nil {
 		return nil, err
 	}
 	cfg := c.RESTConfig()
