@@ -70,7 +70,9 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 	if _, err := c.AddStaticGPUNodes(ctx, OnPremPool, 1, localcluster.DefaultGPUNode); err != nil {
 		return nil, err
 	}
-	if err := c.AddElasticPool(ctx, localcluster.ElasticPool{Name: ElasticPool}); err != nil {
+	// Empty cloud nodes go quickly: in a compressed day every real second
+	// of an idle node is minutes of cloud GPU time.
+	if err := c.AddElasticPool(ctx, localcluster.ElasticPool{Name: ElasticPool, ConsolidateAfter: 2 * time.Second}); err != nil {
 		return nil, err
 	}
 	if err := InstallCRDs(ctx, c, o.RepoRoot); err != nil {

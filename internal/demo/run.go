@@ -131,7 +131,8 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 		r.SampleEvery = 2 * time.Second
 	}
 	if r.ScaleDownWindow == 0 {
-		r.ScaleDownWindow = 15 * time.Second
+		// A compressed day: 5 s of real time is ~30 day-minutes in the demo.
+		r.ScaleDownWindow = 5 * time.Second
 	}
 	if err := e.Cluster.Apply(ctx, []byte(SeedObjects(r.Namespace, r.WithPolicy, r.ScaleDownWindow))); err != nil {
 		return nil, err
@@ -293,7 +294,8 @@ func (e *Env) sample(ctx context.Context, ns string) (scenario.Sample, []podSeen
 // podUtil reads per-pod utilization through the aggregated custom metrics
 // API, exactly what the HPA sees. An error means no values (never zeros).
 func (e *Env) podUtil(ctx context.Context, ns string) map[string]float64 {
-	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/%%2A/%s", ns, metricnames.ProcessSMUtil)
+	// "*" is the custom metrics API's "all pods"; the REST client escapes it.
+	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/*/%s", ns, metricnames.ProcessSMUtil)
 	raw, err := e.Cluster.Client().Discovery().RESTClient().Get().AbsPath(path).
 		Param("labelSelector", "app="+PredictorApp).DoRaw(ctx)
 	if err != nil {
