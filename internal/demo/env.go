@@ -156,7 +156,7 @@ func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, 
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +198,7 @@ func StartController(ctx context.Context, c *localcluster.Cluster, binDir string
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(3)
+	ports, err := FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -246,12 +246,12 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
 	port, selfPort := ports[0], ports[1]
-	if err := c.Apply(ctx, []byte(apiServices(port))); err != nil {
+	if err := c.Apply(ctx, []byte(APIServices(port))); err != nil {
 		return nil, err
 	}
 	args := append([]string{
@@ -280,7 +280,10 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 // its CA bundle in.
 const WebhookConfigName = "spillway-placement"
 
-func apiServices(port int) string {
+// APIServices registers custom.metrics.k8s.io (v1beta1, v1beta2) and
+// external.metrics.k8s.io (v1beta1) to an adapter listening on
+// localhost:port, through an ExternalName Service (local development only).
+func APIServices(port int) string {
 	var b strings.Builder
 	b.WriteString(systemNamespace + "---\n")
 	fmt.Fprintf(&b, `# Local development only: kube-apiserver proxies to https://localhost:<port>.
@@ -387,7 +390,8 @@ func waitHTTP(ctx context.Context, url string) error {
 	}
 }
 
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct free loopback ports.
+func FreePorts(n int) ([]int, error) {
 	out := make([]int, 0, n)
 	seen := map[int]bool{}
 	for len(out) < n {

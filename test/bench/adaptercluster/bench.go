@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/pkg/metricnames"
+)
+
+// Namespace holds every benchmark pod.
+const benchNamespace = "bench"
+
+type bench struct {
+	o      options
+	stdout io.Writer
+	log    io.Writer
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "[adaptercluster] "+format+"\n", args...)
+}
+
+func (b *bench) run(ctx context.Context) (err error) {
+	started := time.Now()
+	binDir, err := filepath.Abs(b.o.binDir)
+	if err != nil {
+		return err
+	}
+	adapterBin := filepath.Join(binDir, "spillway-metrics-adapter")
+	if _, err := os.Stat(adapterBin); err != nil {
+		return fmt.Errorf("%s not found: run 'make build' first", adapterBin)
+	}
+	// Both builds need no cluster; doing them first keeps a cold build from
+	// running while a control plane waits.
+	testAdapterBin, err := localcluster.EnsureTestAdapter(ctx, b.log)
+	if err != nil {
+		return fmt.Errorf("building the test-adapter: %w", err)
+	}
+	tmp, err := os.MkdirTemp("", "spillway-adaptercluster-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	loadBin, err := buildLoadGenerator(ctx, b.o.repoRoot, tmp)
+	if err != nil {
+		return err
+	}
+	if err := checkPortFree(testAdapterWritePort); err != nil {
+		return err
+	}
+
+	series := seriesFor(b.o.apps, b.o.podsPerApp)
+	exposition := renderExposition(series)
+	metricsSrv, err := serveExposition(exposition)
+	if err != nil {
+		return err
+	}
+	defer metricsSrv.Close()
+	b.logf("serving %d series of %s (%d KiB) on %s", len(series), metricnames.ProcessSMUtil, len(exposition)>>10, metricsSrv.Addr)
+
+	c, err := localcluster.Start(ctx, localcluster.Options{NoKarpenter: true, Log: b.log, KeepDir: b.o.keepDir})
+	if err != nil {
+		return fmt.Errorf("starting the local cluster: %w", err)
+	}
+	defer func() {
+		// An interrupt is not a failure worth the component logs.
+		if err != nil && ctx.Err() == nil {
+			c.DumpLogs(b.log, 3000)
+		}
+		if b.o.keepDir {
+			b.logf("cluster directory kept: %s", c.Dir())
+		}
+		if serr := c.Stop(); serr != nil {
+			b.logf("stopping the cluster: %v", serr)
+		}
+	}()
+
+	pods, err := createPods(ctx, c, b.o.apps, b.o.podsPerApp, b.log)
+	if err != nil {
+		return err
+	}
+	prom, err := c.StartPrometheus(ctx, "prometheus", 5*time.Second, []localcluster.ScrapeTarget{
+		{Job: "bench-gpu-exporter", Address: metricsSrv.Addr},
+	})
+	if err != nil {
+		return err
+	}
+	if err := waitSeries(ctx, prom.URL, len(series), b.log); err != nil {
+		return err
+	}
+
+	srv, err := startServers(ctx, c, adapterBin, testAdapterBin, prom.URL, b.o.aggregator)
+	if err != nil {
+		return err
+	}
+	app := appName(b.o.benchApp)
+	if err := srv.seedFloor(ctx, pods[app]); err != nil {
+		return err
+	}
+	targets := buildTargets(srv, app, pods[app][0])
+	if err := waitTargets(ctx, c, targets, len(pods[app]), b.log); err != nil {
+		return err
+	}
+
+	results := make([]result, 0, len(targets))
+	for _, t := range targets {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b.logf("loading %s: %.0f req/s for %s (+%s warm-up)", t.name, b.o.rps, b.o.duration, b.o.warmup)
+		s, lerr := runLoad(ctx, loadBin, c.KubeconfigPath(), t, b.o)
+		if lerr != nil {
+			b.logf("  %s failed: %v", t.name, lerr)
+		}
+		results = append(results, result{target: t, summary: s, err: lerr})
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	rep := report{
+		when:     started,
+		setup:    b.o,
+		pods:     b.o.apps * b.o.podsPerApp,
+		series:   len(series),
+		results:  results,
+		duration: time.Since(started),
+	}
+	text := rep.markdown()
+	fmt.Fprint(b.stdout, text)
+	if err := os.MkdirAll(b.o.outDir, 0o755); err != nil {
+		return err
+	}
+	out := filepath.Join(b.o.outDir, "adapter.md")
+	if err := os.WriteFile(out, []byte(text), 0o644); err != nil {
+		return err
+	}
+	b.logf("wrote %s", out)
+	for _, r := range results {
+		if r.err != nil && !r.target.reference {
+			return fmt.Errorf("target %s failed: %w", r.target.name, r.err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/pkg/metricnames"
+)
+
+// API families a target belongs to; ratios compare targets of one family.
+const (
+	familyExternal = "External"
+	familyPods     = "Pods"
+)
+
+// target is one server and request shape to load.
+type target struct {
+	name   string // adapterload's target name
+	server string
+	api    string
+	family string
+	// url is absolute for a server's own port, a path for the aggregator.
+	url string
+	// items is how many items a correct answer lists (-1: one per pod of
+	// the app; a by-name answer is a list of one in v1beta2).
+	items int
+	// reference targets add context; their failure does not fail the run.
+	reference bool
+}
+
+func (t target) viaAggregator() bool { return strings.HasPrefix(t.url, "/") }
+
+const (
+	serverFloor    = "test-adapter (floor)"
+	serverCache    = "spillway cache"
+	serverLive     = "spillway --live-query"
+	serverCacheAgg = "spillway cache via aggregator"
+)
+
+// buildTargets lists what is measured, in order. Every spillway target asks
+// for one app's 50 pods; the test-adapter answers only the closest shapes
+// it has (see the notes in the report).
+func buildTargets(s *servers, app, onePod string) []target {
+	sel := "?labelSelector=app%3D" + app
+	ext := "/apis/external.metrics.k8s.io/v1beta1/namespaces/" + benchNamespace + "/" + metricnames.ProcessSMUtil + sel
+	podsSel := "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + benchNamespace + "/pods/*/" + metricnames.ProcessSMUtil + sel
+	podByName := "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + benchNamespace + "/pods/" + onePod + "/" + metricnames.ProcessSMUtil
+	floorExt := "/apis/external.metrics.k8s.io/v1beta1/namespaces/" + benchNamespace + "/my-external-metric?labelSelector=foo%3Dbar"
+	direct := func(port int, path string) string { return fmt.Sprintf("https://127.0.0.1:%d%s", port, path) }
+
+	ts := []target{
+		{name: "floor-external", server: serverFloor, api: "External (its fixed my-external-metric, 1 item)", family: familyExternal,
+			url: direct(s.floorPort, floorExt), items: 1},
+		{name: "cache-external", server: serverCache, api: "External, app's pods", family: familyExternal,
+			url: direct(s.cachePort, ext), items: -1},
+		{name: "live-external", server: serverLive, api: "External, app's pods", family: familyExternal,
+			url: direct(s.livePort, ext), items: -1},
+	}
+	if s.aggregator {
+		ts = append(ts, target{name: "cache-external-aggregator", server: serverCacheAgg, api: "External, app's pods", family: familyExternal,
+			url: ext, items: -1})
+	}
+	ts = append(ts,
+		target{name: "floor-pods-by-name", server: serverFloor, api: "Pods, one pod by name", family: familyPods,
+			url: direct(s.floorPort, podByName), items: 1},
+		target{name: "floor-pods-selector", server: serverFloor, api: "Pods by selector (reference: a pod LIST to kube-apiserver per request)", family: familyPods,
+			url: direct(s.floorPort, podsSel), items: -1, reference: true},
+		target{name: "cache-pods-selector", server: serverCache, api: "Pods by selector", family: familyPods,
+			url: direct(s.cachePort, podsSel), items: -1},
+		target{name: "live-pods-selector", server: serverLive, api: "Pods by selector", family: familyPods,
+			url: direct(s.livePort, podsSel), items: -1},
+	)
+	if s.aggregator {
+		ts = append(ts, target{name: "cache-pods-selector-aggregator", server: serverCacheAgg, api: "Pods by selector", family: familyPods,
+			url: podsSel, items: -1})
+	}
+	return ts
+}
+
+// waitTargets waits until every target answers 200 with the expected number
+// of items (-1: the app's pod count), so no measurement starts against a
+// server still syncing its informer or its first snapshot.
+func waitTargets(ctx context.Context, c *localcluster.Cluster, ts []target, podsPerApp int, log io.Writer) error {
+	hc, err := insecureClient(c)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	for i := range ts {
+		t := &ts[i]
+		if t.items < 0 {
+			t.items = podsPerApp
+		}
+		u := t.url
+		if t.viaAggregator() {
+			u = c.Host() + u
+		}
+		var last error
+		for {
+			n, err := fetchItems(wctx, hc, u)
+			if err == nil && n == t.items {
+				fmt.Fprintf(log, "[adaptercluster] %s answers with %d item(s)\n", t.name, max(n, 1))
+				break
+			}
+			if err == nil {
+				err = fmt.Errorf("got %d items, want %d", n, t.items)
+			}
+			last = err
+			select {
+			case <-wctx.Done():
+				return fmt.Errorf("waiting for %s (%s) to answer: %w (last: %w)", t.name, u, wctx.Err(), last)
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+func insecureClient(c *localcluster.Cluster) (*http.Client, error) {
+	cfg := c.RESTConfig()
+	cfg.Insecure, cfg.CAData, cfg.CAFile = true, nil, ""
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: rt, Timeout: 10 * time.Second}, nil
+}
+
+// fetchItems GETs u and counts the items of a list; a single object is 0.
+func fetchItems(ctx context.Context, hc *http.Client, u string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("HTTP %d: %.300s", resp.StatusCode, body)
+	}
+	var obj struct {
+		Kind  string            `json:"kind"`
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(body, &obj); err != nil {
+		return 0, err
+	}
+	if !strings.HasSuffix(obj.Kind, "List") {
+		return 0, nil
+	}
+	return len(obj.Items), nil
+}
+
+// buildLoadGenerator compiles test/bench/adapterload once; it then runs as a
+// process of its own, as hey would.
+func buildLoadGenerator(ctx context.Context, repoRoot, dir string) (string, error) {
+	bin := filepath.Join(dir, "adapterload")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./test/bench/adapterload")
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building the load generator (go build ./test/bench/adapterload in %s): %w\n%s", repoRoot, err, out)
+	}
+	return bin, nil
+}
+
+// loadSummary mirrors adapterload's --json output.
+type loadSummary struct {
+	Name         string        `json:"name"`
+	URL          string        `json:"url"`
+	Requests     int           `json:"requests"`
+	Errors       int           `json:"errors"`
+	AchievedRPS  float64       `json:"achievedRps"`
+	P50          time.Duration `json:"p50Ns"`
+	P90          time.Duration `json:"p90Ns"`
+	P99          time.Duration `json:"p99Ns"`
+	Max          time.Duration `json:"maxNs"`
+	P99Scheduled time.Duration `json:"p99ScheduledNs"`
+	FirstErrors  []string      `json:"firstErrors"`
+}
+
+// loadRequestTimeout bounds one request; a timed-out request is an error.
+const loadRequestTimeout = 10 * time.Second
+
+// runLoad runs adapterload against one target with the admin kubeconfig's
+// token (TLS unverified: the adapters' certificates are self-signed).
+func runLoad(ctx context.Context, bin, kubeconfig string, t target, o options) (loadSummary, error) {
+	args := []string{
+		"--json",
+		"--kubeconfig=" + kubeconfig,
+		"--insecure-skip-tls-verify",
+		fmt.Sprintf("--rps=%g", o.rps),
+		"--duration=" + o.duration.String(),
+		"--warmup=" + o.warmup.String(),
+		fmt.Sprintf("--concurrency=%d", o.concurrency),
+		"--timeout=" + loadRequestTimeout.String(),
+		"--target=" + t.name + "=" + t.url,
+	}
+	// adapterload waits for every request it sent; a server far behind the
+	// rate would hold the cluster lock for many minutes, so it gets a
+	// deadline instead.
+	limit := o.warmup + o.duration + 2*loadRequestTimeout + 30*time.Second
+	lctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(lctx, bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = os.Environ()
+	if err := cmd.Run(); err != nil {
+		if lctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			return loadSummary{}, fmt.Errorf("not done %s after the load began: the server fell far behind %g req/s", limit, o.rps)
+		}
+		return loadSummary{}, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var res []loadSummary
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		return loadSummary{}, fmt.Errorf("reading adapterload's output: %w", err)
+	}
+	if len(res) != 1 {
+		return loadSummary{}, errors.New("adapterload returned no summary")
+	}
+	s := res[0]
+	if s.Errors > 0 {
+		return s, fmt.Errorf("%d of %d requests failed, e.g. %v", s.Errors, s.Requests, s.FirstErrors)
+	}
+	return s, nil
+}

@@ -1,0 +1,116 @@
+// Command adaptercluster is the metrics adapter's end-to-end benchmark: on a
+// local control plane with 5,000 Running pods and a real Prometheus holding
+// 20,000 DCGM_CUSTOM_PROCESS_SM_UTIL series, it serves the same requests
+// from three servers side by side — custom-metrics-apiserver's test-adapter
+// (values in memory: the serving stack's floor), spillway-metrics-adapter in
+// cache mode and the same binary with --live-query — and loads each in turn
+// at a fixed rate with test/bench/adapterload. It prints p50/p99 per server
+// and path and writes the table to <out>/adapter.md.
+//
+//	go run ./test/bench/adaptercluster --bin-dir bin
+//
+// Everything runs on this machine's cores, load generator included, so the
+// figures only mean something next to each other; the floor is there to
+// tell the serving library's own cost from the adapter's.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+type options struct {
+	binDir      string
+	outDir      string
+	repoRoot    string
+	apps        int
+	podsPerApp  int
+	benchApp    int
+	rps         float64
+	duration    time.Duration
+	warmup      time.Duration
+	concurrency int
+	aggregator  bool
+	keepDir     bool
+}
+
+func (o *options) validate() error {
+	var errs []error
+	if o.binDir == "" {
+		errs = append(errs, errors.New("--bin-dir is required"))
+	}
+	if o.outDir == "" {
+		errs = append(errs, errors.New("--out must not be empty"))
+	}
+	if o.apps <= 0 || o.apps > 1000 {
+		errs = append(errs, fmt.Errorf("--apps must be in 1..1000, got %d", o.apps))
+	}
+	if o.podsPerApp <= 0 {
+		errs = append(errs, fmt.Errorf("--pods-per-app must be positive, got %d", o.podsPerApp))
+	}
+	if o.benchApp < 0 || o.benchApp >= o.apps {
+		errs = append(errs, fmt.Errorf("--bench-app must be in 0..%d, got %d", o.apps-1, o.benchApp))
+	}
+	if o.rps <= 0 {
+		errs = append(errs, fmt.Errorf("--rps must be positive, got %v", o.rps))
+	}
+	if o.duration <= 0 {
+		errs = append(errs, fmt.Errorf("--duration must be positive, got %s", o.duration))
+	}
+	if o.warmup < 0 {
+		errs = append(errs, fmt.Errorf("--warmup must not be negative, got %s", o.warmup))
+	}
+	if o.concurrency <= 0 {
+		errs = append(errs, fmt.Errorf("--concurrency must be positive, got %d", o.concurrency))
+	}
+	return errors.Join(errs...)
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "adaptercluster:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := pflag.NewFlagSet("adaptercluster", pflag.ContinueOnError)
+	fs.StringVar(&o.binDir, "bin-dir", "", "Directory holding spillway-metrics-adapter (make build). Required.")
+	fs.StringVar(&o.outDir, "out", "out/bench", "Directory the report adapter.md is written to.")
+	fs.StringVar(&o.repoRoot, "repo-root", ".", "The spillway checkout; the load generator is built from its test/bench/adapterload.")
+	fs.IntVar(&o.apps, "apps", 100, "Number of apps (label app=app-NNN) whose pods are created in namespace bench.")
+	fs.IntVar(&o.podsPerApp, "pods-per-app", 50, "Pods per app; each pod gets 4 series (2 GPUs x 2 processes).")
+	fs.IntVar(&o.benchApp, "bench-app", 42, "The app whose pods every measured request selects.")
+	fs.Float64Var(&o.rps, "rps", 200, "Requests per second sent to each target (open loop).")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "How long each target is loaded and measured.")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "Unmeasured load sent to each target first.")
+	fs.IntVar(&o.concurrency, "concurrency", 50, "Most requests in flight at once per target.")
+	fs.BoolVar(&o.aggregator, "aggregator", true, "Also register the cache-mode adapter through the kube-apiserver aggregator and measure that path.")
+	fs.BoolVar(&o.keepDir, "keep-dir", false, "Keep the cluster directory (logs, Prometheus data) after the run.")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	b := &bench{o: o, stdout: stdout, log: stderr}
+	return b.run(ctx)
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spillway-dev/spillway/internal/demo"
+	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/pkg/metricnames"
+)
+
+// testAdapterWritePort is where custom-metrics-apiserver's test-adapter
+// takes metric values (hard-coded there, on all interfaces).
+const testAdapterWritePort = 8080
+
+// servers are the three metrics API servers, each on its own secure port.
+type servers struct {
+	floorPort, cachePort, livePort int
+	// aggregator: the cache adapter is also registered through APIServices.
+	aggregator bool
+}
+
+func checkPortFree(port int) error {
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	if err != nil {
+		return fmt.Errorf("the test-adapter needs port %d for its value endpoint, but it is taken: %w", port, err)
+	}
+	return ln.Close()
+}
+
+// startServers runs the test-adapter and the two spillway adapters with the
+// admin kubeconfig for listing, authentication and authorization.
+func startServers(ctx context.Context, c *localcluster.Cluster, adapterBin, testAdapterBin, promURL string, aggregator bool) (*servers, error) {
+	ports, err := demo.FreePorts(5)
+	if err != nil {
+		return nil, err
+	}
+	s := &servers{floorPort: ports[0], cachePort: ports[1], livePort: ports[2], aggregator: aggregator}
+	kc := c.KubeconfigPath()
+	common := func(name string, port int) []string {
+		return []string{
+			"--secure-port=" + strconv.Itoa(port),
+			"--bind-address=127.0.0.1",
+			"--cert-dir=" + filepath.Join(c.Dir(), name+"-certs"),
+			"--lister-kubeconfig=" + kc,
+			"--authentication-kubeconfig=" + kc,
+			"--authorization-kubeconfig=" + kc,
+		}
+	}
+	// Its Pods API by selector lists pods through a client throttled to 5
+	// req/s by default; lifted, so that path measures kube-apiserver, not the
+	// throttle.
+	floorArgs := append(common("test-adapter", s.floorPort), "--client-qps=1000", "--client-burst=1000")
+	if _, err := c.StartProcess("test-adapter", testAdapterBin, floorArgs, nil); err != nil {
+		return nil, err
+	}
+	spillway := func(name string, port, selfPort int, extra ...string) error {
+		args := append(common(name, port),
+			"--prometheus-url="+promURL,
+			"--refresh-interval=5s",
+			"--max-staleness=30s",
+			fmt.Sprintf("--self-metrics-address=127.0.0.1:%d", selfPort),
+		)
+		_, err := c.StartProcess(name, adapterBin, append(args, extra...), nil)
+		return err
+	}
+	if err := spillway("spillway-metrics-adapter-cache", s.cachePort, ports[3]); err != nil {
+		return nil, err
+	}
+	if err := spillway("spillway-metrics-adapter-live", s.livePort, ports[4], "--live-query"); err != nil {
+		return nil, err
+	}
+	if aggregator {
+		if err := c.Apply(ctx, []byte(demo.APIServices(s.cachePort))); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// seedFloor gives the test-adapter a value for each of the app's pods, so
+// its Pods API answers by name and by selector.
+func (s *servers) seedFloor(ctx context.Context, pods []string) error {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for i, pod := range pods {
+		u := fmt.Sprintf("http://127.0.0.1:%d/write-metrics/namespaces/%s/pods/%s/%s",
+			testAdapterWritePort, benchNamespace, pod, metricnames.ProcessSMUtil)
+		body := []byte(strconv.Quote(strconv.Itoa(40 + i%20)))
+		var lastErr error
+		for {
+			lastErr = post(wctx, hc, u, body)
+			if lastErr == nil {
+				break
+			}
+			select {
+			case <-wctx.Done():
+				return fmt.Errorf("writing test-adapter values (is it up? see its log): %w (last error %w)", wctx.Err(), lastErr)
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func post(ctx context.Context, hc *http.Client, u string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: %s", u, resp.Status)
+	}
+	return nil
+}
