@@ -43,6 +43,12 @@ type NodeUsage struct {
 
 // Free is the node's allocatable minus what its pods and the in-flight
 // reservations on it take. It may go negative when the node is overcommitted.
+//
+// Terminating pods take nothing: their room is being released, and counting
+// it would send the replacement of a deleted on-prem pod (the ReplicaSet
+// creates it the moment the old one starts terminating) to the elastic unit
+// while the on-prem slot frees up seconds later. If the old pod is slow to
+// go, the new one is re-placed after the grace.
 func Free(u NodeUsage, inflight []Reservation) corev1.ResourceList {
 	free := u.Node.Status.Allocatable.DeepCopy()
 	if free == nil {

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
@@ -96,6 +97,8 @@ func TestRoomNode(t *testing.T) {
 	reserved.Annotations = map[string]string{AnnotationReservedNode: "a"}
 	finished := bound("finished", "a", 1)
 	finished.Status.Phase = corev1.PodFailed
+	terminating := bound("terminating", "a", 1)
+	terminating.DeletionTimestamp = &metav1.Time{}
 	tainted := gpuNode("a", 1)
 	tainted.Spec.Taints = []corev1.Taint{{Key: "gpu", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
 	softTaint := gpuNode("a", 1)
@@ -122,6 +125,7 @@ func TestRoomNode(t *testing.T) {
 		{"nominated pod takes the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{nominated}}}, nil, ""},
 		{"reserved pod takes the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{reserved}}}, nil, ""},
 		{"finished pod frees the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{finished}}}, nil, "a"},
+		{"terminating pod frees the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{terminating}}}, nil, "a"},
 		{"pod listed on another node is not counted", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1), Pods: []*corev1.Pod{bound("old", "b", 1)}}}, nil, "a"},
 		{"in-flight reservation takes the gpu", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1)}}, []Reservation{{ID: "r", Node: "a", Requests: PodRequests(gpuPod("x", 1))}}, ""},
 		{"reservation on another node", gpuPod("new", 1), []NodeUsage{{Node: gpuNode("a", 1)}}, []Reservation{{ID: "r", Node: "b", Requests: PodRequests(gpuPod("x", 1))}}, "a"},
