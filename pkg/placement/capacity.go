@@ -62,7 +62,7 @@ func Free(u NodeUsage, inflight []Reservation) corev1.ResourceList {
 		}
 	}
 	for _, p := range u.Pods {
-		if OccupiedNode(p) != u.Node.Name {
+		if OccupiedNode(p) != u.Node.Name || p.DeletionTimestamp != nil {
 			continue
 		}
 		take(PodRequests(p))
