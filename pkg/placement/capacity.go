@@ -41,38 +41,76 @@ type NodeUsage struct {
 	Pods []*corev1.Pod
 }
 
-// Free is the node's allocatable minus what its pods and the in-flight
-// reservations on it take. It may go negative when the node is overcommitted.
+// free is what each node (in the given order) has left after the pods that
+// occupy it and the in-flight reservations on it. It may go negative when a
+// node is overcommitted.
 //
 // Terminating pods take nothing: their room is being released, and counting
 // it would send the replacement of a deleted on-prem pod (the ReplicaSet
 // creates it the moment the old one starts terminating) to the elastic unit
 // while the on-prem slot frees up seconds later. If the old pod is slow to
 // go, the new one is re-placed after the grace.
-func Free(u NodeUsage, inflight []Reservation) corev1.ResourceList {
-	free := u.Node.Status.Allocatable.DeepCopy()
-	if free == nil {
-		free = corev1.ResourceList{}
+//
+// Pods waiting for the scheduler (reserved at admission, not yet bound or
+// nominated) are pinned to their unit, not to the node reserved for them:
+// the scheduler spreads them over the unit as it likes, and a pod bound away
+// from its reserved node takes room that the node's other waiting pods then
+// lack. So bound and nominated pods are counted first, and each waiting pod
+// then takes room on its reserved node if it still fits there, else on the
+// first other node where it fits; otherwise a burst could admit more pods to
+// a unit than it holds.
+func free(nodes []NodeUsage, inflight []Reservation) []corev1.ResourceList {
+	out := make([]corev1.ResourceList, len(nodes))
+	index := make(map[string]int, len(nodes))
+	for i, u := range nodes {
+		out[i] = u.Node.Status.Allocatable.DeepCopy()
+		if out[i] == nil {
+			out[i] = corev1.ResourceList{}
+		}
+		index[u.Node.Name] = i
 	}
-	take := func(req corev1.ResourceList) {
+	take := func(i int, req corev1.ResourceList) {
 		for name, q := range req {
-			left := free[name]
+			left := out[i][name]
 			left.Sub(q)
-			free[name] = left
+			out[i][name] = left
 		}
 	}
-	for _, p := range u.Pods {
-		if OccupiedNode(p) != u.Node.Name || p.DeletionTimestamp != nil {
-			continue
+	type waiting struct {
+		node int
+		req  corev1.ResourceList
+	}
+	var wait []waiting
+	for i, u := range nodes {
+		for _, p := range u.Pods {
+			if OccupiedNode(p) != u.Node.Name || p.DeletionTimestamp != nil {
+				continue
+			}
+			if p.Spec.NodeName == "" && p.Status.NominatedNodeName == "" {
+				wait = append(wait, waiting{i, PodRequests(p)})
+				continue
+			}
+			take(i, PodRequests(p))
 		}
-		take(PodRequests(p))
 	}
 	for _, r := range inflight {
-		if r.Node == u.Node.Name {
-			take(r.Requests)
+		if i, ok := index[r.Node]; ok {
+			wait = append(wait, waiting{i, r.Requests})
 		}
 	}
-	return free
+	for _, w := range wait {
+		i := w.node
+		if !Fits(w.req, out[i]) {
+			for j := range out {
+				if Fits(w.req, out[j]) {
+					i = j
+					break
+				}
+			}
+		}
+		take(i, w.req)
+	}
+	return out
 }
 
 // Fits reports whether every positive request is covered by free; a
@@ -133,9 +171,9 @@ func tolerates(tols []corev1.Toleration, t *corev1.Taint) bool {
 	return false
 }
 
-// RoomNode is the first node, by name, of the given ones that the pod can
-// use and that has room for req after the in-flight reservations; ok is
-// false when none has.
+// RoomNode is the first node, by name, of the given ones (the nodes of one
+// unit) that the pod can use and that has room for req after the pods there
+// and the in-flight reservations (see free); ok is false when none has.
 func RoomNode(pod *corev1.Pod, req corev1.ResourceList, nodes []NodeUsage, inflight []Reservation) (string, bool) {
 	sorted := slices.Clone(nodes)
 	slices.SortFunc(sorted, func(a, b NodeUsage) int {
@@ -147,11 +185,9 @@ func RoomNode(pod *corev1.Pod, req corev1.ResourceList, nodes []NodeUsage, infli
 		}
 		return 0
 	})
-	for _, u := range sorted {
-		if !Usable(u.Node, pod) {
-			continue
-		}
-		if Fits(req, Free(u, inflight)) {
+	left := free(sorted, inflight)
+	for i, u := range sorted {
+		if Usable(u.Node, pod) && Fits(req, left[i]) {
 			return u.Node.Name, true
 		}
 	}

@@ -99,6 +99,20 @@ func TestRoomNode(t *testing.T) {
 	finished.Status.Phase = corev1.PodFailed
 	terminating := bound("terminating", "a", 1)
 	terminating.DeletionTimestamp = &metav1.Time{}
+	// The scheduler may bind a pod anywhere in its unit, not on the node
+	// reserved for it: then the pods still waiting for the node it took
+	// must fit elsewhere in the unit.
+	waitingOn := func(name, node string) *corev1.Pod {
+		p := gpuPod(name, 1)
+		p.Annotations = map[string]string{AnnotationReservedNode: node}
+		return p
+	}
+	boundAway := waitingOn("bound-away", "a")
+	boundAway.Spec.NodeName = "b"
+	twoGPUs := func(name string, pods ...*corev1.Pod) NodeUsage { return NodeUsage{Node: gpuNode(name, 2), Pods: pods} }
+	inflightOn := func(id, node string) Reservation {
+		return Reservation{ID: id, Node: node, Requests: PodRequests(gpuPod(id, 1))}
+	}
 	tainted := gpuNode("a", 1)
 	tainted.Spec.Taints = []corev1.Taint{{Key: "gpu", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
 	softTaint := gpuNode("a", 1)
@@ -138,6 +152,13 @@ func TestRoomNode(t *testing.T) {
 		{"prefer-no-schedule taint is no bar", gpuPod("new", 1), []NodeUsage{{Node: softTaint}}, nil, "a"},
 		{"cordoned", gpuPod("new", 1), []NodeUsage{{Node: cordoned}}, nil, ""},
 		{"pod's own node selector excludes the node", pickyPod, []NodeUsage{{Node: gpuNode("a", 1)}}, nil, ""},
+		{"bound away from its reservation: unit full", gpuPod("new", 1),
+			[]NodeUsage{twoGPUs("a", waitingOn("w1", "a")), twoGPUs("b", boundAway, waitingOn("w2", "b"), waitingOn("w3", "b"))}, nil, ""},
+		{"bound away from its reservation: one left", gpuPod("new", 1),
+			[]NodeUsage{twoGPUs("a"), twoGPUs("b", boundAway, waitingOn("w2", "b"), waitingOn("w3", "b"))}, nil, "a"},
+		{"bound away from an in-flight reservation: unit full", gpuPod("new", 1),
+			[]NodeUsage{twoGPUs("a", waitingOn("w1", "a")), twoGPUs("b", boundAway)},
+			[]Reservation{inflightOn("r1", "b"), inflightOn("r2", "b")}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
