@@ -74,7 +74,8 @@ func (c *Cluster) AddStaticGPUNodes(ctx context.Context, pool string, n int, sha
 	return names, nil
 }
 
-// WaitNodeReady waits until kwok has marked the node Ready.
+// WaitNodeReady waits until kwok has marked the node Ready and its
+// not-ready taint is gone.
 func (c *Cluster) WaitNodeReady(ctx context.Context, name string) error {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -82,6 +83,14 @@ func (c *Cluster) WaitNodeReady(ctx context.Context, name string) error {
 		n, err := c.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
+		}
+		// The node lifecycle controller lifts the not-ready taint a few
+		// seconds after Ready; a placement decision inside that window sees
+		// the node as unusable.
+		for _, t := range n.Spec.Taints {
+			if t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable {
+				return false, nil
+			}
 		}
 		for _, cond := range n.Status.Conditions {
 			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
