@@ -21,15 +21,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/test/framework"
 )
 
@@ -84,11 +83,8 @@ func setup(ctx context.Context, c *localcluster.Cluster) error {
 			return err
 		}
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
+	scheme, err := kubescheme.New()
+	if err != nil {
 		return err
 	}
 	if kc, err = client.New(c.RESTConfig(), client.Options{Scheme: scheme}); err != nil {

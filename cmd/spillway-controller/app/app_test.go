@@ -20,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spillway-dev/spillway/pkg/controller"
+	"github.com/spillway-dev/spillway/pkg/kubescheme"
 )
 
 func TestHelpNamesEveryFlag(t *testing.T) {
@@ -124,7 +125,7 @@ func TestDefaults(t *testing.T) {
 // TestWiring registers every controller and webhook on a manager that is
 // never started, catching duplicate names, indexes and metrics.
 func TestWiring(t *testing.T) {
-	scheme, err := Scheme()
+	scheme, err := kubescheme.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,6 @@ import (
 	// they do not depend on the image having /usr/share/zoneinfo.
 	_ "time/tzdata"
 
-	"github.com/spf13/pflag"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2/textlogger"
@@ -30,9 +27,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/controller"
 	"github.com/spillway-dev/spillway/pkg/controller/certs"
+	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/pkg/version"
 )
 
@@ -62,22 +60,14 @@ Flags:
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := NewOptions()
 	fs := o.flags()
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprint(stdout, usageHeader+fs.FlagUsages())
-			return nil
-		}
-		return fmt.Errorf("%w (see --help)", err)
-	}
-	if o.ShowVersion {
-		fmt.Fprintln(stdout, version.String(binaryName))
-		return nil
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
-	}
-	if err := o.Validate(); err != nil {
+	done, err := cli.Command{
+		Binary:      binaryName,
+		Flags:       fs,
+		Help:        func() string { return usageHeader + fs.FlagUsages() },
+		ShowVersion: &o.ShowVersion,
+		Validate:    o.Validate,
+	}.Parse(args, stdout)
+	if done || err != nil {
 		return err
 	}
 	logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(o.Verbosity), textlogger.Output(stderr)))
@@ -101,18 +91,9 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// Scheme is every type spillway-controller reads or writes.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := errors.Join(clientgoscheme.AddToScheme(s), v1alpha1.AddToScheme(s)); err != nil {
-		return nil, fmt.Errorf("building the scheme: %w", err)
-	}
-	return s, nil
-}
-
 func run(ctx context.Context, o *Options, cfg *rest.Config) error {
 	log := ctrl.Log.WithName("setup")
-	scheme, err := Scheme()
+	scheme, err := kubescheme.New()
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/podmap"
-	"github.com/spillway-dev/spillway/pkg/version"
 )
 
 const podmapUsage = `spillway-gpu-exporter podmap prints which pod and container own host processes,
@@ -53,27 +53,22 @@ type podmapLine struct {
 func runPodmap(args []string, stdout, stderr io.Writer) error {
 	o := &podmapOptions{ProcRoot: "/proc"}
 	fs := pflag.NewFlagSet(binaryName+" podmap", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.ProcRoot, "proc-root", o.ProcRoot, "The /proc tree to read (the host's /proc, or a copy).")
 	fs.IntVar(&o.PID, "pid", 0, "Map only this PID; an error if it cannot be read. 0 maps every process.")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintf(stdout, "%s\nFlags:\n%s", podmapUsage, fs.FlagUsages())
-			return nil
-		}
-		return fmt.Errorf("podmap: %w (see podmap --help)", err)
-	}
-	if o.ShowVersion {
-		fmt.Fprintln(stdout, version.String(binaryName))
-		return nil
-	}
-	var argsErr error
-	if fs.NArg() > 0 {
-		argsErr = fmt.Errorf("unexpected arguments %q (see podmap --help)", fs.Args())
-	}
-	if err := errors.Join(argsErr, o.Validate()); err != nil {
+	done, err := cli.Command{
+		Binary:      binaryName,
+		Flags:       fs,
+		Help:        func() string { return fmt.Sprintf("%s\nFlags:\n%s", podmapUsage, fs.FlagUsages()) },
+		HelpHint:    "podmap --help",
+		ShowVersion: &o.ShowVersion,
+		Validate:    o.Validate,
+	}.Parse(args, stdout)
+	if err != nil {
 		return fmt.Errorf("podmap: %w", err)
+	}
+	if done {
+		return nil
 	}
 
 	m := podmap.NewMapper(os.DirFS(o.ProcRoot))

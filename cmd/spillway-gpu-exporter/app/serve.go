@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/exporter"
 	"github.com/spillway-dev/spillway/pkg/exporter/podindex"
 	"github.com/spillway-dev/spillway/pkg/gpu"
@@ -52,25 +53,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o := NewOptions()
 	own, simFlags := o.flags()
 	all := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
-	all.SetOutput(io.Discard)
 	all.AddFlagSet(own)
 	all.AddFlagSet(simFlags)
-	if err := all.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintf(stdout, "%s\nFlags:\n%s\nSimulated backend (--backend=sim):\n%s", serveUsage, own.FlagUsages(), simFlags.FlagUsages())
-			return nil
-		}
-		return fmt.Errorf("%w (see --help)", err)
-	}
-	if o.ShowVersion {
-		fmt.Fprintln(stdout, version.String(binaryName))
-		return nil
-	}
-	var argsErr error
-	if all.NArg() > 0 {
-		argsErr = fmt.Errorf("unexpected arguments %q (see --help)", all.Args())
-	}
-	if err := errors.Join(argsErr, o.Validate()); err != nil {
+	done, err := cli.Command{
+		Binary: binaryName,
+		Flags:  all,
+		Help: func() string {
+			return fmt.Sprintf("%s\nFlags:\n%s\nSimulated backend (--backend=sim):\n%s", serveUsage, own.FlagUsages(), simFlags.FlagUsages())
+		},
+		ShowVersion: &o.ShowVersion,
+		Validate:    o.Validate,
+	}.Parse(args, stdout)
+	if done || err != nil {
 		return err
 	}
 	level, _ := parseLevel(o.LogLevel)

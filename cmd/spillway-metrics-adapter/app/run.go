@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 	"github.com/spillway-dev/spillway/pkg/provider"
 	"github.com/spillway-dev/spillway/pkg/version"
@@ -50,26 +51,19 @@ func Run(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	o := NewOptions()
 	own, lib := o.ownFlags(), o.libraryFlags()
 	all := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
-	all.SetOutput(io.Discard)
 	all.AddFlagSet(own)
 	all.AddFlagSet(lib)
-	if err := all.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintf(stdout, "%s\nAdapter flags:\n%s\nServing, authentication and authorization flags (from sigs.k8s.io/custom-metrics-apiserver):\n%s",
+	done, err := cli.Command{
+		Binary: binaryName,
+		Flags:  all,
+		Help: func() string {
+			return fmt.Sprintf("%s\nAdapter flags:\n%s\nServing, authentication and authorization flags (from sigs.k8s.io/custom-metrics-apiserver):\n%s",
 				usageHeader, own.FlagUsages(), lib.FlagUsages())
-			return nil
-		}
-		return fmt.Errorf("%w (see --help)", err)
-	}
-	if o.ShowVersion {
-		fmt.Fprintln(stdout, version.String(binaryName))
-		return nil
-	}
-	var argsErr error
-	if all.NArg() > 0 {
-		argsErr = fmt.Errorf("unexpected arguments %q (see --help)", all.Args())
-	}
-	if err := errors.Join(argsErr, o.Validate()); err != nil {
+		},
+		ShowVersion: &o.ShowVersion,
+		Validate:    o.Validate,
+	}.Parse(args, stdout)
+	if done || err != nil {
 		return err
 	}
 	var lvl klog.Level

@@ -9,14 +9,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
@@ -81,11 +80,8 @@ func TestReconcile(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s := runtime.NewScheme()
-			if err := clientgoscheme.AddToScheme(s); err != nil {
-				t.Fatal(err)
-			}
-			if err := v1alpha1.AddToScheme(s); err != nil {
+			s, err := kubescheme.New()
+			if err != nil {
 				t.Fatal(err)
 			}
 			patches := 0
@@ -133,9 +129,10 @@ func TestReconcile(t *testing.T) {
 }
 
 func TestPolicyMapsToItsPods(t *testing.T) {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = v1alpha1.AddToScheme(s)
+	s, err := kubescheme.New()
+	if err != nil {
+		t.Fatal(err)
+	}
 	other := pod("other", nil)
 	other.Labels["app"] = "other"
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(pod("a", nil), pod("b", placedOn("1")), other).Build()
