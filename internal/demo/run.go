@@ -40,7 +40,8 @@ type Run struct {
 	// WithPolicy applies the ResourcePolicy; without it the same HPA runs
 	// on the stock scheduler alone (the baseline).
 	WithPolicy bool
-	// HPA behavior windows, shortened to fit a compressed day.
+	// ScaleDownWindow is the HPA's scale-down stabilization window; by
+	// default the HPA's own 5 minutes, compressed like the day.
 	ScaleDownWindow time.Duration
 	Table           io.Writer // live table; nil for none
 }
@@ -53,6 +54,8 @@ type Result struct {
 	MaxPendingAge time.Duration
 	PeakReplicas  int
 	PeakElastic   int
+	// ScaleDownWindow is the HPA scale-down window the run used.
+	ScaleDownWindow time.Duration
 }
 
 // SeedObjects are the seed's predictor Deployment, ResourcePolicy and
@@ -125,14 +128,21 @@ spec:
 	return objs
 }
 
+// CompressedWindow maps a window of a real 24-hour day onto a day compressed
+// into dayDuration, in whole seconds (the HPA's unit), at least 1 s. An
+// uncompressed window would hold an idle cloud GPU for hours of the day.
+func CompressedWindow(w, dayDuration time.Duration) time.Duration {
+	secs := math.Ceil(w.Seconds() * dayDuration.Seconds() / (24 * time.Hour).Seconds())
+	return time.Duration(max(1, secs)) * time.Second
+}
+
 // Play applies the seed objects and plays the trace, sampling as it goes.
 func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 	if r.SampleEvery == 0 {
 		r.SampleEvery = 2 * time.Second
 	}
 	if r.ScaleDownWindow == 0 {
-		// A compressed day: 5 s of real time is ~30 day-minutes in the demo.
-		r.ScaleDownWindow = 5 * time.Second
+		r.ScaleDownWindow = CompressedWindow(5*time.Minute, r.DayDuration)
 	}
 	if err := e.Cluster.Apply(ctx, []byte(SeedObjects(r.Namespace, r.WithPolicy, r.ScaleDownWindow))); err != nil {
 		return nil, err
@@ -141,7 +151,7 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 	perMinute := r.DayDuration / 1440
 	span := time.Duration(last-first+1) * perMinute
 	tl := &scenario.Timeline{}
-	res := &Result{Timeline: tl}
+	res := &Result{Timeline: tl, ScaleDownWindow: r.ScaleDownWindow}
 	seen := map[string]podSeen{}
 	pendingSince := map[string]time.Time{}
 	nextEvent := 0
@@ -173,7 +183,7 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 			}
 			nextEvent++
 		}
-		s, pods, err := e.sample(ctx, r.Namespace)
+		s, pods, live, err := e.sample(ctx, r.Namespace)
 		if err != nil {
 			return nil, err
 		}
@@ -200,9 +210,12 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 		}
 		for name, p := range seen {
 			if !current[name] {
-				reason := "scale-in"
-				if name == restarted {
-					reason = "restart"
+				reason := scenario.ReasonScaleIn
+				switch {
+				case name == restarted:
+					reason = scenario.ReasonRestart
+				case !live[p.node]:
+					reason = scenario.ReasonNodeRemoved
 				}
 				pool := "on-prem"
 				if p.pool == ElasticPool {
@@ -229,22 +242,27 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 }
 
 type podSeen struct {
-	name             string
-	pool             string
+	name, pool, node string
 	running, pending bool
 }
 
-func (e *Env) sample(ctx context.Context, ns string) (scenario.Sample, []podSeen, error) {
-	var s scenario.Sample
+// karpenterDisruptedTaint marks a node Karpenter is draining to remove it.
+const karpenterDisruptedTaint = "karpenter.sh/disrupted"
+
+// sample observes the cluster once. live holds the nodes that exist and are
+// not being removed.
+func (e *Env) sample(ctx context.Context, ns string) (s scenario.Sample, seen []podSeen, live map[string]bool, err error) {
 	cs := e.Cluster.Client()
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return s, nil, err
+		return s, nil, nil, err
 	}
 	poolOf := map[string]string{}
+	live = map[string]bool{}
 	for _, n := range nodes.Items {
 		pool := n.Labels[localcluster.PoolLabel]
 		poolOf[n.Name] = pool
+		live[n.Name] = n.DeletionTimestamp == nil && !hasTaint(n.Spec.Taints, karpenterDisruptedTaint)
 		switch pool {
 		case OnPremPool:
 			s.NodesOnPrem++
@@ -256,20 +274,20 @@ func (e *Env) sample(ctx context.Context, ns string) (scenario.Sample, []podSeen
 	}
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + PredictorApp})
 	if err != nil {
-		return s, nil, err
+		return s, nil, nil, err
 	}
-	var seen []podSeen
 	for _, p := range pods.Items {
 		if p.DeletionTimestamp != nil {
 			continue
 		}
-		ps := podSeen{name: p.Name, pool: poolOf[p.Spec.NodeName]}
+		ps := podSeen{name: p.Name, pool: poolOf[p.Spec.NodeName], node: p.Spec.NodeName}
 		switch {
 		case p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != "":
 			ps.running = true
 			switch ps.pool {
 			case ElasticPool:
 				s.PodsElastic++
+				s.ElasticPodGPUs += podGPUs(&p)
 			case OnPremPool:
 				s.PodsOnPrem++
 			}
@@ -282,13 +300,31 @@ func (e *Env) sample(ctx context.Context, ns string) (scenario.Sample, []podSeen
 	if hpa, err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "qwen-chat", metav1.GetOptions{}); err == nil {
 		s.Desired = int(hpa.Status.DesiredReplicas)
 	} else if !apierrors.IsNotFound(err) {
-		return s, nil, err
+		return s, nil, nil, err
 	}
 	if d, err := cs.AppsV1().Deployments(ns).Get(ctx, Predictor, metav1.GetOptions{}); err == nil {
 		s.Ready = int(d.Status.ReadyReplicas)
 	}
 	s.PodUtil = e.podUtil(ctx, ns)
-	return s, seen, nil
+	return s, seen, live, nil
+}
+
+func hasTaint(taints []corev1.Taint, key string) bool {
+	for _, t := range taints {
+		if t.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+func podGPUs(p *corev1.Pod) int {
+	n := 0
+	for _, c := range p.Spec.Containers {
+		q := c.Resources.Requests[localcluster.GPUResource]
+		n += int(q.Value())
+	}
+	return n
 }
 
 // podUtil reads per-pod utilization through the aggregated custom metrics

@@ -269,6 +269,10 @@ spec:
   disruption:
     consolidationPolicy: WhenEmptyOrUnderutilized
     consolidateAfter: %[5]s
+    # Karpenter's default budget (10%% of a pool's nodes) removes a small
+    # pool's empty nodes one per pass; they all may go at once.
+    budgets:
+    - nodes: "100%%"
 `, p.Name, PoolLabel, strings.Join(names, ", "), p.GPULimit, p.ConsolidateAfter)
 	return c.Apply(ctx, []byte(np))
 }

@@ -120,17 +120,21 @@ func TestTimelineCompute(t *testing.T) {
 	tl := &Timeline{
 		Samples: []Sample{
 			{Elapsed: 0, DayMinute: 0, PodUtil: map[string]float64{"a": 80}, Desired: 1, PodsOnPrem: 1},
-			{Elapsed: 10 * time.Second, DayMinute: 10, PodUtil: map[string]float64{"a": 40, "b": 40}, Desired: 2, PodsOnPrem: 1, PodsElastic: 1, ElasticGPUs: 1},
-			// A sample with no served value counts neither as over target nor as idle.
-			{Elapsed: 20 * time.Second, DayMinute: 20, Desired: 2, PodsOnPrem: 1, PodsElastic: 1, ElasticGPUs: 1},
+			{Elapsed: 10 * time.Second, DayMinute: 10, PodUtil: map[string]float64{"a": 40, "b": 40}, Desired: 2, PodsOnPrem: 1, PodsElastic: 1, ElasticGPUs: 1, ElasticPodGPUs: 1},
+			// A sample with no served value counts neither as over target
+			// nor as idle. The pod is gone; its node lingers.
+			{Elapsed: 20 * time.Second, DayMinute: 20, Desired: 2, PodsOnPrem: 1, ElasticGPUs: 1},
 			{Elapsed: 30 * time.Second, DayMinute: 30, PodUtil: map[string]float64{"a": 20}, Desired: 1, PodsOnPrem: 1},
 		},
-		Removals:            []Removal{{Pod: "b", Pool: "elastic"}},
+		Removals:            []Removal{{Pod: "b", Pool: "elastic", Reason: ReasonNodeRemoved}},
 		FirstElasticRunning: 10 * time.Second,
 	}
 	f := tl.Compute(50, 1)
 	if f.CloudGPUMinutes != 20 {
 		t.Errorf("cloud GPU-minutes = %v, want 20", f.CloudGPUMinutes)
+	}
+	if f.CloudPodGPUMinutes != 10 {
+		t.Errorf("cloud GPU-minutes held by pods = %v, want 10", f.CloudPodGPUMinutes)
 	}
 	if f.MinutesOverTarget != 10 {
 		t.Errorf("minutes over target = %v, want 10", f.MinutesOverTarget)
@@ -144,8 +148,8 @@ func TestTimelineCompute(t *testing.T) {
 	if want := (80*10 + 40*10) / 30.0; math.Abs(f.OnPremUtilization-want) > 1e-9 {
 		t.Errorf("on-prem utilization = %v, want %v", f.OnPremUtilization, want)
 	}
-	if f.ElasticRemovals != 1 || f.OnPremRemovals != 0 {
-		t.Errorf("removals = %d elastic %d on-prem", f.ElasticRemovals, f.OnPremRemovals)
+	if f.ElasticRemovals != 1 || f.OnPremRemovals != 0 || f.Evictions != 1 {
+		t.Errorf("removals = %d elastic %d on-prem %d evicted", f.ElasticRemovals, f.OnPremRemovals, f.Evictions)
 	}
 }
 

@@ -27,6 +27,10 @@ type Sample struct {
 	NodesOnPrem  int
 	NodesElastic int
 	ElasticGPUs  int // GPUs of elastic nodes that exist (what the cloud bills)
+	// ElasticPodGPUs are the GPUs Running predictor pods hold on elastic
+	// nodes: the cloud time the autoscaling decisions asked for, without
+	// the time nodes take to appear and to go.
+	ElasticPodGPUs int
 }
 
 // MeanUtil is the mean served utilization, or NaN when none was served.
@@ -41,13 +45,23 @@ func (s Sample) MeanUtil() float64 {
 	return sum / float64(len(s.PodUtil))
 }
 
+// Why a predictor pod went away.
+const (
+	ReasonScaleIn = "scale-in"
+	ReasonRestart = "restart"
+	// ReasonNodeRemoved: the pod's node was being removed under it (Karpenter
+	// consolidation evicts pods off a node it judges underused), so a
+	// serving pod was evicted rather than scaled in.
+	ReasonNodeRemoved = "evicted: node removed"
+)
+
 // Removal is a predictor pod that went away during the run.
 type Removal struct {
 	Elapsed   time.Duration
 	DayMinute float64
 	Pod       string
 	Pool      string // "on-prem" or "elastic"
-	Reason    string // "scale-in", "restart", ...
+	Reason    string // one of the Reason constants
 }
 
 // Timeline is everything a run recorded.
@@ -61,15 +75,20 @@ type Timeline struct {
 
 // Figures summarize a run (or the oracle) for comparison.
 type Figures struct {
-	CloudGPUMinutes   float64 // GPU-minutes of elastic nodes, in day minutes
-	OnPremUtilization float64 // mean SM utilization of the on-prem GPUs, percent
-	MinutesOverTarget float64 // day minutes with mean utilization above target
-	ScaleEvents       int     // changes of the desired replica count
+	CloudGPUMinutes float64 // GPU-minutes of elastic nodes, in day minutes
+	// CloudPodGPUMinutes are the GPU-minutes predictor pods held on
+	// elastic nodes; CloudGPUMinutes minus this is node lag (idle nodes).
+	CloudPodGPUMinutes float64
+	OnPremUtilization  float64 // mean SM utilization of the on-prem GPUs, percent
+	MinutesOverTarget  float64 // day minutes with mean utilization above target
+	ScaleEvents        int     // changes of the desired replica count
 	// TimeToElastic is real time from the first over-target sample to the
 	// first elastic pod Running; negative when it never happened.
 	TimeToElastic   time.Duration
 	OnPremRemovals  int
 	ElasticRemovals int
+	// Evictions are removals whose node was being removed under the pod.
+	Evictions int
 }
 
 // Compute derives the figures from a timeline. Each sample's state is held
@@ -94,6 +113,7 @@ func (tl *Timeline) Compute(target float64, onPremGPUs int) Figures {
 			continue
 		}
 		f.CloudGPUMinutes += float64(s.ElasticGPUs) * dt
+		f.CloudPodGPUMinutes += float64(s.ElasticPodGPUs) * dt
 		if !math.IsNaN(mean) && mean > target {
 			f.MinutesOverTarget += dt
 		}
@@ -117,6 +137,9 @@ func (tl *Timeline) Compute(target float64, onPremGPUs int) Figures {
 		case "elastic":
 			f.ElasticRemovals++
 		}
+		if r.Reason == ReasonNodeRemoved {
+			f.Evictions++
+		}
 	}
 	return f
 }
@@ -125,7 +148,7 @@ func (tl *Timeline) Compute(target float64, onPremGPUs int) Figures {
 func (tl *Timeline) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write([]string{"elapsed_s", "day_minute", "day_time", "demand_rps", "mean_util", "pod_utils",
-		"desired", "ready", "pods_onprem", "pods_elastic", "pods_pending", "nodes_onprem", "nodes_elastic", "elastic_gpus"}); err != nil {
+		"desired", "ready", "pods_onprem", "pods_elastic", "pods_pending", "nodes_onprem", "nodes_elastic", "elastic_gpus", "elastic_pod_gpus"}); err != nil {
 		return err
 	}
 	for _, s := range tl.Samples {
@@ -142,7 +165,7 @@ func (tl *Timeline) WriteCSV(w io.Writer) error {
 			PodUtils(s.PodUtil),
 			strconv.Itoa(s.Desired), strconv.Itoa(s.Ready),
 			strconv.Itoa(s.PodsOnPrem), strconv.Itoa(s.PodsElastic), strconv.Itoa(s.PodsPending),
-			strconv.Itoa(s.NodesOnPrem), strconv.Itoa(s.NodesElastic), strconv.Itoa(s.ElasticGPUs),
+			strconv.Itoa(s.NodesOnPrem), strconv.Itoa(s.NodesElastic), strconv.Itoa(s.ElasticGPUs), strconv.Itoa(s.ElasticPodGPUs),
 		}); err != nil {
 			return err
 		}

@@ -50,7 +50,7 @@ func TestSeedScenarioTidalDay(t *testing.T) {
 		t.Errorf("a predictor pod stayed Pending %s (limit %s)", res.MaxPendingAge, pendingLimit)
 	}
 	for _, r := range res.Timeline.Removals {
-		if r.Reason == "scale-in" && r.Pool != "elastic" {
+		if r.Reason == scenario.ReasonScaleIn && r.Pool != "elastic" {
 			t.Errorf("scale-in removed %s from the %s pool; the elastic pool must drain first", r.Pod, r.Pool)
 		}
 	}

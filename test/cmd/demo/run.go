@@ -143,6 +143,7 @@ func writeOutputs(dir, traceName string, trace *scenario.Trace, res *demo.Result
 	figuresTable(&b, []row{{"spillway", res.Figures}, {"oracle (exact replicas, on-prem first, instant nodes)", oracle}}, oracle)
 	fmt.Fprintf(&b, "\n- Peak: %d replicas running, %d of them on elastic (Karpenter) nodes.\n", res.PeakReplicas, res.PeakElastic)
 	fmt.Fprintf(&b, "- Longest time a predictor pod was Pending: %s.\n", res.MaxPendingAge.Round(time.Second))
+	fmt.Fprintf(&b, "- HPA scale-down window: %s (the HPA's default 5 minutes, compressed like the day).\n", res.ScaleDownWindow)
 	fmt.Fprintf(&b, "\n## Pods removed\n\n| real time | day time | pod | pool | why |\n|---|---|---|---|---|\n")
 	for _, r := range tl.Removals {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.Elapsed.Round(time.Second), scenario.DayClock(r.DayMinute), r.Pod, r.Pool, r.Reason)
@@ -160,7 +161,7 @@ type row struct {
 }
 
 func figuresTable(w io.Writer, rows []row, oracle scenario.Figures) {
-	fmt.Fprintf(w, "| run | cloud GPU-min | ratio to oracle | on-prem util %% | min over target | scale events | first over-target → elastic pod Running | removed on-prem / elastic |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| run | cloud GPU-min | ratio to oracle | of which pods held | on-prem util %% | min over target | scale events | first over-target → elastic pod Running | removed on-prem / elastic | evicted by node removal |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		ratio := "-"
 		if oracle.CloudGPUMinutes > 0 {
@@ -170,14 +171,15 @@ func figuresTable(w io.Writer, rows []row, oracle scenario.Figures) {
 		if r.f.TimeToElastic >= 0 {
 			tte = r.f.TimeToElastic.Round(time.Second).String()
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %s | %.1f | %.0f | %d | %s | %d / %d |\n", r.name, r.f.CloudGPUMinutes, ratio,
-			r.f.OnPremUtilization, r.f.MinutesOverTarget, r.f.ScaleEvents, tte, r.f.OnPremRemovals, r.f.ElasticRemovals)
+		fmt.Fprintf(w, "| %s | %.0f | %s | %.0f | %.1f | %.0f | %d | %s | %d / %d | %d |\n", r.name, r.f.CloudGPUMinutes, ratio, r.f.CloudPodGPUMinutes,
+			r.f.OnPremUtilization, r.f.MinutesOverTarget, r.f.ScaleEvents, tte, r.f.OnPremRemovals, r.f.ElasticRemovals, r.f.Evictions)
 	}
 }
 
 func bench(ctx context.Context, env *demo.Env, o options, traces map[string]*scenario.Trace) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# tidal benchmark\n\n24 h compressed into %s per run; figures in day-minutes.\n", o.dayDuration)
+	fmt.Fprintf(&b, "# tidal benchmark\n\n24 h compressed into %s per run (one real second is %.1f day-minutes); figures in day-minutes. HPA scale-down window %s.\n",
+		o.dayDuration, 24*60/o.dayDuration.Seconds(), demo.CompressedWindow(5*time.Minute, o.dayDuration))
 	for _, name := range []string{"tidal-day", "tidal-day-restart"} {
 		trace := traces[name]
 		oracle := scenario.Oracle(trace, scenario.Seed)
