@@ -36,7 +36,8 @@ func (s Sizing) Util(rps float64, replicas int) float64 {
 // replicas, on-prem first, cloud nodes that appear and vanish instantly.
 func Oracle(t *Trace, s Sizing) Figures {
 	first, last := t.Span()
-	var f Figures
+	// The oracle is never over target, so it has no time to elastic.
+	f := Figures{TimeToElastic: -1}
 	var onPremBusy, onPremTotal float64
 	prev := -1
 	for m := first; m <= last; m++ {
