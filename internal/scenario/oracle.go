@@ -45,7 +45,6 @@ func Oracle(t *Trace, s Sizing) Figures {
 		n := s.Replicas(rps)
 		cloud := max(0, n-s.OnPremSlots)
 		f.CloudGPUMinutes += float64(cloud * s.GPUsPerReplica)
-		f.CloudPodGPUMinutes = f.CloudGPUMinutes // nodes come and go with their pods
 		onPrem := min(n, s.OnPremSlots)
 		onPremBusy += float64(onPrem) * s.Util(rps, n) / 100
 		onPremTotal += float64(s.OnPremSlots)
@@ -57,6 +56,7 @@ func Oracle(t *Trace, s Sizing) Figures {
 		}
 		prev = n
 	}
+	f.CloudPodGPUMinutes = f.CloudGPUMinutes // its nodes come and go with their pods
 	if onPremTotal > 0 {
 		f.OnPremUtilization = onPremBusy / onPremTotal * 100
 	}
