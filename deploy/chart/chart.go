@@ -122,7 +122,7 @@ func Objects(manifest []byte) ([]*unstructured.Unstructured, error) {
 			if errors.Is(err, io.EOF) {
 				return out, nil
 			}
-			return nil, fmt.Errorf("decoding rendered manifest: %w", err)
+			return nil, fmt.Errorf("decoding manifest: %w", err)
 		}
 		if len(obj) == 0 {
 			continue

@@ -33,7 +33,7 @@ func TestResourcePolicyValidation(t *testing.T) {
 		return err
 	}
 
-	invalid := readDocs(t, fixtures+"/invalid-resourcepolicies.yaml")
+	invalid := framework.ReadObjects(t, fixtures+"/invalid-resourcepolicies.yaml")
 	if len(invalid) < 10 {
 		t.Fatalf("only %d invalid fixtures", len(invalid))
 	}
@@ -56,7 +56,7 @@ func TestResourcePolicyValidation(t *testing.T) {
 		})
 	}
 
-	valid := append(readDocs(t, fixtures+"/seed-resourcepolicy.yaml"), readDocs(t, fixtures+"/valid-resourcepolicies.yaml")...)
+	valid := append(framework.ReadObjects(t, fixtures+"/seed-resourcepolicy.yaml"), framework.ReadObjects(t, fixtures+"/valid-resourcepolicies.yaml")...)
 	for _, u := range valid {
 		t.Run("accepts/"+u.GetName(), func(t *testing.T) {
 			if err := create(u); err != nil {
@@ -82,7 +82,7 @@ func TestSeedPolicy(t *testing.T) {
 		elasticLabels: map[string]string{nodepoolID: "np-yyyyy"},
 	})
 
-	docs := readDocs(t, fixtures+"/seed-resourcepolicy.yaml")
+	docs := framework.ReadObjects(t, fixtures+"/seed-resourcepolicy.yaml")
 	if len(docs) != 1 || docs[0].GetAPIVersion() != "spillway.dev/v1alpha1" || docs[0].GetKind() != "ResourcePolicy" {
 		t.Fatalf("seed fixture: want one spillway.dev/v1alpha1 ResourcePolicy, have %d documents", len(docs))
 	}

@@ -1,18 +1,12 @@
 package scaler
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/spillway-dev/spillway/test/framework"
 )
@@ -30,7 +24,7 @@ func TestInvalidScalersAreRejected(t *testing.T) {
 	valid := scalerFor(ns, "valid", "qwen-chat-predictor", 1, 3)
 	create(t, valid)
 
-	docs := readInvalid(t, filepath.Join(repoRoot, "pkg", "apis", "spillway", "v1alpha1", "testdata", "invalid-inferencescalers.yaml"))
+	docs := framework.ReadObjects(t, filepath.Join(repoRoot, "pkg", "apis", "spillway", "v1alpha1", "testdata", "invalid-inferencescalers.yaml"))
 	if len(docs) < 10 {
 		t.Fatalf("only %d invalid fixtures", len(docs))
 	}
@@ -51,27 +45,5 @@ func TestInvalidScalersAreRejected(t *testing.T) {
 				t.Fatalf("rejection does not contain %q:\n%v", want, err)
 			}
 		})
-	}
-}
-
-func readInvalid(t *testing.T, path string) []*unstructured.Unstructured {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out
-			}
-			t.Fatalf("decoding %s: %v", path, err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
 	}
 }
