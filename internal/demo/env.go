@@ -45,6 +45,9 @@ type Options struct {
 	// ServiceAccount the Helm chart gives it, under the chart's RBAC,
 	// instead of as cluster admin.
 	AsServiceAccounts bool
+	// ExtraScrapeTargets are scraped by the same Prometheus beside
+	// spillway's own jobs (tests use them for tenants' targets).
+	ExtraScrapeTargets []localcluster.ScrapeTarget
 }
 
 func (o *Options) defaults() {
@@ -99,10 +102,10 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 		return nil, err
 	}
 	e.WebhookPort = ctrl.WebhookPort
-	prom, err := c.StartPrometheus(ctx, "prometheus", o.CollectInterval, []localcluster.ScrapeTarget{
+	prom, err := c.StartPrometheus(ctx, "prometheus", o.CollectInterval, append([]localcluster.ScrapeTarget{
 		{Job: "spillway-gpu-exporter", Address: exp.MetricsAddr},
 		{Job: "spillway-controller", Address: ctrl.MetricsAddr},
-	})
+	}, o.ExtraScrapeTargets...))
 	if err != nil {
 		return nil, err
 	}

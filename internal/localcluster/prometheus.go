@@ -15,6 +15,9 @@ type ScrapeTarget struct {
 	Job     string
 	Address string // host:port
 	Path    string // default /metrics
+	// HonorLabels keeps the target's own job, instance and other
+	// conflicting labels instead of renaming them to exported_*.
+	HonorLabels bool
 }
 
 // Prometheus is a real Prometheus server (Debian's package binary) started
@@ -46,7 +49,7 @@ func (c *Cluster) StartPrometheus(ctx context.Context, name string, interval tim
 		if path == "" {
 			path = "/metrics"
 		}
-		fmt.Fprintf(&b, "- job_name: %q\n  metrics_path: %q\n  static_configs:\n  - targets: [%q]\n", t.Job, path, t.Address)
+		fmt.Fprintf(&b, "- job_name: %q\n  metrics_path: %q\n  honor_labels: %t\n  static_configs:\n  - targets: [%q]\n", t.Job, path, t.HonorLabels, t.Address)
 	}
 	cfg := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
