@@ -15,10 +15,17 @@ E2E_TIMEOUT ?= 60m
 # it empties (up to 10 s polling + 15 s validation + termination), which at 4m per day is
 # ~150 day-minutes of an idle cloud GPU per scale-in, at 12m ~50.
 TIDAL_DAY ?= 12m
+# make fuzz: how long each fuzz target runs, which targets (a grep -E pattern
+# on their names), and extra go test flags (e.g. FUZZFLAGS=-parallel=1).
+FUZZTIME  ?= 30s
+FUZZ      ?= .
+FUZZFLAGS ?=
 
 CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT  := $(BIN)/golangci-lint
 HELM           := $(BIN)/helm
+GOVULNCHECK    := $(BIN)/govulncheck
+VULNDB_INDEXDB := $(BIN)/vulndb-indexdb
 
 .PHONY: help
 help: ## Show this help.
@@ -44,13 +51,23 @@ $(GOLANGCI_LINT): tools/golangci-lint/go.mod
 $(HELM): tools/helm/go.mod
 	go -C tools/helm build -o $@ helm.sh/helm/v3/cmd/helm
 
+$(GOVULNCHECK): tools/govulncheck/go.mod
+	go -C tools/govulncheck build -o $@ golang.org/x/vuln/cmd/govulncheck
+
+$(VULNDB_INDEXDB): tools/vulndb/go.mod
+	go -C tools/vulndb build -o $@ golang.org/x/vulndb/cmd/indexdb
+
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(GOLANGCI_LINT) $(HELM) ## Build the pinned developer tools (controller-gen, golangci-lint, helm) into bin/.
+tools: $(CONTROLLER_GEN) $(GOLANGCI_LINT) $(HELM) $(GOVULNCHECK) $(VULNDB_INDEXDB) ## Build the pinned developer tools (controller-gen, golangci-lint, helm, govulncheck, x/vulndb's indexdb) into bin/.
 
 ##@ Code generation and checks
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Regenerate deepcopy, CRDs and RBAC from controller-gen markers.
-	$(CONTROLLER_GEN) object paths=./pkg/apis/...
+	@# gotypesalias=0: controller-gen's deepcopy cannot copy map values of an
+	@# alias type (v1alpha1.LabelValue = string, which carries the schema of
+	@# label values); without Alias types they are plain strings to it. The
+	@# crd generator reads the alias's markers either way.
+	GODEBUG=gotypesalias=0 $(CONTROLLER_GEN) object paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:dir=config/crd
 	$(CONTROLLER_GEN) rbac:roleName=spillway-controller paths=./pkg/controller/... output:rbac:dir=config/rbac
 	hack/sync-chart-crds.sh
@@ -74,6 +91,13 @@ verify: generate manifests dashboards ## Fail when generated code, manifests, da
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned) with the layering rules in .golangci.yml.
 	$(GOLANGCI_LINT) run ./...
 
+.PHONY: vuln
+vuln: $(GOVULNCHECK) $(VULNDB_INDEXDB) ## Known vulnerabilities our code reaches: govulncheck (pinned) against the pinned golang.org/x/vulndb, built offline.
+	@db="$$(INDEXDB=$(VULNDB_INDEXDB) hack/vulndb.sh)"; \
+		echo "govulncheck $$(go -C tools/govulncheck list -m -f '{{.Version}}' golang.org/x/vuln), $$(go env GOVERSION), database $$db"; \
+		start=$$SECONDS; rc=0; $(GOVULNCHECK) -db "file://$$db" ./... || rc=$$?; \
+		echo "govulncheck: exit $$rc after $$((SECONDS - start))s"; exit $$rc
+
 ##@ Tests
 .PHONY: unit
 unit: $(HELM) ## Fast tests: no cluster, all packages in parallel.
@@ -85,6 +109,20 @@ integration: control-plane build $(HELM) ## Cluster-backed tests (real apiserver
 
 .PHONY: test
 test: unit integration ## Everything: unit + integration + e2e. The README's test command; .ci/run runs it.
+
+# Targets are found by grepping the packages' tests for `func Fuzz`, so a new
+# one is never left out. A failing target does not stop the others; its
+# input is written under the package's testdata/fuzz/<target>/.
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target for FUZZTIME (30s) each, one after another (FUZZ=regexp narrows them); make unit runs their seeds.
+	@failed=""; \
+	for dir in $$(go list -f '{{.Dir}}' ./... | sed 's|^$(CURDIR)|.|'); do \
+		for t in $$(cat $$dir/*_test.go 2>/dev/null | sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' | grep -E -- '$(FUZZ)' | sort); do \
+			echo "== $$t ($$dir) for $(FUZZTIME)"; \
+			go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) $$dir || failed="$$failed $$dir:$$t"; \
+		done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets that failed:$$failed"; exit 1; fi
 
 ##@ Local cluster and demo
 .PHONY: cluster-up

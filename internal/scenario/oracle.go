@@ -19,8 +19,11 @@ type Sizing struct {
 // [min, max].
 func (s Sizing) Replicas(rps float64) int {
 	per := s.CapacityRPS * s.TargetUtil / 100
-	n := int(math.Ceil(rps/per - 1e-9))
-	return min(max(n, s.MinReplicas), s.MaxReplicas)
+	// Clamp before converting: a demand beyond int range (a trace may say
+	// 1e30) would otherwise convert to an arbitrary int, on amd64 the
+	// most negative one, and read as the minimum.
+	n := math.Ceil(rps/per - 1e-9)
+	return int(min(max(n, float64(s.MinReplicas)), float64(s.MaxReplicas)))
 }
 
 // Util is the per-replica SM utilization for a demand and replica count,

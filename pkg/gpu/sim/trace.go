@@ -183,7 +183,10 @@ func interpolate(s []point, minute float64, loop bool) float64 {
 	for i := 1; i < len(s); i++ {
 		if minute <= s[i].minute {
 			a, b := s[i-1], s[i]
-			return a.rps + (b.rps-a.rps)*(minute-a.minute)/(b.minute-a.minute)
+			// The fraction first: it lies in [0, 1], so the result stays
+			// between a.rps and b.rps where (b.rps-a.rps)*(minute-a.minute)
+			// alone could overflow to ±Inf.
+			return a.rps + (b.rps-a.rps)*((minute-a.minute)/(b.minute-a.minute))
 		}
 	}
 	return last.rps
