@@ -18,18 +18,22 @@ import (
 )
 
 // rbacKinds are the objects of the rendered chart that grant the components
-// their permissions; workloads, Services and APIServices stay out because
-// the components run as local processes.
+// their permissions, and the admission policies that narrow what the
+// controller may do with them and protect spillway's pod labels from
+// everyone else; workloads, Services and APIServices stay out because the
+// components run as local processes.
 var rbacKinds = map[string]bool{
 	"Namespace": true, "ServiceAccount": true,
 	"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
 }
 
 // ServiceAccountKubeconfigs renders the Helm chart as the demo configures
-// it (exporter backend sim), installs its ServiceAccounts and RBAC, and
-// writes, for each component, a kubeconfig that authenticates with a token of
-// its own ServiceAccount. The components then run with exactly the
-// permissions the chart grants, so a missing rule fails the demo and the e2e
+// it (exporter backend sim), installs its ServiceAccounts, RBAC and
+// admission policies, and writes, for each component, a kubeconfig that
+// authenticates with a token of its own ServiceAccount. The components then
+// run with exactly the permissions the chart grants, so a missing rule (or a
+// policy that refuses what the controller does) fails the demo and the e2e
 // test instead of a user's install.
 func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster) (map[string]string, error) {
 	objs, err := chart.Render(ctx, chart.Release{Name: "spillway", Namespace: SystemNamespace, Set: []string{"exporter.backend=sim"}})

@@ -103,14 +103,20 @@ func deleteObject(ctx context.Context, a *applier, o *unstructured.Unstructured)
 // narrowedByName are generated permissions the chart grants only on the one
 // object the controller uses (resourceNames): requests for them are asked
 // with that object's name. Verbs a name cannot scope (create) stay as they
-// are. list and watch of these are not granted at all: the controller only
-// gets and updates its own Lease, Secret and webhook configuration (its
-// certs package and controller-runtime's LeaseLock read them by name).
+// are. list and watch of these are not granted at all, except where
+// watchedByName says so: the controller gets and updates its own Lease and
+// Secret by name (its certs package and controller-runtime's LeaseLock).
 var narrowedByName = map[string]func(release string) string{
 	"leases":                        func(r string) string { return r + "-spillway-controller" },
 	"secrets":                       func(r string) string { return r + "-spillway-webhook-cert" },
 	"mutatingwebhookconfigurations": func(r string) string { return r + "-spillway-placement" },
 }
+
+// watchedByName are resources the controller also lists and watches, with
+// the field selector metadata.name=<its object>, which the API server
+// authorizes as a request for that name: the certs package watches its
+// webhook configuration to restore a tampered CA bundle within seconds.
+var watchedByName = map[string]bool{"mutatingwebhookconfigurations": true}
 
 // generatedControllerAccess expands config/rbac/role.yaml (generated from the
 // controllers' +kubebuilder:rbac markers: a ClusterRole, and a Role for the
@@ -147,7 +153,7 @@ func generatedControllerAccess(t *testing.T, release, ns string) []access {
 					for _, v := range r.Verbs {
 						a := access{verb: v, group: g, resource: resource, subresource: sub, namespace: namespace}
 						if name, ok := narrowedByName[resource]; ok {
-							if v == "list" || v == "watch" {
+							if (v == "list" || v == "watch") && !watchedByName[resource] {
 								continue
 							}
 							if v != "create" {
@@ -229,6 +235,17 @@ func TestComponentRBACIsLeastPrivilege(t *testing.T) {
 				{verb: "create", resource: "subjectaccessreviews", group: "authorization.k8s.io"},
 				{verb: "get", resource: "configmaps", namespace: "kube-system", name: "extension-apiserver-authentication"},
 				{verb: "watch", resource: "configmaps", namespace: "kube-system", name: "extension-apiserver-authentication"},
+				// Self-managed TLS (the default): its own Secret, and the
+				// caBundle of its own APIServices, watched by name.
+				{verb: "create", resource: "secrets", namespace: ns},
+				{verb: "get", resource: "secrets", namespace: ns, name: name("metrics-adapter-cert")},
+				{verb: "update", resource: "secrets", namespace: ns, name: name("metrics-adapter-cert")},
+				{verb: "get", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta1.custom.metrics.k8s.io"},
+				{verb: "list", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta2.custom.metrics.k8s.io"},
+				{verb: "watch", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta1.external.metrics.k8s.io"},
+				{verb: "update", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta1.custom.metrics.k8s.io"},
+				{verb: "update", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta2.custom.metrics.k8s.io"},
+				{verb: "update", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta1.external.metrics.k8s.io"},
 			},
 			[]access{
 				{verb: "patch", resource: "pods", namespace: "some-team"},
@@ -237,7 +254,12 @@ func TestComponentRBACIsLeastPrivilege(t *testing.T) {
 				{verb: "list", resource: "secrets"},
 				{verb: "get", resource: "secrets", namespace: "kube-system", name: "any"},
 				{verb: "get", resource: "configmaps", namespace: "default", name: "kube-root-ca.crt"},
-				{verb: "update", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta1.custom.metrics.k8s.io"},
+				{verb: "get", resource: "secrets", namespace: ns, name: name("webhook-cert")},
+				{verb: "update", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta1.metrics.k8s.io"},
+				{verb: "update", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1.apps"},
+				{verb: "list", resource: "apiservices", group: "apiregistration.k8s.io"},
+				{verb: "create", resource: "apiservices", group: "apiregistration.k8s.io"},
+				{verb: "delete", resource: "apiservices", group: "apiregistration.k8s.io", name: "v1beta1.custom.metrics.k8s.io"},
 				{verb: "list", resource: "nodes"},
 			})
 	})
@@ -254,11 +276,10 @@ func TestComponentRBACIsLeastPrivilege(t *testing.T) {
 			access{verb: "get", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", name: name("placement")},
 			access{verb: "update", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", name: name("placement")},
 			access{verb: "patch", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", name: name("placement")},
-			access{verb: "create", resource: "events", namespace: "some-team"},
+			access{verb: "create", resource: "events", namespace: ns},
 			access{verb: "create", group: "events.k8s.io", resource: "events", namespace: "some-team"},
-			access{verb: "list", group: "apps", resource: "replicasets"},
 			access{verb: "watch", group: "apps", resource: "deployments"},
-			access{verb: "update", group: "autoscaling", resource: "horizontalpodautoscalers", namespace: "some-team"},
+			access{verb: "patch", group: "autoscaling", resource: "horizontalpodautoscalers", namespace: "some-team"},
 			access{verb: "update", group: "spillway.dev", resource: "inferencescalers", subresource: "finalizers", namespace: "some-team"},
 		)
 		checkAccess(t, ctx, ns, sa, allow, []access{
@@ -277,6 +298,22 @@ func TestComponentRBACIsLeastPrivilege(t *testing.T) {
 			{verb: "patch", group: "apps", resource: "deployments", subresource: "scale", namespace: "some-team"},
 			{verb: "delete", group: "spillway.dev", resource: "resourcepolicies", namespace: "some-team"},
 			{verb: "update", group: "spillway.dev", resource: "resourcepolicies", namespace: "some-team"},
+			// Grants the code does not use (issue 12): no controller reads
+			// ReplicaSets, HPAs are server-side applied (patch), never
+			// updated or deleted, and core Events are only leader
+			// election's, on its Lease.
+			{verb: "list", group: "apps", resource: "replicasets"},
+			{verb: "get", group: "apps", resource: "replicasets", namespace: "some-team"},
+			{verb: "update", group: "autoscaling", resource: "horizontalpodautoscalers", namespace: "some-team"},
+			{verb: "delete", group: "autoscaling", resource: "horizontalpodautoscalers", namespace: "some-team"},
+			{verb: "update", group: "autoscaling", resource: "horizontalpodautoscalers", subresource: "status", namespace: "some-team"},
+			{verb: "create", resource: "events", namespace: "some-team"},
+			{verb: "create", resource: "events", namespace: "kube-system"},
+			{verb: "deletecollection", resource: "pods", namespace: "some-team"},
+			{verb: "update", resource: "pods", subresource: "status", namespace: "some-team"},
+			{verb: "patch", resource: "pods", subresource: "ephemeralcontainers", namespace: "some-team"},
+			{verb: "create", resource: "pods", subresource: "exec", namespace: "some-team"},
+			{verb: "create", resource: "pods", subresource: "eviction", namespace: "some-team"},
 		})
 	})
 }
@@ -297,5 +334,13 @@ func TestCertManagerVariantDropsCertificatePermissions(t *testing.T) {
 			{verb: "create", resource: "secrets", namespace: ns},
 			{verb: "get", resource: "secrets", namespace: ns, name: release + "-spillway-webhook-cert"},
 			{verb: "update", group: "admissionregistration.k8s.io", resource: "mutatingwebhookconfigurations", name: release + "-spillway-placement"},
+		})
+	// Nor does the adapter: the cainjector writes its APIServices' caBundle.
+	checkAccess(t, ctx, ns, release+"-spillway-metrics-adapter",
+		[]access{{verb: "list", resource: "pods"}},
+		[]access{
+			{verb: "create", resource: "secrets", namespace: ns},
+			{verb: "get", resource: "secrets", namespace: ns, name: release + "-spillway-metrics-adapter-cert"},
+			{verb: "update", group: "apiregistration.k8s.io", resource: "apiservices", name: "v1beta1.custom.metrics.k8s.io"},
 		})
 }

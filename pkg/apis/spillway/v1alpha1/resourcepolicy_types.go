@@ -36,6 +36,18 @@ const (
 	TimeoutOrExceedMax NextUnitPolicy = "TimeoutOrExceedMax"
 )
 
+// LabelValue is an alias of string, so selectors stay map[string]string in
+// Go; it exists to give the CRD schema's map values their length and pattern
+// (a CEL rule over values of unbounded length exceeds the API server's cost
+// budget). Keys cannot carry a schema: CEL rules on the maps check them.
+
+// LabelValue is a label value: empty, or at most 63 alphanumerics, dashes,
+// underscores or dots that start and end with an alphanumeric.
+//
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
+type LabelValue = string
+
 // ResourcePolicySpec is compatible with the spec of Alibaba ACK's
 // scheduling.alibabacloud.com/v1alpha1 ResourcePolicy for the fields below,
 // so an ACK manifest applies with only its apiVersion changed.
@@ -44,11 +56,14 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.units) || self.units.all(u, !has(u.name) || self.units.exists_one(v, has(v.name) && v.name == u.name))",message="spec.units[].name must be unique within the policy"
 type ResourcePolicySpec struct {
 	// Selector picks the pods, in the policy's namespace, whose labels
-	// include every key/value pair listed here.
+	// include every key/value pair listed here. Keys and values must be
+	// valid label keys and values: the pairs become label
+	// selectors.
 	//
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="spec.selector must list at least one label; an empty selector would capture every pod in the namespace"
-	Selector map[string]string `json:"selector"`
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="spec.selector keys must be label keys: an optional DNS subdomain prefix and a slash, then a name of at most 63 alphanumerics, dashes, underscores or dots that starts and ends with an alphanumeric"
+	Selector map[string]LabelValue `json:"selector"`
 
 	// Strategy is prefer (default: pods may run outside the units when every
 	// unit is at its max) or required (pods run only on the units).
@@ -108,10 +123,13 @@ type Unit struct {
 	Resource string `json:"resource,omitempty"`
 
 	// NodeSelector picks the unit's nodes: a node belongs to the unit when
-	// its labels include every pair listed here.
+	// its labels include every pair listed here. Keys and values must be
+	// valid label keys and values: the pairs become the node
+	// affinity of every pod placed in the unit.
 	//
 	// +kubebuilder:validation:MaxProperties=32
-	NodeSelector map[string]string `json:"nodeSelector"`
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="units[].nodeSelector keys must be label keys: an optional DNS subdomain prefix and a slash, then a name of at most 63 alphanumerics, dashes, underscores or dots that starts and ends with an alphanumeric"
+	NodeSelector map[string]LabelValue `json:"nodeSelector"`
 
 	// Max caps how many selected pods the unit holds; unset means no cap.
 	//
