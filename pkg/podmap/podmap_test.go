@@ -1,9 +1,11 @@
 package podmap
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,6 +87,8 @@ func TestParsePath(t *testing.T) {
 		uid = "0a1b2c3d-4e5f-4789-8bcd-ef0123456789"
 		sd  = "0a1b2c3d_4e5f_4789_8bcd_ef0123456789"
 		cid = "57d59e28722dfd55524b8d4faf279bd38f0a3f33106f9e54dfe9239fa2d0dfbf"
+		in2 = "11111111_2222_4333_8444_555555555555"
+		ci2 = "8f4375ec65c2c4092a1cc21e76712472eae0de999384e8327c495957121db9c2"
 	)
 	tests := []struct {
 		path string
@@ -96,23 +100,124 @@ func TestParsePath(t *testing.T) {
 		{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + sd + ".slice/docker-" + cid + ".scope", Identity{uid, cid}},
 		{"/kubepods.slice/kubepods-pod" + sd + ".slice/crio-" + cid + ".scope", Identity{uid, cid}},
 		{"/kubepods.slice/kubepods-pod" + sd + ".slice/crio-conmon-" + cid + ".scope", Identity{uid, ""}},
+		{"/kubepods/burstable/pod" + uid + "/crio-conmon-" + cid, Identity{uid, ""}},
+		// CRI-O before cri-o/cri-o#4080 nested the container under its
+		// conmon (cgroupfs): the pod is right, the container is not
+		// claimed from the conmon level.
+		{"/kubepods/burstable/pod" + uid + "/crio-conmon-" + cid + "/kubepods/burstable/pod" + uid + "/crio-" + cid, Identity{uid, ""}},
 		// A container component that is not an ID: pod known, container not.
 		{"/kubepods/pod" + uid + "/not-a-container", Identity{uid, ""}},
 		{"/kubepods/pod" + uid + "/" + cid[:63], Identity{uid, ""}},
 		{"/kubepods/pod" + uid + "/" + strings.ToUpper(cid), Identity{uid, ""}},
-		// Slices must sit under kubepods; "pod" names elsewhere are not pods.
+		{"/kubepods/pod" + uid + "/containerd-" + cid + ".scope", Identity{uid, ""}},
+		// The systemd notation, every runtime prefix, any parent.
+		{"/kubepods-burstable-pod" + sd + ".slice:cri-containerd:" + cid, Identity{uid, cid}},
+		{"/system.slice/containerd.service/kubepods-pod" + sd + ".slice:cri-containerd:" + cid, Identity{uid, cid}},
+		{"/system.slice/kubepods-besteffort-pod" + sd + ".slice:crio:" + cid, Identity{uid, cid}},
+		{"/kubepods-besteffort-pod" + sd + ".slice:docker:" + cid, Identity{uid, cid}},
+		{"/kubelet-kubepods-besteffort-pod" + sd + ".slice:cri-containerd:" + cid, Identity{uid, cid}},
+		{"/BestEffort-pod" + sd + ".slice:docker:" + cid, Identity{uid, cid}},
+		{"/kubepods-besteffort-pod" + sd + ".slice:cri-o:" + cid, Identity{uid, ""}},
+		{"/kubepods-besteffort-pod" + sd + ".slice:cri-containerd:" + cid + ":x", Identity{uid, ""}},
+		{"/kubepods-besteffort-pod" + sd + ".slice:cri-containerd", Identity{uid, ""}},
+		{"/kubepods-besteffort-pod" + sd + ".slice:cri-containerd:" + cid[:12], Identity{uid, ""}},
+		{"/kubepods-besteffort-pod" + sd + ".slice:cri-containerd:" + cid + "/sub", Identity{uid, cid}},
+		{"/system.slice:docker:" + cid, Identity{}},
+		{"/kubepods-besteffort-pod" + sd + ":cri-containerd:" + cid, Identity{}},
+		// Legacy kubelet 1.5 QoS names.
+		{"/BestEffort.slice/BestEffort-pod" + sd + ".slice/" + cid, Identity{uid, cid}},
+		{"/docker.slice/docker-Burstable.slice/docker-Burstable-pod" + sd + ".slice/docker-" + cid + ".scope", Identity{uid, cid}},
+		{"/BestEffort/pod" + uid + "/" + cid, Identity{uid, cid}},
+		{"/pod" + uid + "/" + cid, Identity{uid, cid}},
+		{"/Guaranteed.slice/Guaranteed-pod" + sd + ".slice/" + cid, Identity{}},
+		{"/kubepods.slice/kubepods-BestEffort.slice/kubepods-BestEffort-pod" + sd + ".slice/" + cid, Identity{uid, cid}},
+		// Dashed UIDs in slices: systemd's expansion of an unescaped name.
+		{"/kubepods.slice/kubepods-pod0a1b2c3d.slice/kubepods-pod" + uid + ".slice/" + cid, Identity{uid, cid}},
+		{"/kubepods-pod0a1b2c3d_4e5f-4789_8bcd_ef0123456789.slice/" + cid, Identity{}},
+		// The first pod wins: the outer pod of a nested cluster.
+		{"/kubepods/pod" + uid + "/" + cid + "/kubelet.slice/kubelet-kubepods-pod" + in2 + ".slice/cri-containerd-" + ci2 + ".scope", Identity{uid, cid}},
+		// Slices must be the kubelet's QoS levels; "pod" names elsewhere are not pods.
 		{"/user.slice/app-pod" + sd + ".slice/x.scope", Identity{}},
+		{"/notkubepods-pod" + sd + ".slice/" + cid, Identity{}},
+		{"/kubepods-guaranteed-pod" + sd + ".slice/" + cid, Identity{}},
+		{"/foo-besteffort-pod" + sd + ".slice/" + cid, Identity{}},
+		{"/kubepods-pod" + sd + "/" + cid, Identity{}}, // a slice name without ".slice"
 		{"/kubepods/pod" + uid[:35], Identity{}},
 		{"/kubepods/pod" + sd, Identity{}}, // underscores only in systemd names
 		{"/kubepods/pod" + strings.ToUpper(uid), Identity{}},
 		{"/kubepods/podxyz", Identity{}},
+		// Private cgroup namespaces: a pod below the climb is visible...
+		{"/../../kubepods-besteffort-pod" + sd + ".slice/cri-containerd-" + cid + ".scope", Identity{uid, cid}},
+		// ...and the host is the host.
+		{"/../../../system.slice/nvidia-persistenced.service", Identity{}},
+		{"/..", Identity{}},
 		{"/", Identity{}},
 		{"", Identity{}},
 	}
 	for _, tt := range tests {
-		if got := ParsePath(tt.path); got != tt.want {
-			t.Errorf("ParsePath(%q) = %+v, want %+v", tt.path, got, tt.want)
+		got, err := ParsePath(tt.path)
+		if err != nil || got != tt.want {
+			t.Errorf("ParsePath(%q) = %+v, %v; want %+v", tt.path, got, err, tt.want)
 		}
+	}
+}
+
+// TestParsePathHiddenPod: a container straight below the "/.." climb out of
+// a private cgroup namespace has its pod out of sight. Mapping it to no pod
+// would call it a host process; it is an error instead.
+func TestParsePathHiddenPod(t *testing.T) {
+	const cid = "57d59e28722dfd55524b8d4faf279bd38f0a3f33106f9e54dfe9239fa2d0dfbf"
+	for _, path := range []string{
+		"/../cri-containerd-" + cid + ".scope",
+		"/../../crio-" + cid + ".scope/init",
+		"/../crio-conmon-" + cid + ".scope",
+		"/../" + cid,
+		"/../docker-" + cid + ".scope",
+	} {
+		got, err := ParsePath(path)
+		if !errors.Is(err, ErrAmbiguous) || got != (Identity{}) {
+			t.Errorf("ParsePath(%q) = %+v, %v; want ErrAmbiguous", path, got, err)
+		}
+	}
+}
+
+// TestParseCgroupLinesAgree: on cgroup v1 each hierarchy has its own line.
+// Lines naming two pods make the file ambiguous; lines naming two containers
+// of one pod leave the container unclaimed.
+func TestParseCgroupLinesAgree(t *testing.T) {
+	const (
+		podA = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+		podB = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+		c1   = "1111111111111111111111111111111111111111111111111111111111111111"
+		c2   = "2222222222222222222222222222222222222222222222222222222222222222"
+	)
+	sdA := strings.ReplaceAll(podA, "-", "_")
+	tests := []struct {
+		name, data string
+		want       Identity
+		ambiguous  bool
+	}{
+		{"two pods", "4:memory:/kubepods/pod" + podA + "/" + c1 + "\n3:cpu:/kubepods/pod" + podB + "/" + c1 + "\n", Identity{}, true},
+		{"two pods, one in the notation", "4:memory:/kubepods-pod" + sdA + ".slice:cri-containerd:" + c1 + "\n3:cpu:/kubepods/pod" + podB + "\n", Identity{}, true},
+		{"two containers", "4:memory:/kubepods/pod" + podA + "/" + c1 + "\n3:cpu:/kubepods/pod" + podA + "/" + c2 + "\n2:pids:/kubepods/pod" + podA + "/" + c1 + "\n", Identity{PodUID: podA}, false},
+		{"container on a later line", "4:memory:/kubepods/pod" + podA + "\n3:cpu:/kubepods/pod" + podA + "/" + c1 + "\n", Identity{podA, c1}, false},
+		{"host lines do not conflict", "5:rdma:/\n4:memory:/kubepods/pod" + podA + "/" + c1 + "\n1:name=systemd:/system.slice/containerd.service\n0::/\n", Identity{podA, c1}, false},
+		{"same pod, two spellings", "4:memory:/kubepods.slice/kubepods-pod" + sdA + ".slice/cri-containerd-" + c1 + ".scope\n3:cpu:/kubepods-pod" + sdA + ".slice:cri-containerd:" + c1 + "\n", Identity{podA, c1}, false},
+		{"hidden pod on one line", "4:memory:/kubepods/pod" + podA + "/" + c1 + "\n0::/../cri-containerd-" + c1 + ".scope\n", Identity{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseCgroup([]byte(tt.data))
+			if tt.ambiguous {
+				if !errors.Is(err, ErrAmbiguous) || got != (Identity{}) {
+					t.Errorf("ParseCgroup = %+v, %v; want ErrAmbiguous", got, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("ParseCgroup = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
 	}
 }
 
@@ -264,6 +369,10 @@ func FuzzParseCgroup(f *testing.F) {
 			f.Add(data)
 		}
 	}
+	for _, tc := range formCases {
+		data, _ := readForm(f, tc.file)
+		f.Add(data)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		id, err := ParseCgroup(data)
 		if err != nil {
@@ -279,9 +388,10 @@ func FuzzParseCgroup(f *testing.F) {
 			if !validUID(id.PodUID) {
 				t.Fatalf("invalid pod UID %q", id.PodUID)
 			}
+			// The UID is read from a "pod<uid>" name, never pieced together.
 			s := string(data)
-			if !strings.Contains(s, id.PodUID) && !strings.Contains(s, strings.ReplaceAll(id.PodUID, "-", "_")) {
-				t.Fatalf("pod UID %q not in input", id.PodUID)
+			if !strings.Contains(s, "pod"+id.PodUID) && !strings.Contains(s, "pod"+strings.ReplaceAll(id.PodUID, "-", "_")) {
+				t.Fatalf("pod UID %q not in input as pod<uid>", id.PodUID)
 			}
 		}
 		if id.ContainerID != "" && (len(id.ContainerID) != 64 || !isHex(id.ContainerID) || !strings.Contains(string(data), id.ContainerID)) {
@@ -290,6 +400,19 @@ func FuzzParseCgroup(f *testing.F) {
 		again, err2 := ParseCgroup(data)
 		if err2 != nil || again != id {
 			t.Fatalf("not deterministic: %+v/%v then %+v/%v", id, err, again, err2)
+		}
+		// Hierarchy lines carry no order the answer may depend on.
+		lines := slices.Collect(bytes.Lines(data))
+		slices.Reverse(lines)
+		var rev bytes.Buffer
+		for _, l := range lines {
+			rev.Write(l)
+			if !bytes.HasSuffix(l, []byte("\n")) {
+				rev.WriteByte('\n')
+			}
+		}
+		if back, err3 := ParseCgroup(rev.Bytes()); err3 != nil || back != id {
+			t.Fatalf("lines reversed: %+v/%v, want %+v", back, err3, id)
 		}
 	})
 }
