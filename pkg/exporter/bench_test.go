@@ -5,7 +5,8 @@ package exporter
 import (
 	"context"
 	"fmt"
-	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -14,7 +15,6 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/spillway-dev/spillway/pkg/gpu"
@@ -24,20 +24,22 @@ import (
 
 // BenchmarkCollectRender measures one background collection (NVML sample
 // through go-nvml's DGX H100 mock, PID -> pod through a /proc tree, render)
-// plus one scrape rendered as text, in steady state (PID cache warm), for 64
+// plus one scrape of the /metrics handler in the text format (as Prometheus
+// asks, without gzip), in steady state (PID cache warm), for 64
 // processes (8 per GPU) and for 512 (64 per GPU). The collect and scrape
-// sub-benchmarks time each half alone.
+// sub-benchmarks time each half alone; scrape-gzip is a scrape as
+// Prometheus sends it, compressed.
 func BenchmarkCollectRender(b *testing.B) {
 	for _, perGPU := range []int{8, 64} {
-		for _, mode := range []string{"collect+scrape", "collect", "scrape"} {
+		for _, mode := range []string{"collect+scrape", "collect", "scrape", "scrape-gzip"} {
 			b.Run(fmt.Sprintf("8gpu_x_%dproc/%s", 8*perGPU, mode), func(b *testing.B) {
-				benchCollectRender(b, perGPU, mode != "scrape", mode != "collect")
+				benchCollectRender(b, perGPU, strings.HasPrefix(mode, "collect"), mode != "collect", mode == "scrape-gzip")
 			})
 		}
 	}
 }
 
-func benchCollectRender(b *testing.B, perGPU int, collect, render bool) {
+func benchCollectRender(b *testing.B, perGPU int, collect, render, gzip bool) {
 	srv := dgxh100.New()
 	procfs := fstest.MapFS{}
 	resolver := fakeResolver{}
@@ -70,34 +72,30 @@ func benchCollectRender(b *testing.B, perGPU int, collect, render bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(e); err != nil {
+	metrics, err := e.Handler(nil)
+	if err != nil {
 		b.Fatal(err)
 	}
+	// What Prometheus scrapes, minus gzip: the text format.
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	w := &discardWriter{h: http.Header{}}
 	ctx := context.Background()
-	scrape := func() int {
-		mfs, err := reg.Gather()
-		if err != nil {
-			b.Fatal(err)
-		}
-		enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
-		n := 0
-		for _, mf := range mfs {
-			n += len(mf.Metric)
-			if err := enc.Encode(mf); err != nil {
-				b.Fatal(err)
-			}
-		}
-		return n
-	}
 	// Warm the PID cache, and check the work is real: 5 series per process.
 	if err := e.CollectOnce(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if snap := e.snap.Load(); snap.mapped != 8*perGPU || len(snap.metrics) != 5*8*perGPU {
-		b.Fatalf("mapped %d, series %d", snap.mapped, len(snap.metrics))
+	if snap := e.snap.Load(); snap.mapped != 8*perGPU || len(snap.samples) != 8*perGPU {
+		b.Fatalf("mapped %d, processes exported %d", snap.mapped, len(snap.samples))
 	}
-	scrape()
+	rec := httptest.NewRecorder()
+	metrics.ServeHTTP(rec, req)
+	if n := strings.Count(rec.Body.String(), "\nDCGM_CUSTOM_PROCESS_"); n != 5*8*perGPU {
+		b.Fatalf("scrape has %d process series, want %d", n, 5*8*perGPU)
+	}
+	if gzip {
+		req.Header.Set("Accept-Encoding", "gzip")
+	}
 
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -108,9 +106,17 @@ func benchCollectRender(b *testing.B, perGPU int, collect, render bool) {
 			}
 		}
 		if render {
-			scrape()
+			clear(w.h)
+			metrics.ServeHTTP(w, req)
 		}
 	}
 }
+
+// discardWriter is an http.ResponseWriter that keeps nothing but headers.
+type discardWriter struct{ h http.Header }
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) WriteHeader(int)             {}
 
 func underscores(uid string) string { return strings.ReplaceAll(uid, "-", "_") }

@@ -262,10 +262,10 @@ func TestFailureKeepsSnapshotUntilStale(t *testing.T) {
 			t.Errorf("after %d failures: %d SM series, stale=%v", i+1, n, stale)
 		}
 	}
-	if got := testutil.ToFloat64(e.collections.WithLabelValues("failure")); got != 4 {
+	if got := testutil.ToFloat64(e.self.collections.WithLabelValues("failure")); got != 4 {
 		t.Errorf("failures counted: %g, want 4", got)
 	}
-	if got := testutil.ToFloat64(e.collections.WithLabelValues("success")); got != 1 {
+	if got := testutil.ToFloat64(e.self.collections.WithLabelValues("success")); got != 1 {
 		t.Errorf("successes counted: %g, want 1", got)
 	}
 }
