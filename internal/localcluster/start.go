@@ -175,7 +175,11 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 }
 
 func (c *Cluster) startAPIServer(ctx context.Context, pk *pki, tokens string) error {
-	if _, err := c.StartProcess("kube-apiserver", c.bins.KubeAPIServer, []string{
+	webhookClient, err := writeWebhookClientConfig(pk.dir)
+	if err != nil {
+		return fmt.Errorf("writing the webhook client configuration: %w", err)
+	}
+	if _, err := c.StartProcess("kube-apiserver", c.bins.KubeAPIServer, append([]string{
 		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", c.ports.etcdClient),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -202,7 +206,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, pk *pki, tokens string) er
 		"--proxy-client-key-file=" + pk.ProxyClientKey,
 		"--profiling=false",
 		"--v=1",
-	}, nil); err != nil {
+	}, webhookClient...), nil); err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)

@@ -32,6 +32,14 @@ type Deps struct {
 	// ReservationTTL bounds how long an in-flight placement waits for its
 	// pod to show up in the cache.
 	ReservationTTL time.Duration
+	// PlacementKeys is the secret the webhook's placement signatures are
+	// derived from; every replica must get the same one (the webhook's TLS
+	// private key).
+	PlacementKeys placementwebhook.KeySource
+	// WebhookClientAuth, when set, restricts the placement webhook to
+	// clients with an accepted certificate (its Configure must be among the
+	// webhook server's TLS options too).
+	WebhookClientAuth *placementwebhook.ClientAuth
 	// HPASyncPeriod is kube-controller-manager's HPA sync period; one
 	// failed metric read per period is one failed check for an
 	// InferenceScaler's fallback.
@@ -39,9 +47,11 @@ type Deps struct {
 }
 
 // Leader election (configured in cmd/spillway-controller) holds a Lease in
-// spillway's namespace.
+// spillway's namespace and records its events there with the core API (the
+// controllers' own events go through events.k8s.io).
 //
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=spillway-system
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=spillway-system
 
 // Register adds every controller and webhook to mgr. Webhooks are served by
 // every replica; controllers run on the elected leader.
@@ -71,7 +81,9 @@ func Register(mgr manager.Manager, d Deps) error {
 		name     string
 		register func() error
 	}{
-		{"placement webhook", func() error { return placementwebhook.Register(mgr, tracker, placementMetrics, d.Clock) }},
+		{"placement webhook", func() error {
+			return placementwebhook.Register(mgr, tracker, placementMetrics, d.Clock, d.PlacementKeys, d.WebhookClientAuth)
+		}},
 		{"re-placement", func() error { return replacement.Register(mgr, tracker, replacementMetrics, d.Clock) }},
 		{"deletion cost", func() error { return deletioncost.Register(mgr, costMetrics) }},
 		{"ResourcePolicy status", func() error { return resourcepolicy.Register(mgr, statusMetrics, d.Clock) }},

@@ -14,7 +14,8 @@ const (
 	// admission request.
 	PlacementWebhookDuration = "spillway_placement_webhook_duration_seconds"
 	// PlacementWebhookErrors counts requests that admitted the pod unplaced
-	// because of an error, by LabelReason (decode, read, encode).
+	// because of an error, by LabelReason (decode, read, encode, key,
+	// panic).
 	PlacementWebhookErrors = "spillway_placement_webhook_errors_total"
 	// PlacementReplacements counts pods deleted for re-placement, by
 	// LabelNamespace, LabelPolicy and LabelUnit (the unit they left).
@@ -25,6 +26,11 @@ const (
 	// DeletionCostPatches counts pod-deletion-cost patches by
 	// LabelNamespace, LabelPolicy and LabelResult (ok, error).
 	DeletionCostPatches = "spillway_deletion_cost_patches_total"
+	// PlacementAdoptedPods counts selected pods admitted without placement
+	// (the webhook was not called) that were adopted once bound: given the
+	// placement labels and deletion cost of the unit their node is in, by
+	// LabelNamespace, LabelPolicy and LabelUnit.
+	PlacementAdoptedPods = "spillway_placement_adopted_pods_total"
 
 	LabelPolicy = "policy"
 	LabelUnit   = "unit"

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -18,10 +19,11 @@ func PodRequests(pod *corev1.Pod) corev1.ResourceList {
 	return req
 }
 
-// OccupiedNode is the node whose room the pod takes: the node it is bound
+// OccupiedNode is the node whose room the pod claims: the node it is bound
 // to, else the node the scheduler nominated for it after preemption, else
 // the node reserved for it at placement; "" when it takes none (finished,
-// or unplaced and unbound).
+// or unplaced and unbound). A reservation is only a claim until Charged
+// has checked that spillway wrote it.
 func OccupiedNode(pod *corev1.Pod) string {
 	switch {
 	case Terminal(pod):
@@ -35,7 +37,40 @@ func OccupiedNode(pod *corev1.Pod) string {
 	}
 }
 
-// NodeUsage is a node with the pods that occupy it (see OccupiedNode).
+// Charged keeps, of the pods that claim a node (see OccupiedNode), those
+// the node's room is charged for: every bound or nominated pod, and a pod
+// waiting on its reservation only when signed reports that spillway wrote
+// the reservation (Keyring.Signed) and no pod listed before it carries the
+// same placement ID. Anyone who can create a pod can write the annotation,
+// so an unsigned or copied reservation is charged nothing beyond what the
+// pod's binding says; otherwise a pod left pending on purpose could keep
+// other tenants' pods off any node it names. The input is not modified.
+func Charged(pods []*corev1.Pod, signed func(*corev1.Pod) bool) []*corev1.Pod {
+	sorted := slices.Clone(pods)
+	// Oldest first, so which of several copies is charged does not depend
+	// on list order.
+	slices.SortStableFunc(sorted, func(a, b *corev1.Pod) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	out := make([]*corev1.Pod, 0, len(sorted))
+	ids := map[string]bool{}
+	for _, p := range sorted {
+		if p.Spec.NodeName == "" && p.Status.NominatedNodeName == "" {
+			id := p.Annotations[AnnotationPlacementID]
+			if id == "" || ids[id] || !signed(p) {
+				continue
+			}
+			ids[id] = true
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// NodeUsage is a node with the pods charged to it (see Charged).
 type NodeUsage struct {
 	Node *corev1.Node
 	Pods []*corev1.Pod
@@ -58,7 +93,10 @@ type NodeUsage struct {
 // lack. So bound and nominated pods are counted first, and each waiting pod
 // then takes room on its reserved node if it still fits there, else on the
 // first other node where it fits; otherwise a burst could admit more pods to
-// a unit than it holds.
+// a unit than it holds. A waiting pod or reservation that fits on no node of
+// the unit takes nothing: the scheduler cannot put it there, so the room it
+// would take is not real, and counting it would let an oversized claim make
+// a unit look full to everyone else.
 func free(nodes []NodeUsage, inflight []Reservation) []corev1.ResourceList {
 	out := make([]corev1.ResourceList, len(nodes))
 	index := make(map[string]int, len(nodes))
@@ -101,14 +139,11 @@ func free(nodes []NodeUsage, inflight []Reservation) []corev1.ResourceList {
 	for _, w := range wait {
 		i := w.node
 		if !Fits(w.req, out[i]) {
-			for j := range out {
-				if Fits(w.req, out[j]) {
-					i = j
-					break
-				}
-			}
+			i = slices.IndexFunc(out, func(left corev1.ResourceList) bool { return Fits(w.req, left) })
 		}
-		take(i, w.req)
+		if i >= 0 {
+			take(i, w.req)
+		}
 	}
 	return out
 }

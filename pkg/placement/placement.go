@@ -10,6 +10,7 @@ package placement
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,13 +29,36 @@ const (
 	// when it was admitted (the admission request UID).
 	AnnotationPlacementID = "spillway.dev/placement-id"
 	// AnnotationReservedNode names the node whose room was counted for the
-	// pod at admission, so the room stays taken until the pod is bound.
+	// pod at admission, so the room stays taken until the pod is bound. It
+	// counts only under a valid AnnotationSignature.
 	AnnotationReservedNode = "spillway.dev/reserved-node"
+	// AnnotationSignature is spillway's signature over the pod's Claim
+	// (namespace, placement ID, reserved node, policy and unit), so that
+	// capacity accounting can tell what spillway wrote from what anyone
+	// else did.
+	AnnotationSignature = "spillway.dev/placement-signature"
 	// AnnotationDeletionCost is the ReplicaSet controller's scale-in ranking.
 	AnnotationDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
 	// UnitNone is the unit label of a pod placed outside every unit.
 	UnitNone = "none"
 )
+
+// UserKeys are the spillway.dev/ keys that users set themselves on pods and
+// that the webhook therefore keeps: the sim GPU backend's workload label
+// (pkg/gpu/sim.WorkloadLabel, which groups pods sharing one load input).
+var UserKeys = map[string]bool{"spillway.dev/workload": true}
+
+// Reserved reports whether spillway owns a pod label or annotation key:
+// one in the spillway.dev domain or a subdomain of it, other than the
+// UserKeys. The webhook strips reserved keys that a pod arrives with on
+// creation and sets its own.
+func Reserved(key string) bool {
+	prefix, _, ok := strings.Cut(key, "/")
+	if !ok || UserKeys[key] {
+		return false
+	}
+	return prefix == "spillway.dev" || strings.HasSuffix(prefix, ".spillway.dev")
+}
 
 // Outside is the unit index of a pod that is in no unit.
 const Outside = -1

@@ -81,6 +81,11 @@ func TestValidate(t *testing.T) {
 		{"cert files given", func(o *Options) { o.WebhookCertDir, o.WebhookConfigName = certDir, "" }, nil},
 		{"disabled endpoints", func(o *Options) { o.MetricsBindAddress, o.HealthProbeBindAddress = "0", "0" }, nil},
 		{"missing cert files", func(o *Options) { o.WebhookCertDir = t.TempDir() }, []string{"tls.crt", "tls.key"}},
+		{"client CA given", func(o *Options) {
+			o.WebhookClientCAFile, o.WebhookClientNames = filepath.Join(certDir, "tls.crt"), []string{"kube-apiserver"}
+		}, nil},
+		{"missing client CA file", func(o *Options) { o.WebhookClientCAFile = filepath.Join(certDir, "ca.crt") }, []string{"--webhook-client-ca-file"}},
+		{"client names without a CA", func(o *Options) { o.WebhookClientNames = []string{"kube-apiserver"} }, []string{"--webhook-client-names needs"}},
 		{"everything wrong at once", func(o *Options) {
 			o.Namespace, o.LeaderElectionID, o.WebhookPort, o.WebhookConfigName = "", "", 0, ""
 			o.WebhookServiceName, o.CertCheckInterval, o.UnitCooldown, o.ReservationTTL, o.Verbosity = "", 0, 0, -time.Second, -1
@@ -154,6 +159,7 @@ func TestWiring(t *testing.T) {
 	if err := controller.Register(mgr, controller.Deps{
 		Registerer: prometheus.NewRegistry(), Clock: clocktesting.NewFakeClock(time.Now()),
 		UnitCooldown: time.Minute, ReservationTTL: time.Minute,
+		PlacementKeys: func() ([]byte, error) { return []byte("serving key"), nil },
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,16 @@ import (
 
 const binaryName = "spillway-controller"
 
+// DefaultReservationTTL is --reservation-ttl's default. A reservation only
+// has to bridge the time from the webhook's answer to the pod appearing in
+// the informer cache, where the pod itself (with its signed reserved node)
+// takes over: the rest of the admission chain, the etcd write and the
+// watch event, well under a second normally and a few seconds when the API
+// server is loaded, and it is dropped the moment the pod is seen. Every
+// second longer is a second that a creation which failed after admission,
+// or a forged admission review, holds room that real pods then lack.
+const DefaultReservationTTL = 5 * time.Second
+
 // Options are every setting of spillway-controller; flags fill them.
 type Options struct {
 	Kubeconfig string
@@ -34,6 +44,9 @@ type Options struct {
 	WebhookServiceName string
 	WebhookCertHosts   []string
 	CertCheckInterval  time.Duration
+
+	WebhookClientCAFile string
+	WebhookClientNames  []string
 
 	UnitCooldown   time.Duration
 	ReservationTTL time.Duration
@@ -58,7 +71,7 @@ func NewOptions() *Options {
 		WebhookServiceName:     "spillway-controller",
 		CertCheckInterval:      10 * time.Minute,
 		UnitCooldown:           2 * time.Minute,
-		ReservationTTL:         time.Minute,
+		ReservationTTL:         DefaultReservationTTL,
 		HPASyncPeriod:          15 * time.Second,
 	}
 }
@@ -100,12 +113,22 @@ func (o *Options) flags() *pflag.FlagSet {
 		"DNS names and IPs of the self-issued certificate, comma-separated. Empty: <service>.<namespace>.svc, "+
 			"<service>.<namespace>.svc.cluster.local, localhost and 127.0.0.1.")
 	fs.DurationVar(&o.CertCheckInterval, "webhook-cert-check-interval", o.CertCheckInterval,
-		"How often the self-issued chain is checked for renewal (30 days before expiry) and the CA bundle re-applied.")
+		"How often the self-issued chain is re-read from its Secret and checked for renewal (30 days before expiry). "+
+			"The webhook configuration is watched, not polled: a CA bundle that is removed, edited or lost with a recreated configuration is restored within seconds.")
+
+	fs.StringVar(&o.WebhookClientCAFile, "webhook-client-ca-file", o.WebhookClientCAFile,
+		"PEM bundle of CAs; when set, the webhook accepts only clients presenting a certificate one of them signed for client authentication "+
+			"(re-read when the file changes). Give kube-apiserver that client certificate through its AdmissionConfiguration "+
+			"(WebhookAdmission kubeConfigFile, docs/resourcepolicy.md) so that nobody else can post admission reviews. Empty: any client is served.")
+	fs.StringSliceVar(&o.WebhookClientNames, "webhook-client-names", o.WebhookClientNames,
+		"With --webhook-client-ca-file: the client certificate's common name or one of its DNS names must be one of these, comma-separated. "+
+			"Empty: any certificate the CA signed for client authentication (use a CA that signs nothing else).")
 
 	fs.DurationVar(&o.UnitCooldown, "unit-cooldown", o.UnitCooldown,
 		"After a pod is re-placed away from a unit where it could not schedule, how long new pods skip that unit.")
 	fs.DurationVar(&o.ReservationTTL, "reservation-ttl", o.ReservationTTL,
-		"How long an admitted placement holds its unit slot and node room while its pod has not yet appeared in the cache.")
+		"How long an admitted placement holds its unit slot and node room while its pod has not yet appeared in the cache; "+
+			"it is dropped as soon as the pod appears. Keep it to seconds: a placement whose pod never comes (a failed creation) holds room this long.")
 
 	fs.DurationVar(&o.HPASyncPeriod, "hpa-sync-period", o.HPASyncPeriod,
 		"Must equal kube-controller-manager's --horizontal-pod-autoscaler-sync-period. The HPA re-reads its metric once per period, "+
@@ -156,6 +179,13 @@ func (o *Options) Validate() error {
 		if o.CertCheckInterval <= 0 {
 			add("--webhook-cert-check-interval must be positive")
 		}
+	}
+	if o.WebhookClientCAFile != "" {
+		if _, err := os.Stat(o.WebhookClientCAFile); err != nil {
+			add("--webhook-client-ca-file: %v", err)
+		}
+	} else if len(o.WebhookClientNames) > 0 {
+		add("--webhook-client-names needs --webhook-client-ca-file")
 	}
 	if o.UnitCooldown <= 0 {
 		add("--unit-cooldown must be positive")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	// InferenceScaler schedules name IANA zones; embed the tz database so
@@ -30,6 +31,7 @@ import (
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/controller"
 	"github.com/spillway-dev/spillway/pkg/controller/certs"
+	placementwebhook "github.com/spillway-dev/spillway/pkg/controller/placement"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/pkg/version"
 )
@@ -102,19 +104,22 @@ func run(ctx context.Context, o *Options, cfg *rest.Config) error {
 	webhookOpts := webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir}
 	var certManager *certs.Manager
 	if o.WebhookCertDir == "" {
-		direct, err := client.New(cfg, client.Options{Scheme: scheme})
+		// Direct (no cache): it runs before the manager's informers start,
+		// and it watches only the webhook configuration, by name.
+		direct, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 		if err != nil {
 			return fmt.Errorf("building a client: %w", err)
 		}
 		certManager, err = certs.New(direct, certs.Options{
-			WebhookConfigName: o.WebhookConfigName,
-			SecretNamespace:   o.Namespace,
-			SecretName:        o.WebhookCertSecret,
-			Hosts:             o.certHosts(),
-			CAValidity:        10 * 365 * 24 * time.Hour,
-			CertValidity:      365 * 24 * time.Hour,
-			RenewBefore:       30 * 24 * time.Hour,
-			Interval:          o.CertCheckInterval,
+			Name:            binaryName,
+			Targets:         []certs.Target{certs.WebhookConfiguration(o.WebhookConfigName)},
+			SecretNamespace: o.Namespace,
+			SecretName:      o.WebhookCertSecret,
+			Hosts:           o.certHosts(),
+			CAValidity:      10 * 365 * 24 * time.Hour,
+			CertValidity:    365 * 24 * time.Hour,
+			RenewBefore:     30 * 24 * time.Hour,
+			Interval:        o.CertCheckInterval,
 		}, clk)
 		if err != nil {
 			return fmt.Errorf("webhook certificate: %w", err)
@@ -124,6 +129,24 @@ func run(ctx context.Context, o *Options, cfg *rest.Config) error {
 			return fmt.Errorf("webhook certificate: %w", err)
 		}
 		webhookOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = certManager.GetCertificate }}
+	}
+
+	// Placement signatures are keyed by a secret every replica shares: the
+	// webhook's serving key (see placementwebhook.KeySource).
+	placementKeys := placementwebhook.FileKeySource(filepath.Join(o.WebhookCertDir, "tls.key"), 10*time.Second, clk.Now)
+	if certManager != nil {
+		placementKeys = placementwebhook.CertKeySource(certManager.GetCertificate)
+	}
+	var clientAuth *placementwebhook.ClientAuth
+	if o.WebhookClientCAFile != "" {
+		clientAuth, err = placementwebhook.NewClientAuth(o.WebhookClientCAFile, o.WebhookClientNames, 10*time.Second, clk.Now)
+		if err != nil {
+			return err
+		}
+		webhookOpts.TLSOpts = append(webhookOpts.TLSOpts, clientAuth.Configure)
+		if len(o.WebhookClientNames) == 0 {
+			log.Info("the webhook accepts any client certificate its client CA signed; set --webhook-client-names unless that CA signs nothing else")
+		}
 	}
 
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
@@ -151,7 +174,10 @@ func run(ctx context.Context, o *Options, cfg *rest.Config) error {
 		Clock:          clk,
 		UnitCooldown:   o.UnitCooldown,
 		ReservationTTL: o.ReservationTTL,
-		HPASyncPeriod:  o.HPASyncPeriod,
+		PlacementKeys:  placementKeys,
+		// With Configure above: a review without the certificate is refused.
+		WebhookClientAuth: clientAuth,
+		HPASyncPeriod:     o.HPASyncPeriod,
 	}); err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ type Metrics struct {
 	// Duration is the time to answer one admission request.
 	Duration prometheus.Histogram
 	// Errors counts requests answered without a placement because
-	// something failed, by reason (decode, read, encode).
+	// something failed, by reason (decode, read, encode, key, panic).
 	Errors *prometheus.CounterVec
 }
 

@@ -3,8 +3,10 @@ package placement
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,8 +29,11 @@ const Path = "/spillway/v1/pods/placement"
 
 // Register installs the pod field indexes on the manager's cache and serves
 // the webhook on the manager's webhook server. The webhook server runs on
-// every replica, leader or not.
-func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk clock.PassiveClock) error {
+// every replica, leader or not. keys must give every replica the same
+// secret (see KeySource). With auth (whose Configure must also be among the
+// webhook server's TLS options), only clients with an accepted certificate
+// are served; nil serves any client.
+func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk clock.PassiveClock, keys KeySource, auth *ClientAuth) error {
 	idx := mgr.GetFieldIndexer()
 	ctx := context.Background()
 	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexOccupiedNode, IndexOccupiedNodeFunc); err != nil {
@@ -44,7 +49,37 @@ func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk
 			return fmt.Errorf("starting the %T informer: %w", obj, err)
 		}
 	}
-	w := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), tracker, mgr.GetEventRecorder("spillway-placement"), metrics, clk)
-	mgr.GetWebhookServer().Register(Path, &webhook.Admission{Handler: w})
+	// A reservation stands in for its pod only until the cache shows the
+	// pod (or its deletion).
+	pods, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("starting the pod informer: %w", err)
+	}
+	release := func(obj any) {
+		if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		if p, ok := obj.(*corev1.Pod); ok {
+			if id := p.Annotations[rules.AnnotationPlacementID]; id != "" {
+				tracker.Release(id)
+			}
+		}
+	}
+	if _, err := pods.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    release,
+		UpdateFunc: func(_, obj any) { release(obj) },
+		DeleteFunc: release,
+	}); err != nil {
+		return fmt.Errorf("watching pods for placed ones: %w", err)
+	}
+	if keys == nil {
+		return fmt.Errorf("no source for the placement signing key")
+	}
+	w := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), tracker, mgr.GetEventRecorder("spillway-placement"), metrics, clk, keys)
+	var h http.Handler = &webhook.Admission{Handler: w}
+	if auth != nil {
+		h = auth.Require(h)
+	}
+	mgr.GetWebhookServer().Register(Path, h)
 	return nil
 }

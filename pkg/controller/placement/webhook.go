@@ -3,14 +3,20 @@
 // there with a required node affinity and labels it with the policy and the
 // unit. The rules live in pkg/placement; this package reads the cluster
 // (through the manager's cache) and writes the admission patch.
+//
+// Every tenant is hostile: the spillway.dev/ keys a pod is created with are
+// stripped (only spillway writes them), the placement spillway writes is
+// signed so that capacity accounting can tell it from a forgery, dry runs
+// reserve nothing, and the webhook can require the API server's client
+// certificate (ClientAuth) so that nobody else can post admission reviews.
 package placement
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
+	"runtime/debug"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -37,75 +43,146 @@ type EventRecorder interface {
 	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
 }
 
+// Reasons of the errors metric: why a request was answered without a
+// placement.
+const (
+	reasonDecode = "decode" // the pod could not be decoded
+	reasonRead   = "read"   // reading the cluster (the cache) failed
+	reasonEncode = "encode" // the patch could not be encoded
+	reasonKey    = "key"    // the signing key could not be loaded
+	reasonPanic  = "panic"  // the handler panicked
+)
+
+// PreviousKeyGrace is how long signatures made with the previous signing
+// key still verify after the serving key changed. Only pods still waiting
+// for the scheduler need their signature; a day covers pods waiting for
+// new cloud nodes many times over.
+const PreviousKeyGrace = 24 * time.Hour
+
+// maxDecisions bounds how often one admission decides again because another
+// policy reserved room on the same nodes meanwhile (Txn.TryReserve).
+const maxDecisions = 3
+
 // Webhook answers pod CREATE admission requests.
 type Webhook struct {
-	reader   client.Reader
-	decoder  admission.Decoder
-	tracker  *rules.Tracker
-	recorder EventRecorder
-	metrics  *Metrics
-	clock    clock.PassiveClock
+	reader    client.Reader
+	decoder   admission.Decoder
+	tracker   *rules.Tracker
+	recorder  EventRecorder
+	metrics   *Metrics
+	clock     clock.PassiveClock
+	keySource KeySource
+	keys      *rules.Keyring
 }
 
 // New returns the webhook. reader must serve the field indexes above (the
 // manager's cache, after Register's IndexField calls). tracker is shared
-// with the re-placement controller.
-func New(reader client.Reader, decoder admission.Decoder, tracker *rules.Tracker, recorder EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Webhook {
-	return &Webhook{reader: reader, decoder: decoder, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk}
+// with the re-placement controller. keys supplies the secret the placement
+// signing key is derived from; every replica must get the same secret.
+func New(reader client.Reader, decoder admission.Decoder, tracker *rules.Tracker, recorder EventRecorder, metrics *Metrics, clk clock.PassiveClock, keys KeySource) *Webhook {
+	return &Webhook{reader: reader, decoder: decoder, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk,
+		keySource: keys, keys: rules.NewKeyring(clk, PreviousKeyGrace)}
 }
 
-// Handle places the pod, or admits it unchanged when no policy selects it.
-// It never fails a request because of its own trouble: it admits the pod
-// unplaced with a warning, and the ResourcePolicy controller reports such
-// pods. The only refusal is the required strategy with every unit at max.
-func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+// Handle places the pod, or admits it unplaced when no policy selects it.
+// It never fails a request because of its own trouble, a panic included:
+// like failurePolicy: Ignore, it admits the pod unplaced with a warning and
+// counts the error, and the ResourcePolicy controller reports such pods.
+// The only refusal is the required strategy with every unit at max.
+func (w *Webhook) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
 	start := w.clock.Now()
 	defer func() { w.metrics.Duration.Observe(w.clock.Since(start).Seconds()) }()
+	defer func() {
+		if r := recover(); r != nil {
+			w.metrics.Errors.WithLabelValues(reasonPanic).Inc()
+			log.FromContext(ctx).Error(fmt.Errorf("panic: %v", r), "placement webhook failed; admitting the pod unchanged",
+				"namespace", req.Namespace, "uid", req.UID, "stack", string(debug.Stack()))
+			resp = admission.Allowed("").WithWarnings("spillway could not place this pod because of an internal error, so it was created without a unit")
+		}
+	}()
+	return w.handle(ctx, req)
+}
 
+func (w *Webhook) handle(ctx context.Context, req admission.Request) admission.Response {
 	if req.Operation != admissionv1.Create || req.Kind.Kind != "Pod" || req.SubResource != "" {
 		return admission.Allowed("spillway places pods on creation only")
 	}
 	pod := &corev1.Pod{}
 	if err := w.decoder.Decode(req, pod); err != nil {
-		w.metrics.Errors.WithLabelValues("decode").Inc()
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the pod: %w", err))
+		w.metrics.Errors.WithLabelValues(reasonDecode).Inc()
+		log.FromContext(ctx).Error(err, "decoding the pod; admitting it unchanged", "namespace", req.Namespace, "uid", req.UID)
+		return admission.Allowed("").WithWarnings("spillway could not decode this pod, so it was created without a unit: " + err.Error())
 	}
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
 	}
-	if _, done := pod.Labels[rules.LabelPolicy]; done {
-		// Already placed: a reinvocation after another webhook's change.
-		return admission.Allowed("already placed")
-	}
+	// Whatever spillway.dev/ keys the pod arrives with were written by its
+	// creator (spillway's own are set below, after this), so they go,
+	// whether a policy selects the pod or not: spillway's keys mean
+	// something only when spillway wrote them.
+	p := stripReserved(pod)
 	if pod.Spec.NodeName != "" {
-		return admission.Allowed("pod names its node; nothing to place")
+		return w.respond(ctx, p, "pod names its node; nothing to place")
 	}
-
-	resp, err := w.place(ctx, req, pod)
+	resp, err := w.place(ctx, req, pod, p)
 	if err != nil {
-		w.metrics.Errors.WithLabelValues("read").Inc()
+		w.metrics.Errors.WithLabelValues(reasonRead).Inc()
 		log.FromContext(ctx).Error(err, "placing pod unplaced", "namespace", pod.Namespace, "generateName", pod.GenerateName, "name", pod.Name)
-		return admission.Allowed("").WithWarnings("spillway could not place this pod, so it was created without a unit: " + err.Error())
+		// A decision made before the error (then decided again) is not
+		// reserved: drop it, keep only the stripping.
+		p.set(nil, nil)
+		p.affinity = nil
+		return w.respond(ctx, p, "").WithWarnings("spillway could not place this pod, so it was created without a unit: " + err.Error())
 	}
 	return resp
 }
 
-func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.Pod) (admission.Response, error) {
+// respond admits the pod with the patch's operations.
+func (w *Webhook) respond(ctx context.Context, p *podPatch, msg string) admission.Response {
+	resp, err := p.response(msg)
+	if err != nil {
+		w.metrics.Errors.WithLabelValues(reasonEncode).Inc()
+		log.FromContext(ctx).Error(err, "encoding the placement patch; admitting the pod unchanged")
+		return admission.Allowed("").WithWarnings("spillway could not encode its placement, so this pod was created without a unit")
+	}
+	return resp
+}
+
+// refreshKeys loads the signing key's source; on failure the keys loaded
+// before (if any) stay in use.
+func (w *Webhook) refreshKeys(ctx context.Context) {
+	secret, err := w.keySource()
+	if err == nil {
+		err = w.keys.Update(secret)
+	}
+	if err != nil {
+		w.metrics.Errors.WithLabelValues(reasonKey).Inc()
+		log.FromContext(ctx).Error(err, "loading the placement signing key")
+	}
+}
+
+func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.Pod, p *podPatch) (admission.Response, error) {
 	var policies v1alpha1.ResourcePolicyList
 	if err := w.reader.List(ctx, &policies, client.InNamespace(pod.Namespace)); err != nil {
 		return admission.Response{}, fmt.Errorf("listing ResourcePolicies: %w", err)
 	}
 	rp, _ := rules.Winner(policies.Items, pod)
 	if rp == nil {
-		return admission.Allowed("no ResourcePolicy selects the pod"), nil
+		return w.respond(ctx, p, "no ResourcePolicy selects the pod"), nil
 	}
 	if len(rp.Spec.Units) == 0 {
-		return admission.Allowed(""), fmt.Errorf("ResourcePolicy %s has no units", rp.Name)
+		return admission.Response{}, fmt.Errorf("ResourcePolicy %s has no units", rp.Name)
 	}
+	w.refreshKeys(ctx)
 	req0 := rules.PodRequests(pod)
+	key := rules.PolicyKey(rp)
+	// A dry run (kubectl --dry-run=server, an admission check by a CI
+	// system) gets the answer a real creation would, but no pod follows:
+	// it must not hold room that real pods then lack.
+	dryRun := req.DryRun != nil && *req.DryRun
 
 	var seenErr error
-	tx := w.tracker.Begin(func(id string) bool {
+	tx := w.tracker.BeginPolicy(key, func(id string) bool {
 		var pods corev1.PodList
 		if err := w.reader.List(ctx, &pods, client.MatchingFields{IndexPlacementID: id}); err != nil {
 			seenErr = err
@@ -117,55 +194,86 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 	if seenErr != nil {
 		return admission.Response{}, fmt.Errorf("looking up placed pods: %w", seenErr)
 	}
-	inflight := tx.InFlight()
-	states, err := w.unitStates(ctx, tx, rp, pod, req0, inflight)
-	if err != nil {
-		return admission.Response{}, err
-	}
-	d := rules.Choose(&rp.Spec, states)
 	names := rules.DisplayNames(rp)
-	if d.Deny {
-		w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
-		msg := fmt.Sprintf("ResourcePolicy %s: %s", rp.Name, d.Explain(names))
-		w.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "PodDenied", "Place", "refused a pod (generateName %q): %s", pod.GenerateName, d.Explain(names))
-		return admission.Denied(msg), nil
+	for attempt := 1; ; attempt++ {
+		inflight := tx.InFlight()
+		states, unitNodes, err := w.unitStates(ctx, tx, rp, pod, req0, inflight)
+		if err != nil {
+			return admission.Response{}, err
+		}
+		d := rules.Choose(&rp.Spec, states)
+		if d.Deny {
+			w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
+			msg := fmt.Sprintf("ResourcePolicy %s: %s", rp.Name, d.Explain(names))
+			if !dryRun {
+				w.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "PodDenied", "Place", "refused a pod (generateName %q): %s", pod.GenerateName, d.Explain(names))
+			}
+			return admission.Denied(msg), nil
+		}
+		unit := rules.UnitLabel(rp, d.Unit)
+		w.setPlacement(ctx, p, pod, rp, req, d, unit)
+		resp, err := p.response("")
+		if err != nil {
+			w.metrics.Errors.WithLabelValues(reasonEncode).Inc()
+			log.FromContext(ctx).Error(err, "encoding the placement patch; admitting the pod unchanged")
+			return admission.Allowed("").WithWarnings("spillway could not encode its placement, so this pod was created without a unit"), nil
+		}
+		if !dryRun {
+			r := rules.Reservation{ID: string(req.UID), Policy: key, Unit: unit, Node: d.Node, Requests: req0}
+			var nodes []string
+			if d.Node != "" && d.Unit != rules.Outside {
+				nodes = unitNodes[d.Unit]
+			}
+			if attempt < maxDecisions {
+				if !tx.TryReserve(r, nodes) {
+					continue
+				}
+			} else {
+				tx.Reserve(r)
+			}
+			w.metrics.Placements.WithLabelValues(rp.Namespace, rp.Name, unit).Inc()
+		}
+		log.FromContext(ctx).V(1).Info("placed pod", "policy", rp.Name, "generateName", pod.GenerateName, "name", pod.Name,
+			"dryRun", dryRun, "decision", d.Explain(names))
+		return resp, nil
 	}
+}
 
-	unit := rules.UnitLabel(rp, d.Unit)
-	if pod.Labels == nil {
-		pod.Labels = map[string]string{}
-	}
-	pod.Labels[rules.LabelPolicy] = rp.Name
-	pod.Labels[rules.LabelUnit] = unit
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Annotations[rules.AnnotationPlacementID] = string(req.UID)
+// setPlacement records the placement in the patch: the policy and unit
+// labels, the placement ID, the reserved node, the signature over them,
+// and the unit's node affinity.
+func (w *Webhook) setPlacement(ctx context.Context, p *podPatch, pod *corev1.Pod, rp *v1alpha1.ResourcePolicy, req admission.Request, d rules.Decision, unit string) {
+	claim := rules.Claim{Namespace: pod.Namespace, PlacementID: string(req.UID), Node: d.Node, Policy: rp.Name, Unit: unit}
+	labels := map[string]string{rules.LabelPolicy: rp.Name, rules.LabelUnit: unit}
+	annotations := map[string]string{rules.AnnotationPlacementID: claim.PlacementID}
 	if d.Node != "" {
-		pod.Annotations[rules.AnnotationReservedNode] = d.Node
+		annotations[rules.AnnotationReservedNode] = d.Node
 	}
+	if sig, err := w.keys.Sign(claim); err == nil {
+		annotations[rules.AnnotationSignature] = sig
+	} else {
+		// Placed all the same; without a signature the reserved node is
+		// not charged, which only weakens the burst guard for this pod.
+		w.metrics.Errors.WithLabelValues(reasonKey).Inc()
+		log.FromContext(ctx).Error(err, "signing the placement")
+	}
+	p.set(labels, annotations)
+	p.affinity = nil
 	if d.Unit != rules.Outside {
-		rules.PinToUnit(&pod.Spec, rp.Spec.Units[d.Unit].NodeSelector)
+		p.affinity = affinityOps(&pod.Spec, rp.Spec.Units[d.Unit].NodeSelector)
 	}
-	raw, err := json.Marshal(pod)
-	if err != nil {
-		w.metrics.Errors.WithLabelValues("encode").Inc()
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the placed pod: %w", err)), nil
-	}
-	tx.Reserve(rules.Reservation{ID: string(req.UID), Policy: rules.PolicyKey(rp), Unit: unit, Node: d.Node, Requests: req0})
-	w.metrics.Placements.WithLabelValues(rp.Namespace, rp.Name, unit).Inc()
-	log.FromContext(ctx).V(1).Info("placed pod", "policy", rp.Name, "generateName", pod.GenerateName, "name", pod.Name, "decision", d.Explain(names))
-	return admission.PatchResponseFromRaw(req.Object.Raw, raw), nil
 }
 
 // unitStates counts the policy's pods per unit (in-flight placements
 // included) and, under LackResourceOrExceedMax, looks for room in every unit
-// but the last.
-func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, req corev1.ResourceList, inflight []rules.Reservation) ([]rules.UnitState, error) {
-	states := make([]rules.UnitState, len(rp.Spec.Units))
+// but the last. unitNodes[i] names the nodes whose room was looked at for
+// unit i.
+func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, req corev1.ResourceList, inflight []rules.Reservation) (states []rules.UnitState, unitNodes [][]string, err error) {
+	states = make([]rules.UnitState, len(rp.Spec.Units))
+	unitNodes = make([][]string, len(rp.Spec.Units))
 	var pods corev1.PodList
 	if err := w.reader.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector)); err != nil {
-		return nil, fmt.Errorf("listing selected pods: %w", err)
+		return nil, nil, fmt.Errorf("listing selected pods: %w", err)
 	}
 	nodes := map[string]*corev1.Node{}
 	var nodeErr error
@@ -175,7 +283,7 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		return n
 	})
 	if nodeErr != nil {
-		return nil, nodeErr
+		return nil, nil, nodeErr
 	}
 	for i, c := range counts {
 		states[i].Count = c
@@ -198,11 +306,14 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		}
 		usage, err := w.unitNodes(ctx, &rp.Spec.Units[i])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		for _, u := range usage {
+			unitNodes[i] = append(unitNodes[i], u.Node.Name)
 		}
 		states[i].RoomNode, states[i].Room = rules.RoomNode(pod, req, usage, inflight)
 	}
-	return states, nil
+	return states, unitNodes, nil
 }
 
 func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name string) (*corev1.Node, error) {
@@ -220,7 +331,9 @@ func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name 
 	return n, nil
 }
 
-// unitNodes lists the unit's nodes with the pods occupying each.
+// unitNodes lists the unit's nodes with the pods charged to each: those
+// bound or nominated there, and those waiting on a reservation there that
+// spillway signed.
 func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit) ([]rules.NodeUsage, error) {
 	var nodes corev1.NodeList
 	if err := w.reader.List(ctx, &nodes, client.MatchingLabels(u.NodeSelector)); err != nil {
@@ -233,11 +346,11 @@ func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit) ([]rules.Node
 		if err := w.reader.List(ctx, &pods, client.MatchingFields{IndexOccupiedNode: n.Name}); err != nil {
 			return nil, fmt.Errorf("listing pods on node %s: %w", n.Name, err)
 		}
-		usage := rules.NodeUsage{Node: n, Pods: make([]*corev1.Pod, len(pods.Items))}
+		claims := make([]*corev1.Pod, len(pods.Items))
 		for j := range pods.Items {
-			usage.Pods[j] = &pods.Items[j]
+			claims[j] = &pods.Items[j]
 		}
-		out = append(out, usage)
+		out = append(out, rules.NodeUsage{Node: n, Pods: rules.Charged(claims, w.keys.Signed)})
 	}
 	return out, nil
 }

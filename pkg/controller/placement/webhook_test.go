@@ -118,7 +118,21 @@ func newEnv(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) *env 
 	}
 	tr := rules.NewTracker(clk, time.Minute, 2*time.Minute)
 	rec := events.NewFakeRecorder(100)
-	return &env{hook: New(b.Build(), admission.NewDecoder(s), tr, rec, m, clk), tracker: tr, clock: clk, metrics: m, events: rec}
+	return &env{hook: New(b.Build(), admission.NewDecoder(s), tr, rec, m, clk, testKeys), tracker: tr, clock: clk, metrics: m, events: rec}
+}
+
+// testKeys stands in for the webhook's serving key.
+func testKeys() ([]byte, error) { return []byte("the webhook serving key"), nil }
+
+// testKeyring signs as a webhook with testKeys does.
+func testKeyring(t *testing.T) *rules.Keyring {
+	t.Helper()
+	k := rules.NewKeyring(clocktesting.NewFakeClock(t0), time.Hour)
+	secret, _ := testKeys()
+	if err := k.Update(secret); err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 var requests int
@@ -148,26 +162,35 @@ func (e *env) admit(t *testing.T, p *corev1.Pod) (admission.Response, *corev1.Po
 	if !resp.Allowed {
 		return resp, nil
 	}
-	if len(resp.Patches) == 0 {
+	if len(resp.Patch) == 0 {
 		return resp, p
 	}
-	ops, err := json.Marshal(resp.Patches)
-	if err != nil {
-		t.Fatal(err)
-	}
-	patch, err := jsonpatch.DecodePatch(ops)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := patch.Apply(req.Object.Raw)
-	if err != nil {
-		t.Fatalf("applying patch %s: %v", ops, err)
-	}
 	placed := &corev1.Pod{}
-	if err := json.Unmarshal(out, placed); err != nil {
+	if err := json.Unmarshal(applyPatch(t, resp, req.Object.Raw), placed); err != nil {
 		t.Fatal(err)
 	}
 	return resp, placed
+}
+
+// applyPatch applies the response's JSON patch to raw, as the API server
+// does.
+func applyPatch(t *testing.T, resp admission.Response, raw []byte) []byte {
+	t.Helper()
+	if len(resp.Patches) != 0 {
+		t.Fatalf("the webhook answers with its own encoded patch, not Patches: %v", resp.Patches)
+	}
+	if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+		t.Fatalf("patch type %v, want JSONPatch", resp.PatchType)
+	}
+	patch, err := jsonpatch.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := patch.Apply(raw)
+	if err != nil {
+		t.Fatalf("applying patch %s: %v", resp.Patch, err)
+	}
+	return out
 }
 
 func unitOf(p *corev1.Pod) string {
@@ -219,11 +242,12 @@ func TestHandle(t *testing.T) {
 		{"prefer and all at max: outside", []client.Object{seed(func(rp *v1alpha1.ResourcePolicy) {
 			rp.Spec.Units[0].Max, rp.Spec.Units[1].Max = ptr[int32](0), ptr[int32](0)
 		})}, predictor("p"), rules.UnitNone, "", ""},
-		{"already placed: untouched", []client.Object{seed(), gpuNode("onprem-1", onPremPool, 1)}, func() *corev1.Pod {
+		{"placement keys written by the creator are replaced", []client.Object{seed(), gpuNode("onprem-1", onPremPool, 1)}, func() *corev1.Pod {
 			p := predictor("p")
 			p.Labels[rules.LabelPolicy], p.Labels[rules.LabelUnit] = "qwen-chat", "1"
+			p.Annotations = map[string]string{rules.AnnotationReservedNode: "elsewhere", rules.AnnotationPlacementID: "forged"}
 			return p
-		}(), "1", "", ""},
+		}(), "0", "onprem-1", ""},
 		{"exceed max ignores room", []client.Object{seed(func(rp *v1alpha1.ResourcePolicy) {
 			rp.Spec.WhenTryNextUnits = &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.ExceedMax}
 		}), gpuNode("onprem-1", onPremPool, 1), boundTo(predictor("old"), "onprem-1")}, predictor("p"), "0", "", ""},
@@ -247,14 +271,17 @@ func TestHandle(t *testing.T) {
 			if got := placed.Annotations[rules.AnnotationReservedNode]; got != c.node {
 				t.Errorf("reserved node = %q, want %q", got, c.node)
 			}
-			if c.unit == "unplaced" || c.pod.Labels[rules.LabelPolicy] != "" {
-				if len(resp.Patches) != 0 {
-					t.Errorf("expected no patch, got %v", resp.Patches)
+			if c.unit == "unplaced" {
+				if len(resp.Patch) != 0 {
+					t.Errorf("expected no patch, got %s", resp.Patch)
 				}
 				return
 			}
-			if placed.Labels[rules.LabelPolicy] != "qwen-chat" || placed.Annotations[rules.AnnotationPlacementID] == "" {
+			if placed.Labels[rules.LabelPolicy] != "qwen-chat" || !strings.HasPrefix(placed.Annotations[rules.AnnotationPlacementID], "req-") {
 				t.Errorf("labels %v annotations %v", placed.Labels, placed.Annotations)
+			}
+			if !testKeyring(t).Signed(placed) {
+				t.Errorf("placement %v %v is not signed", placed.Labels, placed.Annotations)
 			}
 			if placed.Labels["app"] != "isvc.qwen-predictor" {
 				t.Error("the pod's own labels must stay")
@@ -386,17 +413,19 @@ func TestHandleOtherRequests(t *testing.T) {
 	if resp := e.hook.Handle(context.Background(), upd); !resp.Allowed || len(resp.Patches) != 0 {
 		t.Errorf("update: %+v", resp)
 	}
+	// What this binary cannot decode is admitted unchanged, as
+	// failurePolicy: Ignore would.
 	bad := createRequest(t, predictor("p"))
 	bad.Object.Raw = []byte("{not json")
 	resp := e.hook.Handle(context.Background(), bad)
-	if resp.Allowed || resp.Result.Code != 400 {
-		t.Errorf("undecodable pod: allowed %v code %d, want a 400", resp.Allowed, resp.Result.Code)
+	if !resp.Allowed || len(resp.Patch) != 0 || len(resp.Warnings) != 1 {
+		t.Errorf("undecodable pod: allowed %v patch %s warnings %v, want an unchanged admission with a warning", resp.Allowed, resp.Patch, resp.Warnings)
 	}
 	if got := testutil.ToFloat64(e.metrics.Errors.WithLabelValues("decode")); got != 1 {
 		t.Errorf("decode errors = %v", got)
 	}
 	bound := createRequest(t, boundTo(predictor("p"), "n1"))
-	if resp := e.hook.Handle(context.Background(), bound); !resp.Allowed || len(resp.Patches) != 0 {
+	if resp := e.hook.Handle(context.Background(), bound); !resp.Allowed || len(resp.Patch) != 0 {
 		t.Errorf("pod with nodeName: %+v", resp)
 	}
 }
@@ -449,10 +478,14 @@ func TestBurstConcurrent(t *testing.T) {
 	for _, req := range reqs {
 		wg.Go(func() {
 			resp := e.hook.Handle(context.Background(), req)
+			var ops []patchOp
+			if err := json.Unmarshal(resp.Patch, &ops); err != nil {
+				t.Error(err)
+			}
 			unit := "unplaced"
-			for _, p := range resp.Patches {
-				if p.Path == "/metadata/labels/spillway.dev~1unit" {
-					unit = p.Value.(string)
+			for _, op := range ops {
+				if op.Path == "/metadata/labels/spillway.dev~1unit" {
+					unit = op.Value.(string)
 				}
 			}
 			units <- unit
