@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build of spillway's three binaries. `make images` prints the
 # commands; build one with --target <binary>.
-ARG GO_VERSION=1.26.8
+ARG GO_VERSION=1.26.10
 
 FROM golang:${GO_VERSION}-bookworm AS build
 ARG VERSION=v0.0.0-dev

@@ -86,6 +86,9 @@ func NewTracker(clk clock.PassiveClock, ttl, cooldown time.Duration) *Tracker {
 	}
 }
 
+// TTL is how long a reservation waits for its pod.
+func (t *Tracker) TTL() time.Duration { return t.ttl }
+
 // Cooldown is how long Cool keeps a unit full.
 func (t *Tracker) Cooldown() time.Duration { return t.cooldown }
 

@@ -75,7 +75,8 @@ func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk
 	if keys == nil {
 		return fmt.Errorf("no source for the placement signing key")
 	}
-	w := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), tracker, mgr.GetEventRecorder("spillway-placement"), metrics, clk, keys)
+	w := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), tracker, mgr.GetEventRecorder("spillway-placement"), metrics, clk, keys).
+		ShareReservations(mgr.GetAPIReader(), mgr.GetClient())
 	var h http.Handler = &webhook.Admission{Handler: w}
 	if auth != nil {
 		h = auth.Require(h)

@@ -73,6 +73,18 @@ type Webhook struct {
 	clock     clock.PassiveClock
 	keySource KeySource
 	keys      *rules.Keyring
+	// shared publishes reservations into units with a max to every
+	// replica; nil keeps them in this process only (unit tests).
+	shared *sharedReservations
+}
+
+// ShareReservations makes the webhook keep its reservations into units
+// with a max in the ResourcePolicy's status, read fresh from apiReader (not
+// a cache) and written through c with optimistic concurrency, so that max
+// holds across any number of replicas.
+func (w *Webhook) ShareReservations(apiReader client.Reader, c client.Client) *Webhook {
+	w.shared = &sharedReservations{apiReader: apiReader, client: c, cache: w.reader, clock: w.clock, ttl: w.tracker.TTL(), metrics: w.metrics}
+	return w
 }
 
 // New returns the webhook. reader must serve the field indexes above (the
@@ -209,6 +221,17 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 				w.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "PodDenied", "Place", "refused a pod (generateName %q): %s", pod.GenerateName, d.Explain(names))
 			}
 			return admission.Denied(msg), nil
+		}
+		if !dryRun && w.shared != nil && d.Unit != rules.Outside && rp.Spec.Units[d.Unit].Max != nil {
+			// The unit has a max and other replicas may be filling it:
+			// decide again on the policy's shared reservations and
+			// publish this one before answering.
+			d = w.shared.reserve(ctx, rp, req, states, inflight)
+			if d.Deny {
+				w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
+				w.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "PodDenied", "Place", "refused a pod (generateName %q): %s", pod.GenerateName, d.Explain(names))
+				return admission.Denied(fmt.Sprintf("ResourcePolicy %s: %s", rp.Name, d.Explain(names))), nil
+			}
 		}
 		unit := rules.UnitLabel(rp, d.Unit)
 		w.setPlacement(ctx, p, pod, rp, req, d, unit)

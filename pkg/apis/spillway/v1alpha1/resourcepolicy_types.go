@@ -204,6 +204,34 @@ type ResourcePolicyStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Reservations are the placements the webhook made into units with a
+	// max whose pods may not be visible yet. Every controller replica runs
+	// the webhook; each writes its reservations here (with the
+	// resourceVersion it read) and counts everyone's, so that a burst split
+	// across replicas cannot exceed a unit's max. Entries expire after a
+	// few seconds and are pruned once their pod is seen.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MaxItems=1000
+	Reservations []PlacementReservation `json:"reservations,omitempty"`
+}
+
+// PlacementReservation is one in-flight placement into a unit with a max.
+type PlacementReservation struct {
+	// ID is the pod's spillway.dev/placement-id (the admission UID).
+	// +kubebuilder:validation:MaxLength=64
+	ID string `json:"id"`
+	// Unit is the unit label the pod got.
+	// +kubebuilder:validation:MaxLength=63
+	Unit string `json:"unit"`
+	// Node is the node whose room was reserved, if any.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node,omitempty"`
+	// Expires is when the reservation stops counting even if its pod never
+	// appears.
+	Expires metav1.Time `json:"expires"`
 }
 
 // Condition types and reasons on a ResourcePolicy.
