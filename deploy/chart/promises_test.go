@@ -103,11 +103,7 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 			if len(tol) == 0 || tol[0].(map[string]any)["key"] != "nvidia.com/gpu" {
 				t.Errorf("exporter: tolerations %v lack nvidia.com/gpu", tol)
 			}
-			c, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
-			sc := c[0].(map[string]any)["securityContext"].(map[string]any)
-			if sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false {
-				t.Errorf("exporter securityContext %v: want a read-only root filesystem and no privilege escalation", sc)
-			}
+			checkExporterLeastPrivilege(t, ds)
 			if !slices.Contains(r.args("DaemonSet/spillway-gpu-exporter"), "--proc-root=/proc") {
 				t.Error("exporter: --proc-root=/proc missing with hostPID")
 			}
@@ -127,12 +123,15 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 			if n := r.count("APIService"); n != 3 {
 				t.Errorf("%d APIServices, want 3", n)
 			}
-			for _, name := range []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"} {
+			// TLS is verified by default: the adapter manages its CA and
+			// writes it into exactly these APIServices.
+			for _, name := range metricsAPIServices {
 				a := r.one("APIService", name)
-				if str(a, "spec", "insecureSkipTLSVerify") != "true" || str(a, "spec", "service", "name") != "spillway-metrics-adapter" {
-					t.Errorf("APIService %s: %v", name, a.Object["spec"])
+				if str(a, "spec", "insecureSkipTLSVerify") != "" || str(a, "spec", "caBundle") != "" || str(a, "spec", "service", "name") != "spillway-metrics-adapter" {
+					t.Errorf("APIService %s: %v, want verification with the adapter's own CA bundle (written at run time)", name, a.Object["spec"])
 				}
 			}
+			checkSelfManagedAdapterTLS(t, r, metricsAPIServices)
 			mwc := r.one("MutatingWebhookConfiguration", "spillway-placement")
 			hooks, _, _ := unstructured.NestedSlice(mwc.Object, "webhooks")
 			h := hooks[0].(map[string]any)
@@ -154,8 +153,12 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 					t.Errorf("controller Role lacks %s: %v", want, role)
 				}
 			}
+			// The controller watches its webhook configuration by name (a
+			// field selector on metadata.name) and nothing else.
 			if got := roleRules(r.one("ClusterRole", "spillway-controller-webhook-ca")); !slices.Equal(got, []string{
 				"admissionregistration.k8s.io/mutatingwebhookconfigurations:get@spillway-placement",
+				"admissionregistration.k8s.io/mutatingwebhookconfigurations:list@spillway-placement",
+				"admissionregistration.k8s.io/mutatingwebhookconfigurations:watch@spillway-placement",
 				"admissionregistration.k8s.io/mutatingwebhookconfigurations:update@spillway-placement",
 				"admissionregistration.k8s.io/mutatingwebhookconfigurations:patch@spillway-placement",
 			}) {
@@ -208,6 +211,7 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 			if !slices.Contains(r.args("Deployment/spillway-metrics-adapter"), "--tls-cert-file=/var/run/serving-cert/tls.crt") {
 				t.Error("adapter does not serve the cert-manager certificate")
 			}
+			checkNoSelfManagedAdapterTLS(t, r)
 		}},
 		{"cert-manager-external-issuer", func(t *testing.T, r rendered) {
 			if r.count("Issuer") != 0 {
@@ -290,12 +294,24 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 			if !slices.Equal(names, []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io"}) {
 				t.Errorf("APIServices %v, want only custom.metrics.k8s.io", names)
 			}
+			// KEDA's APIService is not the adapter's to write.
+			checkSelfManagedAdapterTLS(t, r, names)
 		}},
 		{"prometheus-adapter-owns-all-metrics-apis", func(t *testing.T, r rendered) {
 			if n := r.count("APIService"); n != 0 {
 				t.Errorf("%d APIServices rendered with both groups off", n)
 			}
 			r.one("Deployment", "spillway-metrics-adapter")
+			// No names to scope to: an empty resourceNames would grant
+			// every APIService, so the role must not exist at all.
+			for _, cr := range Find(r.objs, "ClusterRole") {
+				if strings.Contains(strings.Join(roleRules(cr), " "), "apiservices") {
+					t.Errorf("ClusterRole %s grants APIServices although the adapter registers none: %v", cr.GetName(), roleRules(cr))
+				}
+			}
+			if !slices.Contains(r.args("Deployment/spillway-metrics-adapter"), "--apiservices=") {
+				t.Errorf("adapter args %q: want --apiservices= (none)", r.args("Deployment/spillway-metrics-adapter"))
+			}
 		}},
 		{"adapter-tls-secret", func(t *testing.T, r rendered) {
 			for _, a := range Find(r.objs, "APIService") {
@@ -305,6 +321,27 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 			}
 			if !slices.Contains(r.args("Deployment/spillway-metrics-adapter"), "--tls-private-key-file=/var/run/serving-cert/tls.key") {
 				t.Error("adapter does not serve the Secret's certificate")
+			}
+			checkNoSelfManagedAdapterTLS(t, r)
+		}},
+		{"adapter-tls-insecure-dev", func(t *testing.T, r rendered) {
+			for _, a := range Find(r.objs, "APIService") {
+				if str(a, "spec", "insecureSkipTLSVerify") != "true" || str(a, "spec", "caBundle") != "" {
+					t.Errorf("APIService %s: want insecureSkipTLSVerify only when asked for explicitly", a.GetName())
+				}
+			}
+			checkNoSelfManagedAdapterTLS(t, r)
+		}},
+		{"exporter-root-device-group", func(t *testing.T, r rendered) {
+			pod := r.one("DaemonSet", "spillway-gpu-exporter").Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+			psc := &unstructured.Unstructured{Object: pod["securityContext"].(map[string]any)}
+			if str(psc, "runAsUser") != "0" || str(psc, "runAsNonRoot") != "false" || str(psc, "supplementalGroups") != "[44]" {
+				t.Errorf("exporter pod securityContext %v: want root (opted into), not runAsNonRoot, supplementalGroups [44]", psc.Object)
+			}
+			c := pod["containers"].([]any)[0].(map[string]any)
+			sc := &unstructured.Unstructured{Object: c["securityContext"].(map[string]any)}
+			if str(sc, "capabilities", "drop") != "[ALL]" || str(sc, "readOnlyRootFilesystem") != "true" {
+				t.Errorf("exporter container securityContext %v: root must still drop every capability", sc.Object)
 			}
 		}},
 		{"single-replicas-hard-anti-affinity", func(t *testing.T, r rendered) {
@@ -346,6 +383,104 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 	}
 	if len(tests) != len(variants) {
 		t.Errorf("%d variants but %d have checks", len(variants), len(tests))
+	}
+}
+
+// metricsAPIServices are the APIServices the chart registers by default.
+var metricsAPIServices = []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"}
+
+// checkSelfManagedAdapterTLS: the adapter manages its serving certificate
+// and may write the caBundle of exactly the given APIServices and its own
+// Secret, nothing else.
+func checkSelfManagedAdapterTLS(t *testing.T, r rendered, apiServices []string) {
+	t.Helper()
+	args := r.args("Deployment/spillway-metrics-adapter")
+	for _, want := range []string{
+		"--self-managed-cert", "--namespace=spillway-system", "--cert-secret=spillway-metrics-adapter-cert",
+		"--service-name=spillway-metrics-adapter", "--apiservices=" + strings.Join(apiServices, ","), "--cert-check-interval=10m",
+	} {
+		if !slices.Contains(args, want) {
+			t.Errorf("adapter args %q lack %s", args, want)
+		}
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--tls-cert-file") }) {
+		t.Errorf("adapter args %q: --tls-cert-file beside a self-managed certificate", args)
+	}
+	var want []string
+	for _, v := range []string{"get", "list", "watch", "update", "patch"} {
+		for _, name := range apiServices {
+			want = append(want, "apiregistration.k8s.io/apiservices:"+v+"@"+name)
+		}
+	}
+	got := roleRules(r.one("ClusterRole", "spillway-metrics-adapter-apiservice-ca"))
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("adapter APIService ClusterRole %v, want %v", got, want)
+	}
+	if got := roleRules(r.one("Role", "spillway-metrics-adapter-cert")); !slices.Equal(got, []string{
+		"/secrets:create",
+		"/secrets:get@spillway-metrics-adapter-cert",
+		"/secrets:update@spillway-metrics-adapter-cert",
+		"/secrets:patch@spillway-metrics-adapter-cert",
+	}) {
+		t.Errorf("adapter Secret Role %v", got)
+	}
+	if r.one("Role", "spillway-metrics-adapter-cert").GetNamespace() != "spillway-system" {
+		t.Error("the adapter's Secret Role is not in the release namespace")
+	}
+}
+
+// checkNoSelfManagedAdapterTLS: with a certificate from elsewhere the
+// adapter gets no access to Secrets or APIServices.
+func checkNoSelfManagedAdapterTLS(t *testing.T, r rendered) {
+	t.Helper()
+	if args := r.args("Deployment/spillway-metrics-adapter"); slices.Contains(args, "--self-managed-cert") {
+		t.Errorf("adapter args %q: a self-managed certificate although one is supplied", args)
+	}
+	for _, kind := range []string{"ClusterRole", "Role"} {
+		for _, o := range Find(r.objs, kind) {
+			if !strings.HasPrefix(o.GetName(), "spillway-metrics-adapter") {
+				continue
+			}
+			for _, rule := range roleRules(o) {
+				if strings.Contains(rule, "secrets") || strings.Contains(rule, "apiservices") {
+					t.Errorf("%s %s still grants %s", kind, o.GetName(), rule)
+				}
+			}
+		}
+	}
+}
+
+// checkExporterLeastPrivilege: the exporter runs as a non-root UID with a
+// read-only root filesystem, no capabilities, no privilege escalation and
+// the runtime's default seccomp profile (issue 12).
+func checkExporterLeastPrivilege(t *testing.T, ds *unstructured.Unstructured) {
+	t.Helper()
+	pod := &unstructured.Unstructured{Object: ds.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)}
+	for path, want := range map[string]string{
+		"runAsUser": "65532", "runAsGroup": "65532", "runAsNonRoot": "true", "seccompProfile.type": "RuntimeDefault",
+	} {
+		if got := str(pod, append([]string{"securityContext"}, strings.Split(path, ".")...)...); got != want {
+			t.Errorf("exporter pod securityContext.%s = %q, want %q", path, got, want)
+		}
+	}
+	if str(pod, "securityContext", "supplementalGroups") != "" {
+		t.Error("exporter has supplementary groups by default")
+	}
+	cs, _, _ := unstructured.NestedSlice(pod.Object, "containers")
+	for _, c := range cs {
+		sc := &unstructured.Unstructured{Object: c.(map[string]any)}
+		for path, want := range map[string]string{
+			"readOnlyRootFilesystem": "true", "allowPrivilegeEscalation": "false", "privileged": "false", "capabilities.drop": "[ALL]",
+		} {
+			if got := str(sc, append([]string{"securityContext"}, strings.Split(path, ".")...)...); got != want {
+				t.Errorf("exporter container %v securityContext.%s = %q, want %q", sc.Object["name"], path, got, want)
+			}
+		}
+		if str(sc, "securityContext", "capabilities", "add") != "" || str(sc, "securityContext", "runAsUser") != "" {
+			t.Errorf("exporter container %v adds capabilities or overrides the pod's user: %v", sc.Object["name"], sc.Object["securityContext"])
+		}
 	}
 }
 

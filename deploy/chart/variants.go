@@ -39,6 +39,8 @@ func Variants() []Variant {
 		{Name: "adapter-tls-secret", Set: []string{
 			"adapter.tls.mode=secret", "adapter.tls.secretName=spillway-adapter-tls", "adapter.tls.caBundle=" + testCABundle,
 		}},
+		{Name: "adapter-tls-insecure-dev", Set: []string{"adapter.tls.mode=insecureSelfSigned"}},
+		{Name: "exporter-root-device-group", Set: []string{"exporter.runAsUser=0", "exporter.supplementalGroups={44}"}},
 		{Name: "single-replicas-hard-anti-affinity", Set: []string{
 			"adapter.replicas=1", "controller.replicas=1", "controller.leaderElection.enabled=false",
 			"adapter.podAntiAffinity=hard", "controller.podAntiAffinity=hard",

@@ -31,6 +31,10 @@ type Env struct {
 	AdapterPort int
 	WebhookPort int
 	log         io.Writer
+
+	// AdapterSelfMetricsAddr is host:port of the adapter's plain-HTTP
+	// /metrics (its own metrics, e.g. series rejections).
+	AdapterSelfMetricsAddr string
 }
 
 // Options configures StartEnv.
@@ -115,6 +119,7 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 		return nil, err
 	}
 	e.AdapterPort = ad.Port
+	e.AdapterSelfMetricsAddr = ad.SelfMetricsAddr
 	return e, nil
 }
 
@@ -223,6 +228,9 @@ func StartController(ctx context.Context, c *localcluster.Cluster, binDir string
 		"--metrics-bind-address=" + ctl.MetricsAddr,
 		"--health-probe-bind-address=" + ctl.HealthAddr,
 		"--hpa-sync-period=5s",
+		// Only the API server's client certificate may post reviews.
+		"--webhook-client-ca-file=" + c.WebhookClientCAFile(),
+		"--webhook-client-names=" + localcluster.WebhookClientName,
 		"--v=1",
 	}, extraArgs...)
 	ctl.Proc, err = c.StartProcess("spillway-controller", bin, args, nil)
@@ -243,7 +251,9 @@ type Adapter struct {
 }
 
 // StartAdapter registers the APIServices (through an ExternalName Service
-// on localhost) and runs spillway-metrics-adapter against Prometheus.
+// on localhost), runs spillway-metrics-adapter against Prometheus with a
+// self-managed certificate whose CA it writes into them, and waits until the
+// aggregator serves them, which it does only once it verifies the adapter.
 func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL string, interval time.Duration, extraArgs []string) (*Adapter, error) {
 	bin, err := binary(binDir, "spillway-metrics-adapter")
 	if err != nil {
@@ -257,18 +267,19 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 	if err := c.Apply(ctx, []byte(APIServices(port))); err != nil {
 		return nil, err
 	}
-	args := append([]string{
+	args := append(append([]string{
 		"--secure-port=" + itoa(port),
 		"--bind-address=127.0.0.1",
-		"--cert-dir=" + filepath.Join(c.Dir(), "adapter-certs"),
-		"--lister-kubeconfig=" + c.KubeconfigPath(),
-		"--authentication-kubeconfig=" + c.KubeconfigPath(),
-		"--authorization-kubeconfig=" + c.KubeconfigPath(),
-		"--prometheus-url=" + promURL,
-		"--refresh-interval=" + interval.String(),
+	}, AdapterTLSArgs()...),
+		"--lister-kubeconfig="+c.KubeconfigPath(),
+		"--authentication-kubeconfig="+c.KubeconfigPath(),
+		"--authorization-kubeconfig="+c.KubeconfigPath(),
+		"--prometheus-url="+promURL,
+		"--refresh-interval="+interval.String(),
 		"--max-staleness=30s",
-		"--self-metrics-address=" + fmt.Sprintf("127.0.0.1:%d", selfPort),
-	}, extraArgs...)
+		"--self-metrics-address="+fmt.Sprintf("127.0.0.1:%d", selfPort),
+	)
+	args = append(args, extraArgs...)
 	proc, err := c.StartProcess("spillway-metrics-adapter", bin, args, nil)
 	if err != nil {
 		return nil, err
@@ -283,9 +294,31 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 // its CA bundle in.
 const WebhookConfigName = "spillway-placement"
 
+// AdapterServiceName is the Service the APIServices point at; the adapter's
+// certificate is valid for <AdapterServiceName>.<SystemNamespace>.svc.
+const AdapterServiceName = "spillway-metrics-adapter"
+
+// AdapterTLSArgs make an adapter manage its serving certificate as the
+// chart's default does: a CA and a certificate for
+// spillway-metrics-adapter.spillway-system.svc, kept in a Secret in
+// SystemNamespace, with the CA written into the caBundle of the APIServices
+// that APIServices registers. The kube-apiserver dials localhost through
+// the ExternalName Service but verifies the certificate for that Service's
+// name, exactly as for an in-cluster adapter.
+func AdapterTLSArgs() []string {
+	return []string{
+		"--self-managed-cert",
+		"--namespace=" + SystemNamespace,
+		"--cert-secret=spillway-metrics-adapter-cert",
+		"--service-name=" + AdapterServiceName,
+	}
+}
+
 // APIServices registers custom.metrics.k8s.io (v1beta1, v1beta2) and
 // external.metrics.k8s.io (v1beta1) to an adapter listening on
 // localhost:port, through an ExternalName Service (local development only).
+// They verify the adapter: their caBundle is left for an adapter started
+// with AdapterTLSArgs to write, and until it does they are unavailable.
 func APIServices(port int) string {
 	var b strings.Builder
 	b.WriteString(systemNamespace + "---\n")
@@ -293,12 +326,12 @@ func APIServices(port int) string {
 apiVersion: v1
 kind: Service
 metadata:
-  name: spillway-metrics-adapter
+  name: %[2]s
   namespace: %[1]s
 spec:
   type: ExternalName
   externalName: localhost
-`, SystemNamespace)
+`, SystemNamespace, AdapterServiceName)
 	for _, gv := range []struct{ group, version string }{
 		{"custom.metrics.k8s.io", "v1beta1"},
 		{"custom.metrics.k8s.io", "v1beta2"},
@@ -314,12 +347,12 @@ spec:
   version: %[2]s
   groupPriorityMinimum: 100
   versionPriority: 100
-  insecureSkipTLSVerify: true
+  # caBundle: written by the adapter (--self-managed-cert).
   service:
     namespace: %[3]s
-    name: spillway-metrics-adapter
+    name: %[5]s
     port: %[4]d
-`, gv.group, gv.version, SystemNamespace, port)
+`, gv.group, gv.version, SystemNamespace, port, AdapterServiceName)
 	}
 	return b.String()
 }

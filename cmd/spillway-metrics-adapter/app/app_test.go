@@ -23,7 +23,7 @@ func TestHelpAndVersion(t *testing.T) {
 			args: []string{"--help"},
 			want: []string{
 				"--prometheus-url", "--refresh-interval", "--max-staleness", "--live-query", "--self-metrics-address",
-				"--prometheus-timeout", "--version",
+				"--prometheus-timeout", "--series-selector", `(default "job=\"spillway-gpu-exporter\"")`, "--version",
 				// The library's flags are there too.
 				"--secure-port", "--tls-cert-file", "--authentication-kubeconfig", "--authorization-kubeconfig", "--lister-kubeconfig",
 				"(default 5s)", "(default 30s)", "(default 6443)",
@@ -58,7 +58,7 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 			name: "every problem at once",
 			args: []string{
 				"--prometheus-url=ftp://prom", "--refresh-interval=0", "--max-staleness=-1s", "--prometheus-timeout=0",
-				"--self-metrics-address=nope", "--secure-port=70000", "stray",
+				"--self-metrics-address=nope", "--secure-port=70000", "--series-selector=", "stray",
 			},
 			want: []string{
 				`unexpected arguments ["stray"]`,
@@ -68,7 +68,18 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 				"--prometheus-timeout must be positive",
 				"--self-metrics-address",
 				"--secure-port 70000",
+				"--series-selector: series selector \"\": no matchers",
 			},
+		},
+		{
+			name: "series selector that would let any target in",
+			args: []string{"--prometheus-url=http://prom:9090", `--series-selector=job!="x"`},
+			want: []string{"--series-selector", "at least one must require a value"},
+		},
+		{
+			name: "series selector on metric names",
+			args: []string{"--prometheus-url=http://prom:9090", `--series-selector={__name__=~".+"}`},
+			want: []string{"--series-selector", "reserved"},
 		},
 	}
 	for _, tt := range tests {
@@ -93,6 +104,7 @@ func TestFlagsSetOptions(t *testing.T) {
 	if err := own.Parse([]string{
 		"--prometheus-url=https://prom.example:9090/sub", "--refresh-interval=2s", "--max-staleness=1m",
 		"--live-query", "--self-metrics-address=127.0.0.1:0", "--prometheus-timeout=3s",
+		`--series-selector={job="gpu",cluster=~"a|b"}`,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +115,8 @@ func TestFlagsSetOptions(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 	if o.PrometheusURL != "https://prom.example:9090/sub" || o.RefreshInterval != 2*time.Second || o.MaxStaleness != time.Minute ||
-		!o.LiveQuery || o.SelfMetricsAddress != "127.0.0.1:0" || o.PrometheusTimeout != 3*time.Second {
+		!o.LiveQuery || o.SelfMetricsAddress != "127.0.0.1:0" || o.PrometheusTimeout != 3*time.Second ||
+		o.SeriesSelector != `{job="gpu",cluster=~"a|b"}` {
 		t.Errorf("options = %+v", o)
 	}
 	if o.Adapter.SecureServing.BindPort != 7443 || o.Adapter.RemoteKubeConfigFile != "/tmp/kc" {
@@ -126,10 +139,11 @@ func TestSlimPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := out.(*corev1.Pod)
-	if p.Name != "p" || p.Namespace != "ns" || p.UID != "u" || p.ResourceVersion != "7" || p.Labels["app"] != "x" || p.Status.Phase != corev1.PodRunning {
+	if p.Name != "p" || p.Namespace != "ns" || p.UID != "u" || p.ResourceVersion != "7" || p.Labels["app"] != "x" ||
+		p.Status.Phase != corev1.PodRunning || p.Spec.NodeName != "n" {
 		t.Errorf("kept fields lost: %+v", p)
 	}
-	if p.Annotations != nil || p.Spec.NodeName != "" || len(p.Spec.Containers) != 0 || p.Status.PodIP != "" {
+	if p.Annotations != nil || len(p.Spec.Containers) != 0 || p.Status.PodIP != "" {
 		t.Errorf("dropped fields kept: %+v", p)
 	}
 	tomb := cache.DeletedFinalStateUnknown{Key: "ns/p", Obj: in}

@@ -11,6 +11,9 @@ import (
 	"github.com/spf13/pflag"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
+
+	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/pkg/promquery"
 )
 
 const binaryName = "spillway-metrics-adapter"
@@ -23,12 +26,15 @@ type Options struct {
 
 	PrometheusURL      string
 	PrometheusTimeout  time.Duration
+	SeriesSelector     string // parsed by Validate and again by run
 	RefreshInterval    time.Duration
 	MaxStaleness       time.Duration
 	LiveQuery          bool
 	SelfMetricsAddress string
-	Verbosity          int
-	ShowVersion        bool
+	// Certs: the self-managed serving certificate (certs.go).
+	Certs       certOptions
+	Verbosity   int
+	ShowVersion bool
 }
 
 // NewOptions returns the defaults.
@@ -43,9 +49,11 @@ func NewOptions() *Options {
 	return &Options{
 		Adapter:            &basecmd.AdapterBase{Name: binaryName, CustomMetricsAdapterServerOptions: serverOpts},
 		PrometheusTimeout:  10 * time.Second,
+		SeriesSelector:     metricnames.LabelJob + `="` + metricnames.ExporterJob + `"`,
 		RefreshInterval:    5 * time.Second,
 		MaxStaleness:       30 * time.Second,
 		SelfMetricsAddress: ":9102",
+		Certs:              defaultCertOptions(),
 	}
 }
 
@@ -57,16 +65,23 @@ func (o *Options) ownFlags() *pflag.FlagSet {
 		"Base URL of the Prometheus server that scrapes spillway-gpu-exporter, e.g. http://prometheus.monitoring.svc:9090. Required.")
 	fs.DurationVar(&o.PrometheusTimeout, "prometheus-timeout", o.PrometheusTimeout,
 		"Upper bound for one Prometheus query, sent to Prometheus as its evaluation timeout too.")
+	fs.StringVar(&o.SeriesSelector, "series-selector", o.SeriesSelector,
+		"PromQL label matchers that only the exporter's series carry, added to every query: the scrape job Prometheus gives spillway-gpu-exporter "+
+			"(the chart's ServiceMonitor/PodMonitor use the exporter Service's name). Comma-separated, braces optional, e.g. 'job=\"spillway-gpu-exporter\",cluster=\"a\"'. "+
+			"Required: series from any other target (a tenant's pod can publish the same metric names) are never read. "+
+			"Each series' Hostname must also be the node its pod is bound to; others are dropped and counted in spillway_metrics_adapter_series_rejected_total.")
 	fs.DurationVar(&o.RefreshInterval, "refresh-interval", o.RefreshInterval,
 		"How often the adapter runs its one query for all spillway series and swaps in a new in-memory snapshot. Requests never wait for Prometheus.")
 	fs.DurationVar(&o.MaxStaleness, "max-staleness", o.MaxStaleness,
 		"Oldest value the adapter serves. If Prometheus cannot be reached, the last snapshot is served until it is this old; after that every request fails "+
-			"(the HPA then keeps its current scale) and /readyz fails. Also sent to Prometheus as lookback_delta, so keep it at least twice the exporter's scrape interval. "+
+			"with 503 naming the snapshot's age (the HPA then keeps its current scale). /readyz stays ready: it only waits for the first snapshot, so an outage "+
+			"cannot make the metrics APIs unavailable to discovery. Also sent to Prometheus as lookback_delta, so keep it at least twice the exporter's scrape interval. "+
 			"Must be longer than --refresh-interval.")
 	fs.BoolVar(&o.LiveQuery, "live-query", o.LiveQuery,
 		"Benchmark only: query Prometheus on every request instead of serving the snapshot, the way prometheus-adapter works, to compare latencies in one run.")
 	fs.StringVar(&o.SelfMetricsAddress, "self-metrics-address", o.SelfMetricsAddress,
 		"host:port for a plain-HTTP /metrics with the adapter's own metrics (refresh duration and errors, snapshot age and size, requests and latency by API). Empty disables it.")
+	o.Certs.addFlags(fs)
 	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (klog level).")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
 	return fs
@@ -93,6 +108,9 @@ func (o *Options) Validate() error {
 	if o.PrometheusTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--prometheus-timeout must be positive, got %s", o.PrometheusTimeout))
 	}
+	if _, err := promquery.ParseSeriesSelector(o.SeriesSelector); err != nil {
+		errs = append(errs, fmt.Errorf("--series-selector: %w", err))
+	}
 	if o.RefreshInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--refresh-interval must be positive, got %s", o.RefreshInterval))
 	}
@@ -107,7 +125,8 @@ func (o *Options) Validate() error {
 	if o.Verbosity < 0 {
 		errs = append(errs, fmt.Errorf("-v must not be negative, got %d", o.Verbosity))
 	}
-	if o.Adapter.CustomMetricsAdapterServerOptions != nil {
+	if so := o.Adapter.CustomMetricsAdapterServerOptions; so != nil {
+		errs = append(errs, o.Certs.validate(so.SecureServing.ServerCert.CertKey.CertFile)...)
 		errs = append(errs, o.Adapter.Validate()...)
 	}
 	return errors.Join(errs...)

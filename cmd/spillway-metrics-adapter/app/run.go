@@ -37,6 +37,10 @@ mean over its GPUs (memory: the sum). Values older than --max-staleness are neve
 served: a request for which no selected pod has a fresh value fails, so the HPA
 holds its scale instead of seeing 0.
 
+Only the exporter's series count: every query carries --series-selector, and a
+series whose Hostname is not the node its pod is bound to is dropped and counted
+(spillway_metrics_adapter_series_rejected_total{reason}).
+
 Usage:
   spillway-metrics-adapter --prometheus-url=http://prometheus:9090 [flags]
 
@@ -83,17 +87,22 @@ func run(ctx context.Context, o *Options) error {
 		return err
 	}
 
-	prom, err := promquery.New(promquery.Config{URL: o.PrometheusURL, Timeout: o.PrometheusTimeout})
+	identity, err := promquery.ParseSeriesSelector(o.SeriesSelector)
+	if err != nil {
+		return fmt.Errorf("--series-selector: %w", err)
+	}
+	prom, err := promquery.New(promquery.Config{URL: o.PrometheusURL, Timeout: o.PrometheusTimeout, SeriesSelector: identity})
 	if err != nil {
 		return err
 	}
-	pods, err := podLister(o)
+	pods, podsSynced, err := podLister(o)
 	if err != nil {
 		return err
 	}
 	p, err := provider.New(provider.Config{
 		Source:          prom,
 		Pods:            pods,
+		PodsSynced:      podsSynced,
 		Registry:        reg,
 		RefreshInterval: o.RefreshInterval,
 		MaxStaleness:    o.MaxStaleness,
@@ -105,13 +114,16 @@ func run(ctx context.Context, o *Options) error {
 	o.Adapter.WithCustomMetrics(p)
 	o.Adapter.WithExternalMetrics(p)
 
+	if err := selfManagedCert(ctx, o); err != nil {
+		return err
+	}
 	server, err := o.Adapter.Server()
 	if err != nil {
 		return fmt.Errorf("building the API server: %w", err)
 	}
-	// The informer-sync check comes with the library; this one fails while
-	// the snapshot is missing or stale, which marks the APIService
-	// unavailable instead of serving nothing but errors silently.
+	// The informer-sync check comes with the library; this one fails until
+	// the first snapshot has loaded, and never after (provider.Ready says
+	// why staleness must not take the APIServices down).
 	if err := server.GenericAPIServer.AddReadyzChecks(healthz.NamedCheck("spillway-gpu-metrics", func(*http.Request) error {
 		return p.Ready()
 	})); err != nil {
@@ -132,30 +144,31 @@ func run(ctx context.Context, o *Options) error {
 		mode = "live-query (benchmark only)"
 	}
 	log.Info("Starting", "version", version.String(binaryName), "mode", mode, "prometheus", o.PrometheusURL,
-		"refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness)
+		"seriesSelector", identity.String(), "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness)
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }
 
 // podLister registers a pod informer on the library's shared factory (the
-// server starts it) that keeps only what label selection needs, indexed by
-// namespace and by label.
-func podLister(o *Options) (provider.PodLister, error) {
+// server starts it) that keeps only what label selection and the Hostname
+// check need, indexed by namespace and by label.
+func podLister(o *Options) (provider.PodLister, func() bool, error) {
 	factory, err := o.Adapter.Informers()
 	if err != nil {
-		return nil, fmt.Errorf("pod informer: %w", err)
+		return nil, nil, fmt.Errorf("pod informer: %w", err)
 	}
 	inf := factory.Core().V1().Pods().Informer()
 	if err := inf.SetTransform(slimPod); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := inf.AddIndexers(cache.Indexers{provider.PodLabelIndex: provider.PodLabelIndexFunc}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return provider.NewInformerPods(inf.GetIndexer())
+	l, err := provider.NewInformerPods(inf.GetIndexer())
+	return l, inf.HasSynced, err
 }
 
-// slimPod drops everything but name, namespace, labels and phase: with
-// thousands of pods the informer would otherwise hold full specs.
+// slimPod drops everything but name, namespace, labels, node and phase:
+// with thousands of pods the informer would otherwise hold full specs.
 func slimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -169,6 +182,7 @@ func slimPod(obj any) (any, error) {
 			ResourceVersion: pod.ResourceVersion,
 			Labels:          pod.Labels,
 		},
+		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName},
 		Status: corev1.PodStatus{Phase: pod.Status.Phase},
 	}, nil
 }

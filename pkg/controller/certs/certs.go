@@ -1,8 +1,16 @@
-// Package certs gives the placement webhook a serving certificate when none
-// is supplied as files: a self-signed CA and a serving certificate signed by
-// it, kept in a Secret so that every replica serves the same chain, renewed
-// before they expire, with the CA bundle written into the
-// MutatingWebhookConfiguration so the API server trusts the chain.
+// Package certs gives a server that the kube-apiserver calls (the placement
+// webhook, the metrics adapter's aggregated API) a serving certificate when
+// none is supplied as files: a self-signed CA and a serving certificate
+// signed by it, kept in a Secret so that every replica serves the same
+// chain, renewed before they expire, with the CA bundle written into the
+// objects the API server reads it from (Targets: a
+// MutatingWebhookConfiguration, APIServices) so it verifies the chain.
+//
+// Order matters when the CA changes: the bundle (new CA plus the old one)
+// is published before any certificate of the new CA is served, so a client
+// never meets a certificate it cannot verify. The targets are watched, so a
+// bundle that is removed, edited or lost with a recreated object is
+// restored within seconds.
 package certs
 
 import (
@@ -20,13 +28,14 @@ import (
 	"math/big"
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -43,9 +52,12 @@ const (
 
 // Options configure the certificate manager.
 type Options struct {
-	// WebhookConfigName is the MutatingWebhookConfiguration whose webhooks
-	// get the CA bundle.
-	WebhookConfigName string
+	// Name identifies the chain in logs, in the CA's common name and in the
+	// Secret's labels, e.g. "spillway-webhook".
+	Name string
+	// Targets get the CA bundle. They need not exist: a target is written
+	// when it appears.
+	Targets []Target
 	// SecretNamespace and SecretName hold the chain shared by replicas;
 	// with SecretName empty the chain lives in memory only (one replica).
 	SecretNamespace, SecretName string
@@ -55,15 +67,27 @@ type Options struct {
 	// CAValidity and CertValidity are the lifetimes of new certificates;
 	// RenewBefore is how long before expiry they are replaced.
 	CAValidity, CertValidity, RenewBefore time.Duration
-	// Interval is how often Start rechecks the chain and the bundle.
+	// Interval is how often Start re-reads the Secret (expiry, and a chain
+	// another replica renewed). The targets are watched, not polled.
 	Interval time.Duration
 }
 
 // Validate reports every problem with the options.
 func (o Options) Validate() error {
 	var errs []error
-	if o.WebhookConfigName == "" {
-		errs = append(errs, errors.New("the MutatingWebhookConfiguration name is empty"))
+	if o.Name == "" {
+		errs = append(errs, errors.New("the chain needs a name"))
+	}
+	seen := map[string]bool{}
+	for _, t := range o.Targets {
+		key := targetString(t)
+		switch {
+		case t.Name() == "":
+			errs = append(errs, fmt.Errorf("a %s target has an empty name", t.GroupVersionKind().Kind))
+		case seen[key]:
+			errs = append(errs, fmt.Errorf("%s is listed twice", key))
+		}
+		seen[key] = true
 	}
 	if o.SecretName != "" && o.SecretNamespace == "" {
 		errs = append(errs, errors.New("the certificate Secret needs a namespace"))
@@ -80,40 +104,64 @@ func (o Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// The Secret lives in spillway's own namespace; the chart's namespace must
-// match the one below when it is not spillway-system.
+// The controller's chain: the Secret lives in spillway's own namespace (the
+// chart's namespace must match the one below when it is not
+// spillway-system), and the webhook configuration is read, watched and
+// written by name (the chart narrows all of it with resourceNames).
 //
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update,namespace=spillway-system
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;update
 
 // Manager issues, stores, serves and publishes the chain.
 type Manager struct {
-	client client.Client
+	client client.WithWatch
 	opts   Options
 	clock  clock.Clock
 
-	cert   atomic.Pointer[tls.Certificate]
-	state  atomic.Pointer[chain]
-	warned atomic.Bool
+	cert  atomic.Pointer[tls.Certificate]
+	state atomic.Pointer[chain] // the served chain
+	// latest is the chain last issued in memory (no Secret).
+	latest atomic.Pointer[chain]
+
+	mu        sync.Mutex
+	missing   map[string]bool // targets last seen missing, logged once
+	listeners []func()
 }
 
 // New returns a manager; c should read the API server directly (it runs
-// before the manager's cache starts).
-func New(c client.Client, opts Options, clk clock.Clock) (*Manager, error) {
+// before any informer cache has started) and must be able to watch.
+func New(c client.WithWatch, opts Options, clk clock.Clock) (*Manager, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	return &Manager{client: c, opts: opts, clock: clk}, nil
+	return &Manager{client: c, opts: opts, clock: clk, missing: map[string]bool{}}, nil
 }
 
-// GetCertificate serves the current certificate to the webhook's TLS
-// listener (tls.Config.GetCertificate).
+// GetCertificate serves the current certificate to a TLS listener
+// (tls.Config.GetCertificate).
 func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c := m.cert.Load()
 	if c == nil {
-		return nil, errors.New("the webhook serving certificate is not ready")
+		return nil, fmt.Errorf("the %s serving certificate is not ready", m.opts.Name)
 	}
 	return c, nil
+}
+
+// CertKeyPEM returns the served certificate and its key as PEM (nil before
+// the first Ensure), for servers that take PEM content.
+func (m *Manager) CertKeyPEM() (cert, key []byte) {
+	if s := m.served(); s != nil {
+		return s.certPEM, s.keyPEM
+	}
+	return nil, nil
+}
+
+// OnCertificateChange registers f to be called after the served
+// certificate changes.
+func (m *Manager) OnCertificateChange(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.listeners = append(m.listeners, f)
 }
 
 // CABundle is the PEM bundle clients must trust.
@@ -124,41 +172,83 @@ func (m *Manager) CABundle() []byte {
 	return nil
 }
 
-// NeedLeaderElection is false: every replica serves the webhook.
+// NeedLeaderElection is false: every replica serves.
 func (m *Manager) NeedLeaderElection() bool { return false }
 
-// Start rechecks the chain every Interval until ctx ends (a manager
-// Runnable). Failures are logged and retried; the current chain stays.
+// Start watches the targets and keeps the chain and the bundles current
+// until ctx ends (a controller-runtime Runnable): after every change to a
+// target, every Interval, and, after a failure, with a backoff of 1 s
+// doubling up to Interval. Failures are logged; the current chain stays.
 func (m *Manager) Start(ctx context.Context) error {
+	changed := make(chan struct{}, 1)
+	for _, t := range m.opts.Targets {
+		m.watchTarget(ctx, t, changed)
+	}
+	var backoff time.Duration
 	for {
+		wait := m.opts.Interval
+		if backoff > 0 {
+			wait = backoff
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-m.clock.After(m.opts.Interval):
-			if err := m.Ensure(ctx); err != nil {
-				log.FromContext(ctx).Error(err, "refreshing the webhook certificate")
-			}
+		case <-m.clock.After(wait):
+		case <-changed:
 		}
+		if err := m.Ensure(ctx); err != nil {
+			log.FromContext(ctx).Error(err, "refreshing the serving certificate", "chain", m.opts.Name)
+			backoff = min(max(2*backoff, time.Second), m.opts.Interval)
+			continue
+		}
+		backoff = 0
 	}
 }
 
-// Ensure makes the chain current (loading, issuing or renewing it) and the
-// CA bundle published. A missing webhook configuration is not an error: it
-// is logged, and the bundle is written once the configuration exists.
+// Ensure makes the chain current (loading, issuing or renewing it), writes
+// its bundle into every target, and only then serves it. A missing target is
+// not an error: it is logged, and written once it exists.
+//
+// If the bundle could not be published and the new certificate is signed by
+// a CA clients may not trust yet, the current certificate stays in service
+// and the error is returned, to be retried.
 func (m *Manager) Ensure(ctx context.Context) error {
 	ch, err := m.current(ctx)
 	if err != nil {
 		return err
 	}
-	if old := m.state.Load(); old == nil || !bytes.Equal(old.certPEM, ch.certPEM) || !bytes.Equal(old.bundle, ch.bundle) {
-		pair, err := tls.X509KeyPair(ch.certPEM, ch.keyPEM)
-		if err != nil {
-			return fmt.Errorf("loading the serving key pair: %w", err)
+	pubErr := m.publish(ctx, ch.bundle)
+	old := m.served()
+	switch {
+	case old != nil && bytes.Equal(old.certPEM, ch.certPEM):
+		if !bytes.Equal(old.bundle, ch.bundle) {
+			m.state.Store(ch)
 		}
-		m.cert.Store(&pair)
-		m.state.Store(ch)
+		return pubErr
+	case pubErr != nil && old != nil && !bytes.Equal(old.caPEM, ch.caPEM):
+		return fmt.Errorf("still serving the certificate of the previous CA until the new CA bundle is published: %w", pubErr)
 	}
-	return m.publish(ctx, ch.bundle)
+	pair, err := tls.X509KeyPair(ch.certPEM, ch.keyPEM)
+	if err != nil {
+		return fmt.Errorf("loading the serving key pair: %w", err)
+	}
+	m.state.Store(ch)
+	m.cert.Store(&pair)
+	m.mu.Lock()
+	listeners := slices.Clone(m.listeners)
+	m.mu.Unlock()
+	for _, f := range listeners {
+		f()
+	}
+	return pubErr
+}
+
+// served is the chain whose certificate is being served.
+func (m *Manager) served() *chain {
+	if m.cert.Load() == nil {
+		return nil
+	}
+	return m.state.Load()
 }
 
 // current returns a valid chain: the stored one when still good, otherwise
@@ -166,11 +256,18 @@ func (m *Manager) Ensure(ctx context.Context) error {
 func (m *Manager) current(ctx context.Context) (*chain, error) {
 	now := m.clock.Now()
 	if m.opts.SecretName == "" {
-		ch := m.state.Load()
+		// In memory: the last chain issued, served or still waiting for
+		// its bundle to be published.
+		ch := m.latest.Load()
 		if ch.valid(now, m.opts) {
 			return ch, nil
 		}
-		return renew(ch, now, m.opts)
+		ch, err := renew(ch, now, m.opts)
+		if err != nil {
+			return nil, err
+		}
+		m.latest.Store(ch)
+		return ch, nil
 	}
 	for attempt := 0; ; attempt++ {
 		secret := &corev1.Secret{}
@@ -196,7 +293,7 @@ func (m *Manager) current(ctx context.Context) (*chain, error) {
 			err = m.client.Update(ctx, secret)
 		} else {
 			secret = &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{"app.kubernetes.io/managed-by": "spillway-controller"}},
+				ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{"app.kubernetes.io/managed-by": m.opts.Name}},
 				Type:       corev1.SecretTypeTLS,
 				Data:       ch.data(),
 			}
@@ -204,7 +301,7 @@ func (m *Manager) current(ctx context.Context) (*chain, error) {
 		}
 		switch {
 		case err == nil:
-			log.FromContext(ctx).Info("issued the webhook serving certificate", "secret", key, "hosts", m.opts.Hosts, "notAfter", ch.cert.NotAfter)
+			log.FromContext(ctx).Info("issued a serving certificate", "chain", m.opts.Name, "secret", key, "hosts", m.opts.Hosts, "notAfter", ch.cert.NotAfter)
 			return ch, nil
 		case (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) && attempt == 0:
 			// Another replica renewed at the same time: use its chain.
@@ -215,34 +312,52 @@ func (m *Manager) current(ctx context.Context) (*chain, error) {
 	}
 }
 
-// publish writes the bundle into every webhook of the configuration.
+// publish writes the bundle into every target.
 func (m *Manager) publish(ctx context.Context, bundle []byte) error {
-	cfg := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := m.client.Get(ctx, client.ObjectKey{Name: m.opts.WebhookConfigName}, cfg); err != nil {
+	var errs []error
+	for _, t := range m.opts.Targets {
+		if err := m.publishTo(ctx, t, bundle); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) publishTo(ctx context.Context, t Target, bundle []byte) error {
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(t.GroupVersionKind())
+	if err := m.client.Get(ctx, client.ObjectKey{Name: t.Name()}, obj); err != nil {
 		if apierrors.IsNotFound(err) {
-			if !m.warned.Swap(true) {
-				log.FromContext(ctx).Info("MutatingWebhookConfiguration not found yet; its CA bundle will be set once it exists", "name", m.opts.WebhookConfigName)
+			if m.setMissing(t, true) {
+				log.FromContext(ctx).Info("not found yet; its CA bundle will be set once it exists", "target", targetString(t))
 			}
 			return nil
 		}
-		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", m.opts.WebhookConfigName, err)
+		return fmt.Errorf("reading %s: %w", targetString(t), err)
 	}
-	m.warned.Store(false)
-	changed := false
-	for i := range cfg.Webhooks {
-		if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, bundle) {
-			cfg.Webhooks[i].ClientConfig.CABundle = bundle
-			changed = true
-		}
+	m.setMissing(t, false)
+	changed, err := t.Inject(obj, bundle)
+	if err != nil {
+		return fmt.Errorf("%s: %w", targetString(t), err)
 	}
 	if !changed {
 		return nil
 	}
-	if err := m.client.Update(ctx, cfg); err != nil {
-		return fmt.Errorf("writing the CA bundle into MutatingWebhookConfiguration %s: %w", m.opts.WebhookConfigName, err)
+	if err := m.client.Update(ctx, obj); err != nil {
+		return fmt.Errorf("writing the CA bundle into %s: %w", targetString(t), err)
 	}
-	log.FromContext(ctx).Info("wrote the CA bundle into the webhook configuration", "name", m.opts.WebhookConfigName)
+	log.FromContext(ctx).Info("wrote the CA bundle", "target", targetString(t), "chain", m.opts.Name)
 	return nil
+}
+
+// setMissing records whether t was missing and reports whether that is news.
+func (m *Manager) setMissing(t Target, missing bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := targetString(t)
+	news := m.missing[key] != missing
+	m.missing[key] = missing
+	return news
 }
 
 // chain is a CA, a serving certificate it signed, and the bundle to trust
@@ -311,7 +426,7 @@ func renew(old *chain, now time.Time, o Options) (*chain, error) {
 		ch.ca, ch.caKey, ch.caPEM, ch.caKeyPEM, ch.bundle = old.ca, old.caKey, old.caPEM, old.caKeyPEM, old.bundle
 	} else {
 		var err error
-		if ch.ca, ch.caKey, ch.caPEM, ch.caKeyPEM, err = issueCA(now, o.CAValidity); err != nil {
+		if ch.ca, ch.caKey, ch.caPEM, ch.caKeyPEM, err = issueCA(o.Name, now, o.CAValidity); err != nil {
 			return nil, err
 		}
 		ch.bundle = slices.Clone(ch.caPEM)
@@ -328,7 +443,7 @@ func serial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 }
 
-func issueCA(now time.Time, validity time.Duration) (*x509.Certificate, *ecdsa.PrivateKey, []byte, []byte, error) {
+func issueCA(name string, now time.Time, validity time.Duration) (*x509.Certificate, *ecdsa.PrivateKey, []byte, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("generating the CA key: %w", err)
@@ -339,7 +454,7 @@ func issueCA(now time.Time, validity time.Duration) (*x509.Certificate, *ecdsa.P
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: fmt.Sprintf("spillway-webhook-ca@%d", now.Unix())},
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("%s-ca@%d", name, now.Unix())},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,

@@ -39,6 +39,12 @@ import (
 
 // +kubebuilder:rbac:groups=spillway.dev,resources=inferencescalers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=spillway.dev,resources=inferencescalers/status,verbs=get;update;patch
+//
+// The HPA's ownerReference sets blockOwnerDeletion, which clusters with the
+// OwnerReferencesPermissionEnforcement admission plugin allow only to those
+// who may update the owner's finalizers.
+//
+// +kubebuilder:rbac:groups=spillway.dev,resources=inferencescalers/finalizers,verbs=update
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch
 // +kubebuilder:rbac:groups=serving.kserve.io,resources=inferenceservices,verbs=get;list;watch

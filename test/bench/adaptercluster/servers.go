@@ -63,6 +63,7 @@ func startServers(ctx context.Context, c *localcluster.Cluster, adapterBin, test
 	spillway := func(name string, port, selfPort int, extra ...string) error {
 		args := append(common(name, port),
 			"--prometheus-url="+promURL,
+			"--series-selector=job=\""+benchJob+"\"",
 			"--refresh-interval=5s",
 			"--max-staleness=30s",
 			fmt.Sprintf("--self-metrics-address=127.0.0.1:%d", selfPort),
@@ -70,16 +71,22 @@ func startServers(ctx context.Context, c *localcluster.Cluster, adapterBin, test
 		_, err := c.StartProcess(name, adapterBin, append(args, extra...), nil)
 		return err
 	}
-	if err := spillway("spillway-metrics-adapter-cache", s.cachePort, ports[3]); err != nil {
-		return nil, err
-	}
-	if err := spillway("spillway-metrics-adapter-live", s.livePort, ports[4], "--live-query"); err != nil {
-		return nil, err
-	}
+	// Registered through the aggregator, the cache adapter manages its
+	// certificate as the chart's default does and writes its CA into the
+	// APIServices (registered first: they create its namespace), so the
+	// kube-apiserver verifies it.
+	var cacheTLS []string
 	if aggregator {
 		if err := c.Apply(ctx, []byte(demo.APIServices(s.cachePort))); err != nil {
 			return nil, err
 		}
+		cacheTLS = demo.AdapterTLSArgs()
+	}
+	if err := spillway("spillway-metrics-adapter-cache", s.cachePort, ports[3], cacheTLS...); err != nil {
+		return nil, err
+	}
+	if err := spillway("spillway-metrics-adapter-live", s.livePort, ports[4], "--live-query"); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

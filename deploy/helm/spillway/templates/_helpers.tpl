@@ -149,11 +149,17 @@ group: cert-manager.io
 {{- if not (has .Values.exporter.procAccess (list "hostPID" "hostProc")) }}
 {{- fail (printf "exporter.procAccess %q: want hostPID or hostProc" .Values.exporter.procAccess) }}
 {{- end }}
-{{- if not (has .Values.adapter.tls.mode (list "selfSigned" "secret")) }}
-{{- fail (printf "adapter.tls.mode %q: want selfSigned or secret (certManager.enabled overrides both)" .Values.adapter.tls.mode) }}
+{{- if eq .Values.adapter.tls.mode "selfSigned" }}
+{{- fail "adapter.tls.mode=selfSigned is gone: it made the kube-apiserver skip verifying the adapter. Use selfManaged (the default: the adapter manages its CA and writes it into the APIServices) or, for development only, insecureSelfSigned" }}
+{{- end }}
+{{- if not (has .Values.adapter.tls.mode (list "selfManaged" "secret" "insecureSelfSigned")) }}
+{{- fail (printf "adapter.tls.mode %q: want selfManaged, secret or insecureSelfSigned (certManager.enabled overrides them)" .Values.adapter.tls.mode) }}
 {{- end }}
 {{- if and .Values.adapter.enabled (eq .Values.adapter.tls.mode "secret") (not .Values.certManager.enabled) (not .Values.adapter.tls.secretName) }}
 {{- fail "adapter.tls.mode=secret needs adapter.tls.secretName" }}
+{{- end }}
+{{- if and .Values.adapter.enabled (eq .Values.adapter.tls.mode "secret") (not .Values.certManager.enabled) (not .Values.adapter.tls.caBundle) }}
+{{- fail "adapter.tls.mode=secret needs adapter.tls.caBundle: the CA the kube-apiserver verifies the adapter against" }}
 {{- end }}
 {{- if and .Values.adapter.enabled (not .Values.adapter.prometheus.url) }}
 {{- fail "adapter.prometheus.url is required: the Prometheus that scrapes the exporter" }}
