@@ -17,10 +17,12 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/spillway-metr
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/spillway-controller ./cmd/spillway-controller
 
 # glibc base: the NVIDIA container toolkit mounts the driver's libnvidia-ml
-# into the container. It runs as root only because reading other processes'
-# /proc/<pid>/cgroup on the host needs it (see docs/exporter.md).
-FROM gcr.io/distroless/base-debian12 AS spillway-gpu-exporter
+# into the container. Not root: /proc/<pid>/cgroup and stat are
+# world-readable, and NVML needs only the device nodes the runtime mounts
+# (docs/exporter.md, "What NVML and /proc need").
+FROM gcr.io/distroless/base-debian12:nonroot AS spillway-gpu-exporter
 COPY --from=build /out/spillway-gpu-exporter /spillway-gpu-exporter
+USER 65532:65532
 ENTRYPOINT ["/spillway-gpu-exporter"]
 
 FROM gcr.io/distroless/static-debian12:nonroot AS spillway-metrics-adapter

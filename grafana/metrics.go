@@ -56,6 +56,7 @@ func SpillwayMetrics() []Metric {
 		{mn.PlacementReplacements, Counter},
 		{mn.PlacementUnplacedPods, Gauge},
 		{mn.DeletionCostPatches, Counter},
+		{mn.PlacementAdoptedPods, Counter},
 		// spillway-metrics-adapter self-metrics.
 		{mn.AdapterRefreshDuration, Histogram},
 		{mn.AdapterRefreshErrors, Counter},
@@ -65,6 +66,7 @@ func SpillwayMetrics() []Metric {
 		{mn.AdapterSnapshotAge, Gauge},
 		{mn.AdapterRequests, Counter},
 		{mn.AdapterRequestDuration, Histogram},
+		{mn.AdapterSeriesRejected, Counter},
 	}
 	for _, name := range mn.ProcessMetrics {
 		ms = append(ms, Metric{name, Gauge})

@@ -344,6 +344,21 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 				t.Errorf("exporter container securityContext %v: root must still drop every capability", sc.Object)
 			}
 		}},
+		{"webhook-client-auth", func(t *testing.T, r rendered) {
+			args := r.args("Deployment/spillway-controller")
+			for _, want := range []string{
+				"--webhook-client-ca-file=/var/run/webhook-client-ca/ca.crt",
+				"--webhook-client-names=kube-apiserver-webhook-client",
+			} {
+				if !slices.Contains(args, want) {
+					t.Errorf("controller args %q lack %s", args, want)
+				}
+			}
+			dep := r.one("Deployment", "spillway-controller")
+			if got := str(dep, "spec", "template", "spec", "volumes"); !strings.Contains(got, "kube-apiserver-webhook-client-ca") {
+				t.Errorf("controller volumes %s: the client CA ConfigMap is not mounted", got)
+			}
+		}},
 		{"single-replicas-hard-anti-affinity", func(t *testing.T, r rendered) {
 			if n := r.count("PodDisruptionBudget"); n != 0 {
 				t.Errorf("%d PDBs with single replicas: they would block node drains", n)

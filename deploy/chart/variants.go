@@ -46,6 +46,10 @@ func Variants() []Variant {
 			"adapter.podAntiAffinity=hard", "controller.podAntiAffinity=hard",
 			"controller.webhook.excludeNamespaces={monitoring,cert-manager}", "controller.webhook.failurePolicy=Fail",
 		}},
+		{Name: "webhook-client-auth", Set: []string{
+			"controller.webhook.clientAuth.caConfigMap=kube-apiserver-webhook-client-ca",
+			"controller.webhook.clientAuth.names={kube-apiserver-webhook-client}",
+		}},
 		{Name: "only-exporter", Set: []string{"adapter.enabled=false", "controller.enabled=false", "metrics.prometheusRule.enabled=true"}},
 	}
 }

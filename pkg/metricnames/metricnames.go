@@ -127,6 +127,38 @@ const (
 	// AdapterRequestDuration is a histogram of the time in the provider per
 	// request, by LabelAdapterAPI.
 	AdapterRequestDuration = "spillway_metrics_adapter_request_duration_seconds"
+	// AdapterSeriesRejected counts series that matched the series selector
+	// but were dropped because their provenance did not check out, by
+	// LabelAdapterReason (the Rejected* values), once per refresh that read
+	// them.
+	AdapterSeriesRejected = "spillway_metrics_adapter_series_rejected_total"
+)
+
+// Reasons of AdapterSeriesRejected.
+const (
+	// RejectedMissingHostname: the series has no Hostname label.
+	RejectedMissingHostname = "missing_hostname"
+	// RejectedUnknownPod: no pod of that namespace and name is known (yet,
+	// or any more).
+	RejectedUnknownPod = "unknown_pod"
+	// RejectedUnscheduledPod: the pod is not bound to a node, so no
+	// exporter can have seen it run.
+	RejectedUnscheduledPod = "unscheduled_pod"
+	// RejectedHostnameMismatch: Hostname is not the node the pod is bound
+	// to.
+	RejectedHostnameMismatch = "hostname_mismatch"
+)
+
+// RejectedReasons lists every AdapterSeriesRejected reason.
+var RejectedReasons = []string{RejectedMissingHostname, RejectedUnknownPod, RejectedUnscheduledPod, RejectedHostnameMismatch}
+
+// ExporterJob is the scrape job the chart's ServiceMonitor/PodMonitor (for a
+// release named spillway) and docs/install.md's scrape config give the
+// exporter; the adapter's default --series-selector is
+// LabelJob="ExporterJob".
+const (
+	ExporterJob = "spillway-gpu-exporter"
+	LabelJob    = "job"
 )
 
 // Adapter self-metric labels.

@@ -22,6 +22,9 @@ type Config struct {
 	// RoundTripper, when set, carries the requests (TLS, auth). Nil uses
 	// the client library's default transport.
 	RoundTripper http.RoundTripper
+	// SeriesSelector is the exporter's identity, added to every query.
+	// Required: without it any scrape target could publish the metrics.
+	SeriesSelector SeriesSelector
 }
 
 // instantQuerier is the one method of the Prometheus API this package uses.
@@ -31,8 +34,9 @@ type instantQuerier interface {
 
 // Client runs instant queries against one Prometheus server.
 type Client struct {
-	api     instantQuerier
-	timeout time.Duration
+	api      instantQuerier
+	timeout  time.Duration
+	identity SeriesSelector
 }
 
 // New validates cfg and builds a Client; it does not contact Prometheus.
@@ -52,6 +56,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("prometheus timeout must be positive, got %s", cfg.Timeout))
 	}
+	if err := cfg.SeriesSelector.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("series selector {%s}: %w", cfg.SeriesSelector, err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -59,11 +66,12 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
 	}
-	return &Client{api: promv1.NewAPI(c), timeout: cfg.Timeout}, nil
+	return &Client{api: promv1.NewAPI(c), timeout: cfg.Timeout, identity: cfg.SeriesSelector}, nil
 }
 
-// Samples runs q as one instant query at Prometheus's own "now" (so the
-// adapter's clock never shifts the evaluation window) and decodes it.
+// Samples runs q, scoped to the client's SeriesSelector, as one instant
+// query at Prometheus's own "now" (so the adapter's clock never shifts the
+// evaluation window) and decodes it.
 func (c *Client) Samples(ctx context.Context, q Query) (Result, error) {
 	if err := q.Validate(); err != nil {
 		return Result{}, err
@@ -74,7 +82,7 @@ func (c *Client) Samples(ctx context.Context, q Query) (Result, error) {
 	if q.LookbackDelta > 0 {
 		opts = append(opts, promv1.WithLookbackDelta(q.LookbackDelta))
 	}
-	v, warnings, _, err := c.api.Query(ctx, q.String(), time.Time{}, opts...)
+	v, warnings, _, err := c.api.Query(ctx, q.Render(c.identity), time.Time{}, opts...)
 	if err != nil {
 		return Result{}, fmt.Errorf("prometheus query: %w", err)
 	}

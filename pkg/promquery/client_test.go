@@ -64,7 +64,7 @@ func TestClientSamples(t *testing.T) {
 			wantSamples: 1,
 			wantSkipped: Skipped{InvalidValue: 1, MissingLabels: 1},
 			wantForm: map[string]string{
-				"query":          `{__name__="DCGM_CUSTOM_PROCESS_SM_UTIL"}`,
+				"query":          `{__name__="DCGM_CUSTOM_PROCESS_SM_UTIL",job="spillway-gpu-exporter"}`,
 				"lookback_delta": "30s",
 				"timeout":        "2s",
 				"time":           "",
@@ -104,7 +104,7 @@ func TestClientSamples(t *testing.T) {
 			api := &promAPI{status: tt.status, body: tt.body}
 			srv := httptest.NewServer(api)
 			defer srv.Close()
-			c, err := New(Config{URL: srv.URL, Timeout: 2 * time.Second})
+			c, err := New(Config{URL: srv.URL, Timeout: 2 * time.Second, SeriesSelector: testSelector})
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
@@ -148,11 +148,16 @@ func TestNewValidates(t *testing.T) {
 		cfg     Config
 		wantErr []string
 	}{
-		{name: "ok", cfg: Config{URL: "http://prometheus:9090", Timeout: time.Second}},
-		{name: "empty url and timeout together", cfg: Config{}, wantErr: []string{"URL is empty", "timeout must be positive"}},
-		{name: "scheme", cfg: Config{URL: "ftp://x", Timeout: time.Second}, wantErr: []string{"scheme must be http or https"}},
-		{name: "no host", cfg: Config{URL: "http://", Timeout: time.Second}, wantErr: []string{"has no host"}},
-		{name: "unparsable", cfg: Config{URL: "http://a b:%zz", Timeout: time.Second}, wantErr: []string{"prometheus URL"}},
+		{name: "ok", cfg: Config{URL: "http://prometheus:9090", Timeout: time.Second, SeriesSelector: testSelector}},
+		{name: "empty url, timeout and selector together", cfg: Config{}, wantErr: []string{"URL is empty", "timeout must be positive", "series selector {}: no matchers"}},
+		{name: "scheme", cfg: Config{URL: "ftp://x", Timeout: time.Second, SeriesSelector: testSelector}, wantErr: []string{"scheme must be http or https"}},
+		{name: "no host", cfg: Config{URL: "http://", Timeout: time.Second, SeriesSelector: testSelector}, wantErr: []string{"has no host"}},
+		{name: "unparsable", cfg: Config{URL: "http://a b:%zz", Timeout: time.Second, SeriesSelector: testSelector}, wantErr: []string{"prometheus URL"}},
+		{
+			name:    "selector that identifies nothing",
+			cfg:     Config{URL: "http://prometheus:9090", Timeout: time.Second, SeriesSelector: SeriesSelector{{Label: "job", Op: MatchNotEqual, Value: "x"}}},
+			wantErr: []string{"at least one must require a value"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,7 +20,11 @@ type Sample struct {
 	// PID and Container only tell processes apart; either may be empty.
 	PID       string
 	Container string
-	Value     float64
+	// Hostname is the node the exporter that published the series runs
+	// on; the adapter checks it against the pod's node, so it is kept
+	// even when empty.
+	Hostname string
+	Value    float64
 	// Timestamp is the time Prometheus attached to the sample (for an
 	// instant query: its evaluation time).
 	Timestamp time.Time
@@ -34,8 +38,8 @@ type Skipped struct {
 	InvalidValue int
 	// UnexpectedMetric: a metric name the query did not ask for.
 	UnexpectedMetric int
-	// Duplicate: the same process seen twice (e.g. scraped by two jobs);
-	// the newer sample is kept.
+	// Duplicate: the same process on the same host seen twice (e.g.
+	// scraped by two jobs); the newer sample is kept.
 	Duplicate int
 }
 
@@ -51,8 +55,11 @@ type Result struct {
 	Warnings []string
 }
 
+// processKey tells processes apart. Hostname is part of it so that a
+// series claiming another host never replaces the real one here, before the
+// adapter has checked hosts: it stays a separate series, and is rejected.
 type processKey struct {
-	metric, namespace, pod, gpu, pid, container string
+	metric, namespace, pod, gpu, pid, container, hostname string
 }
 
 // Decode validates an instant-query result for q. Anything but a vector is
@@ -102,10 +109,11 @@ func Decode(v model.Value, q Query) (Result, error) {
 			GPU:       gpu,
 			PID:       string(s.Metric[metricnames.LabelPID]),
 			Container: firstLabel(s.Metric, metricnames.LabelACKContainer, metricnames.LabelContainer),
+			Hostname:  string(s.Metric[metricnames.LabelHostname]),
 			Value:     val,
 			Timestamp: s.Timestamp.Time(),
 		}
-		key := processKey{name, ns, pod, gpu, sample.PID, sample.Container}
+		key := processKey{name, ns, pod, gpu, sample.PID, sample.Container, sample.Hostname}
 		if i, seen := index[key]; seen {
 			res.Skipped.Duplicate++
 			if sample.Timestamp.After(res.Samples[i].Timestamp) {

@@ -50,15 +50,15 @@ func TestDecode(t *testing.T) {
 				Series(metricnames.ProcessMemUsed, "ns", "p", "GPU-1", "10", 1024, t0.Add(time.Second)),
 			},
 			wantSamples: []Sample{
-				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "10", Container: "main", Value: 42.5, Timestamp: t0},
-				{Metric: metricnames.ProcessMemUsed, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "10", Container: "main", Value: 1024, Timestamp: t0.Add(time.Second)},
+				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "10", Container: "main", Hostname: "node-1", Value: 42.5, Timestamp: t0},
+				{Metric: metricnames.ProcessMemUsed, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "10", Container: "main", Hostname: "node-1", Value: 1024, Timestamp: t0.Add(time.Second)},
 			},
 		},
 		{
 			name: "zero is a real value",
 			vec:  model.Vector{Series(sm, "ns", "p", "GPU-1", "10", 0, t0)},
 			wantSamples: []Sample{
-				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "10", Container: "main", Value: 0, Timestamp: t0},
+				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "10", Container: "main", Hostname: "node-1", Value: 0, Timestamp: t0},
 			},
 		},
 		{
@@ -92,7 +92,7 @@ func TestDecode(t *testing.T) {
 					metricnames.LabelNamespace, "gpu-system", metricnames.LabelPod, "exporter-xyz"),
 			},
 			wantSamples: []Sample{
-				{Metric: sm, Namespace: "team", Pod: "worker", GPU: "GPU-1", PID: "1", Container: "main", Value: 30, Timestamp: t0},
+				{Metric: sm, Namespace: "team", Pod: "worker", GPU: "GPU-1", PID: "1", Container: "main", Hostname: "node-1", Value: 30, Timestamp: t0},
 			},
 		},
 		{
@@ -102,7 +102,7 @@ func TestDecode(t *testing.T) {
 					metricnames.LabelACKNamespace, metricnames.LabelACKPod, metricnames.LabelACKContainer),
 			},
 			wantSamples: []Sample{
-				{Metric: sm, Namespace: "team", Pod: "worker", GPU: "GPU-1", PID: "1", Container: "main", Value: 30, Timestamp: t0},
+				{Metric: sm, Namespace: "team", Pod: "worker", GPU: "GPU-1", PID: "1", Container: "main", Hostname: "node-1", Value: 30, Timestamp: t0},
 			},
 		},
 		{
@@ -118,9 +118,24 @@ func TestDecode(t *testing.T) {
 				with(Series(sm, "ns", "p", "GPU-1", "7", 30, t0.Add(-time.Second)), "job", "c"),
 			},
 			wantSamples: []Sample{
-				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "7", Container: "main", Value: 20, Timestamp: t0.Add(time.Second)},
+				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "7", Container: "main", Hostname: "node-1", Value: 20, Timestamp: t0.Add(time.Second)},
 			},
 			wantSkipped: Skipped{Duplicate: 2},
+		},
+		{
+			// The adapter checks hosts after decoding: a series claiming
+			// another host must not replace the real one here.
+			name: "the same process on another host is kept apart",
+			vec: model.Vector{
+				Series(sm, "ns", "p", "GPU-1", "7", 20, t0),
+				with(Series(sm, "ns", "p", "GPU-1", "7", 100, t0.Add(time.Second)), metricnames.LabelHostname, "other-node"),
+				without(Series(sm, "ns", "p", "GPU-1", "7", 0, t0.Add(time.Second)), metricnames.LabelHostname),
+			},
+			wantSamples: []Sample{
+				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "7", Container: "main", Hostname: "node-1", Value: 20, Timestamp: t0},
+				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "7", Container: "main", Hostname: "other-node", Value: 100, Timestamp: t0.Add(time.Second)},
+				{Metric: sm, Namespace: "ns", Pod: "p", GPU: "GPU-1", PID: "7", Container: "main", Value: 0, Timestamp: t0.Add(time.Second)},
+			},
 		},
 	}
 	for _, tt := range tests {

@@ -12,9 +12,14 @@ import (
 )
 
 // Fake stands in for Client in unit tests. It holds a raw Prometheus vector,
-// applies a Query's matchers to it the way Prometheus would, and runs the
-// same Decode, so validation is exercised exactly as in production.
+// applies a Query's matchers (and Selector's, when set) to it the way
+// Prometheus would, and runs the same Decode, so validation is exercised
+// exactly as in production.
 type Fake struct {
+	// Selector plays the Client's SeriesSelector; nil selects every series.
+	// Set it before the first query.
+	Selector SeriesSelector
+
 	mu      sync.Mutex
 	vector  model.Vector
 	err     error
@@ -49,7 +54,7 @@ func (f *Fake) Samples(_ context.Context, q Query) (Result, error) {
 	}
 	selected := make(model.Vector, 0, len(vec))
 	for _, s := range vec {
-		if s == nil || matches(s.Metric, q) {
+		if s == nil || (matches(s.Metric, q) && f.Selector.Matches(s.Metric)) {
 			selected = append(selected, s)
 		}
 	}
@@ -70,7 +75,8 @@ func matches(m model.Metric, q Query) bool {
 }
 
 // Series builds one per-process sample labelled the way the spillway
-// exporter labels it (plain and ACK spellings both set).
+// exporter labels it (plain and ACK spellings both set) on node "node-1",
+// as scraped in job ExporterJob.
 func Series(metric, namespace, pod, gpuUUID, pid string, value float64, ts time.Time) *model.Sample {
 	return &model.Sample{
 		Metric: model.Metric{
@@ -86,6 +92,7 @@ func Series(metric, namespace, pod, gpuUUID, pid string, value float64, ts time.
 			metricnames.LabelHostname:     "node-1",
 			metricnames.LabelModelName:    "NVIDIA H100 80GB HBM3",
 			metricnames.LabelGPU:          "0",
+			metricnames.LabelJob:          metricnames.ExporterJob,
 		},
 		Value:     model.SampleValue(value),
 		Timestamp: model.TimeFromUnixNano(ts.UnixNano()),

@@ -3,7 +3,10 @@
 //
 // Callers describe what they want with a structured Query; the PromQL text is
 // rendered here, with every value quoted and regex-escaped, so nothing a
-// caller received from a request is ever pasted into a query.
+// caller received from a request is ever pasted into a query. Every query a
+// Client sends also carries its SeriesSelector (the exporter's scrape
+// identity), so series that other scrape targets publish under the same
+// metric names are never read.
 package promquery
 
 import (
@@ -76,14 +79,21 @@ func (q Query) Validate() error {
 	return errors.Join(errs...)
 }
 
-// String renders q as a PromQL series selector. Every value is a quoted Go
-// string literal (PromQL string literals use Go's escaping), and values
-// inside regex matchers are additionally regexp.QuoteMeta-escaped, so any
-// input — quotes, braces, `=~`, newlines — stays a literal.
-func (q Query) String() string {
+// Render renders q as a PromQL series selector scoped to identity (the
+// exporter's series; Client passes its SeriesSelector). Every value is a
+// quoted Go string literal (PromQL string literals use Go's escaping), and
+// values inside q's regex matchers are additionally regexp.QuoteMeta-escaped,
+// so any input — quotes, braces, `=~`, newlines — stays a literal. The
+// identity's own regex matchers are the operator's patterns, validated when
+// the selector was parsed, and are quoted but not escaped.
+func (q Query) Render(identity SeriesSelector) string {
 	var b strings.Builder
 	b.WriteByte('{')
 	writeMatcher(&b, "__name__", q.Metrics)
+	for _, m := range identity {
+		b.WriteByte(',')
+		m.write(&b)
+	}
 	if q.Namespace != "" {
 		b.WriteByte(',')
 		writeMatcher(&b, filterNamespaceLabel, []string{q.Namespace})

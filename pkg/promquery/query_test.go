@@ -32,8 +32,10 @@ func parseSelector(t *testing.T, s string) []parsedMatcher {
 		label := rest[:i]
 		rest = rest[i:]
 		op := "="
-		if strings.HasPrefix(rest, "=~") {
-			op = "=~"
+		for _, o := range []string{"=~", "!~", "!="} {
+			if strings.HasPrefix(rest, o) {
+				op = o
+			}
 		}
 		rest = rest[len(op):]
 		lit, err := strconv.QuotedPrefix(rest)
@@ -118,9 +120,9 @@ func TestQueryString(t *testing.T) {
 			if err := tt.q.Validate(); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
-			got := tt.q.String()
+			got := tt.q.Render(nil)
 			if tt.want != "" && got != tt.want {
-				t.Errorf("String() = %s\nwant        %s", got, tt.want)
+				t.Errorf("Render(nil) = %s\nwant            %s", got, tt.want)
 			}
 			ms := parseSelector(t, got)
 			if tt.wantMatchers != nil && fmt.Sprint(ms) != fmt.Sprint(tt.wantMatchers) {

@@ -106,7 +106,7 @@ func TestPodValueAggregation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, false, nil, tt.vec)
+			e := newEnv(t, false, []pod{{ns: "ns", name: "p"}}, tt.vec)
 			e.refresh(t)
 			mv, err := e.p.GetMetricByName(context.Background(), types.NamespacedName{Namespace: "ns", Name: "p"}, podInfo(tt.metric), labels.Everything())
 			if err != nil {

@@ -168,6 +168,8 @@ func (failingLister) PodNames(string, labels.Selector) ([]string, error) {
 	return nil, errors.New("cache not synced")
 }
 
+func (failingLister) PodNode(string, string) (string, bool) { return "", false }
+
 func withLabel(pods []pod, name, k, v string) []pod {
 	out := make([]pod, len(pods))
 	for i, p := range pods {

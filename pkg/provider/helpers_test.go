@@ -40,7 +40,13 @@ type pod struct {
 	ns, name string
 	labels   map[string]string
 	phase    corev1.PodPhase
+	// node is spec.nodeName; "" means testNode, the Hostname of
+	// promquery.Series. unscheduled leaves it empty.
+	node        string
+	unscheduled bool
 }
+
+const testNode = "node-1"
 
 // podLister is the production InformerPods over a real client-go indexer
 // with the indexes the app registers on its pod informer.
@@ -55,8 +61,13 @@ func podLister(t testing.TB, pods []pod) PodLister {
 		if phase == "" {
 			phase = corev1.PodRunning
 		}
+		node := p.node
+		if node == "" && !p.unscheduled {
+			node = testNode
+		}
 		obj := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: p.labels},
+			Spec:       corev1.PodSpec{NodeName: node},
 			Status:     corev1.PodStatus{Phase: phase},
 		}
 		if err := idx.Add(obj); err != nil {
@@ -79,11 +90,18 @@ type env struct {
 
 func newEnv(t testing.TB, live bool, pods []pod, vec model.Vector) *env {
 	t.Helper()
+	return newEnvSynced(t, live, pods, vec, nil)
+}
+
+// newEnvSynced is newEnv with the pod informer's HasSynced.
+func newEnvSynced(t testing.TB, live bool, pods []pod, vec model.Vector, synced func() bool) *env {
+	t.Helper()
 	e := &env{prom: &promquery.Fake{}, clock: &fakeClock{t: t0}, reg: prometheus.NewRegistry()}
 	e.prom.Set(vec, nil)
 	p, err := New(Config{
 		Source:          e.prom,
 		Pods:            podLister(t, pods),
+		PodsSynced:      synced,
 		Registry:        e.reg,
 		RefreshInterval: testRefresh,
 		MaxStaleness:    testMaxStale,

@@ -97,3 +97,18 @@ func (l *InformerPods) candidates(namespace string, selector labels.Selector) ([
 	}
 	return l.indexer.ByIndex(cache.NamespaceIndex, namespace)
 }
+
+// PodNode returns the node the pod is bound to (spec.nodeName; "" while
+// unscheduled) and whether the informer knows the pod. The informer's
+// transform must keep spec.nodeName.
+func (l *InformerPods) PodNode(namespace, name string) (string, bool) {
+	obj, exists, err := l.indexer.GetByKey(namespace + "/" + name)
+	if err != nil || !exists {
+		return "", false
+	}
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return "", false
+	}
+	return pod.Spec.NodeName, true
+}

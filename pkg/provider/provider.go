@@ -6,6 +6,11 @@
 // that snapshot. Values older than MaxStaleness are never served, and a
 // request for which no selected pod has a fresh value is an error — the HPA
 // then holds its scale instead of acting on a false zero.
+//
+// A series only counts if it comes from the exporter on the pod's node: the
+// query is scoped to the exporter's scrape identity (promquery), and each
+// series' Hostname must be the node the pod is bound to in the pod
+// informer. Other series are dropped and counted, never served.
 package provider
 
 import (
@@ -31,16 +36,24 @@ type SampleSource interface {
 	Samples(ctx context.Context, q promquery.Query) (promquery.Result, error)
 }
 
-// PodLister resolves a label selector to pod names in a namespace, from an
-// informer's memory; it must not call the API server per request.
+// PodLister reads pods from an informer's memory; it must not call the API
+// server per request or per series.
 type PodLister interface {
+	// PodNames resolves a label selector to pod names in a namespace.
 	PodNames(namespace string, selector labels.Selector) ([]string, error)
+	// PodNode returns the node a pod is bound to ("" while unscheduled)
+	// and whether the pod is known at all.
+	PodNode(namespace, name string) (node string, known bool)
 }
 
 // Config configures a Provider.
 type Config struct {
 	Source SampleSource
 	Pods   PodLister
+	// PodsSynced reports whether Pods has loaded every pod (the informer's
+	// HasSynced). Until it does no snapshot is built: every series would be
+	// rejected as of an unknown pod. Nil means always synced.
+	PodsSynced func() bool
 	// Registry receives the self-metrics; nil keeps them unexported.
 	Registry prometheus.Registerer
 	// RefreshInterval is how often the snapshot is rebuilt (cache mode).
@@ -89,6 +102,7 @@ var podsResource = schema.GroupResource{Resource: "pods"}
 type Provider struct {
 	source          SampleSource
 	pods            PodLister
+	podsSynced      func() bool
 	specs           []metricSpec
 	index           map[string]int
 	refreshInterval time.Duration
@@ -130,6 +144,7 @@ func New(cfg Config) (*Provider, error) {
 	p := &Provider{
 		source:          cfg.Source,
 		pods:            cfg.Pods,
+		podsSynced:      cfg.PodsSynced,
 		index:           make(map[string]int, len(metricnames.ProcessMetrics)),
 		refreshInterval: cfg.RefreshInterval,
 		maxStaleness:    cfg.MaxStaleness,
@@ -138,6 +153,9 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.podsSynced == nil {
+		p.podsSynced = func() bool { return true }
 	}
 	for _, name := range metricnames.ProcessMetrics {
 		agg, ok := ruleFor(name)

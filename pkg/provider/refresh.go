@@ -2,11 +2,13 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/spillway-dev/spillway/pkg/promquery"
@@ -22,6 +24,12 @@ func (p *Provider) Run(ctx context.Context) {
 		return
 	}
 	log := klog.FromContext(ctx)
+	if !p.podsSynced() {
+		log.Info("Waiting for the pod informer before the first refresh")
+		if !cache.WaitForCacheSync(ctx.Done(), p.podsSynced) {
+			return
+		}
+	}
 	ticker := time.NewTicker(p.refreshInterval)
 	defer ticker.Stop()
 	failing := false
@@ -48,8 +56,17 @@ func (p *Provider) Run(ctx context.Context) {
 func (p *Provider) Refresh(ctx context.Context) error {
 	start := time.Now()
 	observedAt := p.now()
+	if !p.podsSynced() {
+		// Every series would be rejected as of an unknown pod.
+		err := errors.New("the pod informer has not synced yet")
+		p.lastErr.Store(&refreshFailure{err: err, at: observedAt})
+		return err
+	}
 	q := promquery.Query{Metrics: p.metricNames(), LookbackDelta: p.maxStaleness}
 	res, err := p.source.Samples(ctx, q)
+	if err == nil {
+		res.Samples = p.admit(ctx, res.Samples)
+	}
 	p.metrics.refreshDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		p.metrics.refreshErrors.Inc()
@@ -64,6 +81,23 @@ func (p *Provider) Refresh(ctx context.Context) error {
 	return nil
 }
 
+// admit drops, counts and logs the samples whose provenance does not check
+// out (see checkProvenance).
+func (p *Provider) admit(ctx context.Context, samples []promquery.Sample) []promquery.Sample {
+	kept, rej := p.checkProvenance(samples)
+	if n := rej.total(); n > 0 {
+		for reason, c := range rej.counts {
+			p.metrics.seriesRejected.WithLabelValues(reason).Add(float64(c))
+		}
+		// Verbose only: a hostile target can make this happen on every
+		// refresh, and the counter already says it does.
+		klog.FromContext(ctx).V(2).Info("Dropped series that do not come from the exporter on their pod's node",
+			"rejected", rej.counts, "example", klog.KRef(rej.example.Namespace, rej.example.Pod),
+			"exampleHostname", rej.example.Hostname, "exampleGPU", rej.example.GPU, "exampleReason", rej.reason)
+	}
+	return kept
+}
+
 func (p *Provider) metricNames() []string {
 	names := make([]string, len(p.specs))
 	for i, s := range p.specs {
@@ -72,14 +106,21 @@ func (p *Provider) metricNames() []string {
 	return names
 }
 
-// Ready fails while no snapshot was ever loaded or the newest one is older
-// than MaxStaleness: the adapter then cannot answer anything truthfully.
+// Ready fails until the first snapshot has loaded (which waits for the pod
+// informer), and never after: staleness is answered per request, with a 503
+// naming the snapshot's age, and exported as snapshot_age_seconds. Were
+// staleness to fail readiness, a Prometheus outage would make every replica
+// unready at once, the metrics APIServices unavailable, and API discovery
+// fail cluster-wide (namespace deletion and garbage collection stall on
+// it), while the HPA gains nothing: it holds its scale on a 503 either way.
 func (p *Provider) Ready() error {
 	if p.live {
 		return nil
 	}
-	_, err := p.current()
-	return err
+	if p.snap.Load() == nil {
+		return apierrors.NewServiceUnavailable("no GPU metrics loaded from Prometheus yet" + p.lastErrorSuffix())
+	}
+	return nil
 }
 
 // snapshotAge is the age of the served snapshot, or the time since start
@@ -141,5 +182,5 @@ func (p *Provider) view(ctx context.Context, metric int, namespace string, pods 
 	if err != nil {
 		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("querying Prometheus: %v", err))
 	}
-	return buildSnapshot(res.Samples, p.specs, p.index, observedAt), nil
+	return buildSnapshot(p.admit(ctx, res.Samples), p.specs, p.index, observedAt), nil
 }

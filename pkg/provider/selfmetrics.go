@@ -1,10 +1,13 @@
 package provider
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
 // Self-metric names. They describe the adapter itself, not GPUs, so they
@@ -24,6 +27,7 @@ type selfMetrics struct {
 	skipped         *prometheus.GaugeVec
 	requests        *prometheus.CounterVec
 	requestDuration *prometheus.HistogramVec
+	seriesRejected  *prometheus.CounterVec
 }
 
 func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*selfMetrics, error) {
@@ -59,11 +63,20 @@ func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*sel
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 		}, []string{"api"}),
 	}
+	m.seriesRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metricnames.AdapterSeriesRejected,
+		Help: "Series that matched --series-selector but were dropped, never served, because their Hostname is not the node their pod is bound to, " +
+			"by reason (" + strings.Join(metricnames.RejectedReasons, ", ") + "); counted on every refresh that read them.",
+	}, []string{metricnames.LabelAdapterReason})
+	for _, r := range metricnames.RejectedReasons {
+		// Present at 0 from the start, so increases are visible to rate().
+		m.seriesRejected.WithLabelValues(r)
+	}
 	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: selfPrefix + "snapshot_age_seconds",
-		Help: "Age of the served snapshot (time since start while none was loaded).",
+		Help: "Age of the served snapshot (time since start while none was loaded). Past --max-staleness every request fails with 503; readiness does not change.",
 	}, snapshotAge)
-	for _, c := range []prometheus.Collector{m.refreshDuration, m.refreshErrors, m.series, m.pods, m.skipped, m.requests, m.requestDuration, age} {
+	for _, c := range []prometheus.Collector{m.refreshDuration, m.refreshErrors, m.series, m.pods, m.skipped, m.requests, m.requestDuration, m.seriesRejected, age} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

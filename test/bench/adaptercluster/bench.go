@@ -85,7 +85,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 	prom, err := c.StartPrometheus(ctx, "prometheus", 5*time.Second, []localcluster.ScrapeTarget{
-		{Job: "bench-gpu-exporter", Address: metricsSrv.Addr},
+		{Job: benchJob, Address: metricsSrv.Addr},
 	})
 	if err != nil {
 		return err

@@ -25,6 +25,12 @@ const (
 	benchGPUModel  = "NVIDIA A100-SXM4-80GB"
 )
 
+// benchJob is the scrape job of the synthetic exporter; the adapters under
+// test select it with --series-selector. Its series carry Hostname
+// benchNode, the node every bench pod is bound to (createRunningPod), so
+// the adapter's Hostname check passes them all.
+const benchJob = "bench-gpu-exporter"
+
 // series is one per-process sample, with every label the exporter sets.
 type series struct {
 	labels map[string]string
