@@ -174,6 +174,9 @@ func FuzzRender(f *testing.F) {
 		{`job="x",`, "ns", "p", ""},
 		{`{job="x"`, "ns", "p", ""},
 		{`job="\xff"`, "\xff", "\xfe", ""},
+		// Invalid UTF-8 and U+FFFD: once rendered as a raw rune Prometheus refuses.
+		{`A="\x9a"`, "ns", "p", ""},
+		{"A=\"\ufffd\"", "ns", "p", ""},
 	} {
 		f.Add(s.sel, s.ns, s.pod1, s.pod2, uint8(2))
 	}

@@ -112,7 +112,7 @@ func writeMatcher(b *strings.Builder, label string, values []string) {
 	b.WriteString(label)
 	if len(values) == 1 {
 		b.WriteByte('=')
-		b.WriteString(strconv.Quote(values[0]))
+		b.WriteString(strconv.QuoteToASCII(values[0]))
 		return
 	}
 	quoted := make([]string, len(values))
@@ -120,5 +120,5 @@ func writeMatcher(b *strings.Builder, label string, values []string) {
 		quoted[i] = regexp.QuoteMeta(v)
 	}
 	b.WriteString("=~")
-	b.WriteString(strconv.Quote(strings.Join(quoted, "|")))
+	b.WriteString(strconv.QuoteToASCII(strings.Join(quoted, "|")))
 }

@@ -129,7 +129,7 @@ func (sel SeriesSelector) Validate() error {
 		switch m.Op {
 		case MatchEqual, MatchNotEqual:
 		case MatchRegexp, MatchNotRegexp:
-			re, err := regexp.Compile("^(?:" + m.Value + ")$")
+			re, err := regexp.Compile("^(?s:" + m.Value + ")$")
 			if err != nil {
 				errs = append(errs, fmt.Errorf("label %q: invalid regular expression %q: %w", m.Label, m.Value, err))
 				continue
@@ -167,7 +167,7 @@ func (m *Matcher) matches(v string) bool {
 			// Built by hand and never validated: compile per call rather
 			// than cache, so concurrent readers never write.
 			var err error
-			if re, err = regexp.Compile("^(?:" + m.Value + ")$"); err != nil {
+			if re, err = regexp.Compile("^(?s:" + m.Value + ")$"); err != nil {
 				return false
 			}
 		}
@@ -205,5 +205,5 @@ func (sel SeriesSelector) String() string {
 func (m Matcher) write(b *strings.Builder) {
 	b.WriteString(m.Label)
 	b.WriteString(string(m.Op))
-	b.WriteString(strconv.Quote(m.Value))
+	b.WriteString(strconv.QuoteToASCII(m.Value))
 }

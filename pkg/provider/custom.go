@@ -131,6 +131,12 @@ func quantity(v float64) resource.Quantity {
 	if v*1000 < math.MaxInt64/2 {
 		return *resource.NewMilliQuantity(int64(math.Round(v*1000)), resource.DecimalSI)
 	}
+	// Converting a float beyond int64 wraps to its minimum on amd64: a sum
+	// of huge values would be served as a large negative number. Values are
+	// finite and non-negative (promquery.Decode), so only a sum can get here.
+	if !(v < math.MaxInt64) {
+		return *resource.NewQuantity(math.MaxInt64, resource.DecimalSI)
+	}
 	return *resource.NewQuantity(int64(math.Round(v)), resource.DecimalSI)
 }
 

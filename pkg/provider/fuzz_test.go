@@ -155,6 +155,9 @@ func FuzzSelector(f *testing.F) {
 	// holds them: the mutator reaches the edge from here.
 	f.Add("size=big", false, uint8(1), 1e18)
 	f.Add("size=big,"+AggregateKey+"=sum", true, uint8(1), 2e18)
+	// Beyond int64 (a sum can reach +Inf): once served as -9223372036854775808.
+	f.Add("size=big", false, uint8(1), 1e19)
+	f.Add("size=big,"+AggregateKey+"=sum", true, uint8(1), 1e308)
 	e := newFuzzEnv(f)
 	f.Fuzz(func(t *testing.T, selector string, external bool, metric uint8, v float64) {
 		sel, err := labels.Parse(selector)
