@@ -386,12 +386,40 @@ func parse(data map[string][]byte) *chain {
 	if errors.Join(err1, err2, err3, err4) != nil {
 		return nil
 	}
-	bundle := data[KeyCABundle]
-	if len(bundle) == 0 {
-		bundle = data[KeyCACert]
+	// The Secret's fields must belong together, or every renewal would fail
+	// (a CA key that is not the CA's, a CA that may not sign) and a new
+	// chain is the only way out.
+	if !ca.IsCA || ca.KeyUsage&x509.KeyUsageCertSign == 0 || !caKey.PublicKey.Equal(ca.PublicKey) {
+		return nil
 	}
 	return &chain{ca: ca, caKey: caKey, cert: cert, caPEM: data[KeyCACert], caKeyPEM: data[KeyCAKey],
-		certPEM: data[KeyCert], keyPEM: data[KeyKey], bundle: bundle}
+		certPEM: data[KeyCert], keyPEM: data[KeyKey], bundle: cleanBundle(data[KeyCABundle], ca, data[KeyCACert])}
+}
+
+// cleanBundle keeps the stored bundle's certificates (an old CA during a
+// rotation) but never publishes anything else, and always includes the CA
+// the serving certificate chains to: a bundle without it would make the
+// API server refuse the webhook or the APIService.
+func cleanBundle(stored []byte, ca *x509.Certificate, caPEM []byte) []byte {
+	var out []byte
+	hasCA := false
+	for rest := stored; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if b.Type != "CERTIFICATE" || err != nil || !c.IsCA {
+			continue
+		}
+		hasCA = hasCA || c.Equal(ca)
+		out = append(out, pem.EncodeToMemory(b)...)
+	}
+	if !hasCA {
+		out = append(slices.Clone(caPEM), out...)
+	}
+	return out
 }
 
 // valid reports whether neither certificate needs renewing, the serving

@@ -114,6 +114,14 @@ func FuzzSecret(f *testing.F) {
 	f.Add(a.caCert, []byte("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"), a.cert, a.key, []byte(nil))
 	f.Add([]byte(nil), []byte(nil), []byte(nil), []byte(nil), []byte(nil))
 	f.Add([]byte("garbage"), a.caKey, a.cert, a.key, []byte("garbage"))
+	// Fields that do not belong together (found by fuzzing): a CA key that is
+	// not the CA's, a ca.crt whose first block is no CA, a bundle without the
+	// CA, a junk bundle.
+	f.Add(a.caCert, b.caKey, a.cert, a.key, a.caCert)
+	f.Add(due.caCert, b.caKey, due.cert, due.key, due.caCert)
+	f.Add(bundle(a.cert, a.caCert), a.caKey, bundle(a.cert, a.caCert), a.key, []byte(nil))
+	f.Add(a.caCert, a.caKey, a.cert, a.key, b.caCert)
+	f.Add(a.caCert, a.caKey, a.cert, a.key, []byte("junk"))
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
