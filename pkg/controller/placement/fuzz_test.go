@@ -80,6 +80,10 @@ var fzPods = []string{
 	`{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"app":"isvc"}},"spec":{"containers":[{"name":"c","resources":{"requests":{"nvidia.com/gpu":"1e3","cpu":"-1"}}}],"overhead":{"cpu":"1"}}}`,
 	`{"apiVersion":"v1","kind":"Node","metadata":{"name":"n"}}`,
 	`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"app":"isvc"}},"unknownField":{"nested":[1,2]},"spec":{"containers":[{"name":"c","image":"i"}]}}`,
+	// A selected pod without spec, or with "spec":null (found by fuzzing: the
+	// patch added /spec/affinity under a missing /spec).
+	`{"metadata":{"labels":{"app":"isvc"}}}`,
+	`{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"app":"isvc"}},"spec":null}`,
 	`not json`,
 	``,
 	`null`,

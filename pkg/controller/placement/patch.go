@@ -34,6 +34,10 @@ type podPatch struct {
 	// hadLabels and hadAnnotations say whether the pod arrived with the
 	// map (an empty one included), so keys can be added to it one by one.
 	hadLabels, hadAnnotations bool
+	// hadMetadata and hadSpec say whether the pod's JSON has those objects
+	// at all (the API server always sends both; a hand-written review may
+	// not), so the patch can create them before adding below them.
+	hadMetadata, hadSpec bool
 	// strippedLabels and strippedAnnotations are the reserved keys the pod
 	// arrived with.
 	strippedLabels, strippedAnnotations []string
@@ -74,10 +78,31 @@ func (p *podPatch) set(labels, annotations map[string]string) {
 // ops renders the operations: removals first, then additions ("add" on an
 // existing member replaces its value), then the affinity.
 func (p *podPatch) ops() []patchOp {
+	var meta []patchOp
+	meta = append(meta, mapOps("/metadata/labels", p.hadLabels, p.strippedLabels, p.labels)...)
+	meta = append(meta, mapOps("/metadata/annotations", p.hadAnnotations, p.strippedAnnotations, p.annotations)...)
 	var ops []patchOp
-	ops = append(ops, mapOps("/metadata/labels", p.hadLabels, p.strippedLabels, p.labels)...)
-	ops = append(ops, mapOps("/metadata/annotations", p.hadAnnotations, p.strippedAnnotations, p.annotations)...)
+	if len(meta) > 0 && !p.hadMetadata {
+		ops = append(ops, patchOp{Op: "add", Path: "/metadata", Value: map[string]any{}})
+	}
+	ops = append(ops, meta...)
+	if len(p.affinity) > 0 && !p.hadSpec {
+		ops = append(ops, patchOp{Op: "add", Path: "/spec", Value: map[string]any{}})
+	}
 	return append(ops, p.affinity...)
+}
+
+// hasObjects reports whether the JSON object raw has a non-null object
+// under each key.
+func hasObjects(raw []byte, keys ...string) []bool {
+	var top map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &top)
+	out := make([]bool, len(keys))
+	for i, k := range keys {
+		v := strings.TrimSpace(string(top[k]))
+		out[i] = strings.HasPrefix(v, "{")
+	}
+	return out
 }
 
 func mapOps(path string, had bool, stripped []string, set map[string]string) []patchOp {

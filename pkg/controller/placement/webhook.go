@@ -133,6 +133,8 @@ func (w *Webhook) handle(ctx context.Context, req admission.Request) admission.R
 	// whether a policy selects the pod or not: spillway's keys mean
 	// something only when spillway wrote them.
 	p := stripReserved(pod)
+	had := hasObjects(req.Object.Raw, "metadata", "spec")
+	p.hadMetadata, p.hadSpec = had[0], had[1]
 	if pod.Spec.NodeName != "" {
 		return w.respond(ctx, p, "pod names its node; nothing to place")
 	}
