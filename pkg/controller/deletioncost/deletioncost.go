@@ -3,17 +3,23 @@
 // pods in later units (the cloud pool) go before pods in earlier ones
 // (on-prem). It patches pods only, and only when the value changes: the
 // Deployment and its template are KServe's and are never touched.
+//
+// It also adopts selected pods that were admitted without placement (the
+// webhook's failurePolicy is Ignore, so pods created while no controller
+// replica answered carry no placement labels): once such a pod is bound, it
+// gets the placement labels of the unit its node is in together with that
+// unit's deletion cost, in one patch (placement.Adopt has the rule).
 package deletioncost
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/spillway-dev/spillway/pkg/metricnames"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -21,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
@@ -29,36 +36,58 @@ type Metrics struct {
 	// Patches counts pod-deletion-cost patches by namespace, policy and
 	// result (ok, error).
 	Patches *prometheus.CounterVec
+	// Adopted counts pods adopted (placement.Adopt) by namespace, policy
+	// and the unit they were adopted into.
+	Adopted *prometheus.CounterVec
 }
 
 // NewMetrics creates the instruments and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{Patches: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: metricnames.DeletionCostPatches,
-		Help: "Patches of controller.kubernetes.io/pod-deletion-cost on selected pods, by result.",
-	}, []string{metricnames.LabelNamespace, metricnames.LabelPolicy, metricnames.LabelResult})}
-	return m, reg.Register(m.Patches)
+	m := &Metrics{
+		Patches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricnames.DeletionCostPatches,
+			Help: "Patches of controller.kubernetes.io/pod-deletion-cost on selected pods, by result.",
+		}, []string{metricnames.LabelNamespace, metricnames.LabelPolicy, metricnames.LabelResult}),
+		Adopted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricnames.PlacementAdoptedPods,
+			Help: "Selected pods admitted without placement (the webhook was not called) that were given, once bound, the placement labels and deletion cost of the unit their node is in.",
+		}, []string{metricnames.LabelNamespace, metricnames.LabelPolicy, metricnames.LabelUnit}),
+	}
+	if err := reg.Register(m.Patches); err != nil {
+		return nil, err
+	}
+	return m, reg.Register(m.Adopted)
 }
 
-// Reconciler keeps the annotation of one pod right.
+// EventRecorder is the part of the events.k8s.io recorder used here.
+type EventRecorder interface {
+	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// Reconciler keeps the annotation of one pod right, and adopts it when it
+// was admitted unplaced.
 type Reconciler struct {
-	client  client.Client
-	metrics *Metrics
+	client   client.Client
+	recorder EventRecorder
+	metrics  *Metrics
 }
 
 // New returns the reconciler.
-func New(c client.Client, metrics *Metrics) *Reconciler {
-	return &Reconciler{client: c, metrics: metrics}
+func New(c client.Client, recorder EventRecorder, metrics *Metrics) *Reconciler {
+	return &Reconciler{client: c, recorder: recorder, metrics: metrics}
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=spillway.dev,resources=resourcepolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Register adds the controller to the manager (leader only). A policy change
-// re-ranks every pod it selects.
+// re-ranks every pod it selects. Every pod update is reconciled, so an
+// unplaced pod is adopted as soon as the scheduler binds it, and a new
+// leader adopts, on its first list, what was admitted while none ran.
 func Register(mgr ctrl.Manager, metrics *Metrics) error {
-	r := New(mgr.GetClient(), metrics)
+	r := New(mgr.GetClient(), mgr.GetEventRecorder("spillway-deletioncost"), metrics)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("deletioncost").
 		For(&corev1.Pod{}).
@@ -111,6 +140,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			node = nil
 		}
 	}
+	if a, state := placement.Adopt(rp, pod, node); state == placement.AdoptNow {
+		err := r.adopt(ctx, rp, pod, node, a)
+		if apierrors.IsConflict(err) {
+			// The pod changed since the cache showed it; its update event
+			// brings it back here with the new state.
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
 	want := placement.FormatCost(placement.DeletionCost(len(rp.Spec.Units), placement.UnitOf(rp, pod, node)))
 	if pod.Annotations[placement.AnnotationDeletionCost] == want {
 		return ctrl.Result{}, nil
@@ -129,4 +167,48 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	r.metrics.Patches.WithLabelValues(rp.Namespace, rp.Name, "ok").Inc()
 	log.FromContext(ctx).V(1).Info("set pod deletion cost", "pod", req.NamespacedName, "policy", rp.Name, "cost", want)
 	return ctrl.Result{}, nil
+}
+
+// adopt writes the adoption's labels and deletion cost in one merge patch.
+// The patch carries the pod's resourceVersion: the decision was made from
+// the cache, and if the pod changed since, the patch fails with a conflict
+// and the pod is reconciled again from its new state.
+func (r *Reconciler) adopt(ctx context.Context, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, node *corev1.Node, a placement.Adoption) error {
+	cost := placement.FormatCost(a.Cost)
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": pod.ResourceVersion,
+		"labels":          a.Labels,
+		"annotations":     map[string]string{placement.AnnotationDeletionCost: cost},
+	}})
+	if err != nil {
+		return err
+	}
+	key := client.ObjectKeyFromObject(pod)
+	if err := r.client.Patch(ctx, pod, client.RawPatch("application/merge-patch+json", body)); err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case !apierrors.IsConflict(err):
+			r.metrics.Patches.WithLabelValues(rp.Namespace, rp.Name, "error").Inc()
+		}
+		return fmt.Errorf("adopting %s: %w", key, err)
+	}
+	unit := a.Labels[placement.LabelUnit]
+	display := unit
+	if a.Unit != placement.Outside {
+		display = placement.DisplayNames(rp)[a.Unit]
+	}
+	r.metrics.Patches.WithLabelValues(rp.Namespace, rp.Name, "ok").Inc()
+	r.metrics.Adopted.WithLabelValues(rp.Namespace, rp.Name, unit).Inc()
+	if r.recorder != nil {
+		r.recorder.Eventf(pod, rp, corev1.EventTypeNormal, "Adopted", "Adopt",
+			"admitted without placement (the placement webhook was not called); bound to node %s, which is in unit %s of ResourcePolicy %s: labelled %s and given deletion cost %s",
+			node.Name, display, rp.Name, labelList(a.Labels), cost)
+	}
+	log.FromContext(ctx).Info("adopted an unplaced pod", "pod", key, "policy", rp.Name, "unit", display, "node", node.Name, "cost", cost)
+	return nil
+}
+
+func labelList(l map[string]string) string {
+	return placement.LabelPolicy + "=" + l[placement.LabelPolicy] + ", " + placement.LabelUnit + "=" + l[placement.LabelUnit]
 }

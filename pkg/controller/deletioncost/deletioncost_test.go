@@ -2,13 +2,16 @@ package deletioncost
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -97,7 +100,7 @@ func TestReconcile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := New(cl, m)
+			r := New(cl, nil, m)
 			key := client.ObjectKeyFromObject(c.pod)
 			for range 2 { // the second pass must find nothing to do
 				if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
@@ -136,9 +139,160 @@ func TestPolicyMapsToItsPods(t *testing.T) {
 	other := pod("other", nil)
 	other.Labels["app"] = "other"
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(pod("a", nil), pod("b", placedOn("1")), other).Build()
-	r := New(cl, nil)
+	r := New(cl, nil, nil)
 	reqs := r.podsOf(context.Background(), seed())
 	if len(reqs) != 2 {
 		t.Errorf("requests = %v, want the 2 selected pods", reqs)
+	}
+}
+
+// TestAdoption: a selected pod admitted without placement (the webhook was
+// down) gets, once bound, the placement labels of its node's unit and that
+// unit's cost in one patch, with an event and a count; until bound it only
+// gets the cost of a pod outside the units.
+func TestAdoption(t *testing.T) {
+	nodes := []client.Object{
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cloud-1", Labels: map[string]string{"pool": "elastic"}}},
+	}
+	after := func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(t0.Add(time.Minute)) }
+	on := func(n string) func(*corev1.Pod) { return func(p *corev1.Pod) { p.Spec.NodeName = n } }
+	cases := []struct {
+		name       string
+		pod        *corev1.Pod
+		wantUnit   string // "" = not adopted
+		wantCost   string
+		wantEvents int
+	}{
+		{"landed on-prem", pod("a", nil, after, on("onprem-1")), "0", "1000000", 1},
+		{"landed on an elastic node", pod("b", nil, after, on("cloud-1")), "1", "0", 1},
+		{"pending: cost of outside, labels wait", pod("c", nil, after), "", "-1000000", 0},
+		{"placed by the webhook: only the cost", pod("d", placedOn("1"), after, on("onprem-1")), "1", "0", 0},
+		{"older than the policy: ranked by node, not adopted", pod("e", nil, on("onprem-1")), "", "1000000", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := kubescheme.New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl := fake.NewClientBuilder().WithScheme(s).WithObjects(append(nodes, seed(), c.pod)...).Build()
+			m, err := NewMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := events.NewFakeRecorder(10)
+			r := New(cl, rec, m)
+			key := client.ObjectKeyFromObject(c.pod)
+			for range 2 { // the second pass must find nothing to do
+				if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := &corev1.Pod{}
+			if err := cl.Get(context.Background(), key, got); err != nil {
+				t.Fatal(err)
+			}
+			if u := got.Labels[placement.LabelUnit]; u != c.wantUnit {
+				t.Errorf("unit label = %q, want %q", u, c.wantUnit)
+			}
+			if c.wantUnit != "" && got.Labels[placement.LabelPolicy] != "qwen-chat" {
+				t.Errorf("policy label = %q", got.Labels[placement.LabelPolicy])
+			}
+			if v := got.Annotations[placement.AnnotationDeletionCost]; v != c.wantCost {
+				t.Errorf("deletion cost = %q, want %q", v, c.wantCost)
+			}
+			if n := len(rec.Events); n != c.wantEvents {
+				t.Errorf("%d events, want %d", n, c.wantEvents)
+			}
+			adopted := 0.0
+			if c.wantEvents > 0 {
+				adopted = testutil.ToFloat64(m.Adopted.WithLabelValues("default", "qwen-chat", c.wantUnit))
+				if ev := <-rec.Events; !strings.Contains(ev, "Adopted") || !strings.Contains(ev, c.pod.Spec.NodeName) {
+					t.Errorf("event %q does not say the pod was adopted from its node", ev)
+				}
+			}
+			if int(adopted) != c.wantEvents {
+				t.Errorf("adopted metric = %v, want %d", adopted, c.wantEvents)
+			}
+		})
+	}
+}
+
+// TestAdoptionWaitsForBinding: the pending pod is adopted when the
+// scheduler binds it, not before.
+func TestAdoptionWaitsForBinding(t *testing.T) {
+	s, err := kubescheme.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pod("p", nil, func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(t0.Add(time.Minute)) })
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}}
+	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(seed(), n, p).Build()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(cl, events.NewFakeRecorder(10), m)
+	ctx, key := context.Background(), client.ObjectKeyFromObject(p)
+	reconcile := func() *corev1.Pod {
+		t.Helper()
+		if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key}); err != nil {
+			t.Fatal(err)
+		}
+		got := &corev1.Pod{}
+		if err := cl.Get(ctx, key, got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	got := reconcile()
+	if _, ok := got.Labels[placement.LabelUnit]; ok {
+		t.Fatalf("a pending pod was adopted: %v", got.Labels)
+	}
+	got.Spec.NodeName = "onprem-1"
+	if err := cl.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	got = reconcile()
+	if got.Labels[placement.LabelUnit] != "0" || got.Annotations[placement.AnnotationDeletionCost] != "1000000" {
+		t.Errorf("after binding: labels %v, annotations %v; want unit 0 and cost 1000000", got.Labels, got.Annotations)
+	}
+}
+
+// TestAdoptionFromAStaleView: the adoption patch names the resourceVersion
+// it decided from, so a pod that changed since is not overwritten.
+func TestAdoptionFromAStaleView(t *testing.T) {
+	s, err := kubescheme.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pod("p", nil, func(p *corev1.Pod) {
+		p.CreationTimestamp = metav1.NewTime(t0.Add(time.Minute))
+		p.Spec.NodeName = "onprem-1"
+	})
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}}
+	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(seed(), n, p).Build()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(cl, nil, m)
+	ctx := context.Background()
+	stale := &corev1.Pod{}
+	if err := cl.Get(ctx, client.ObjectKeyFromObject(p), stale); err != nil {
+		t.Fatal(err)
+	}
+	fresh := stale.DeepCopy()
+	fresh.Annotations = map[string]string{"changed": "since"}
+	if err := cl.Update(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	a, state := placement.Adopt(seed(), stale, n)
+	if state != placement.AdoptNow {
+		t.Fatalf("state %s", state)
+	}
+	if err := r.adopt(ctx, seed(), stale, n, a); !apierrors.IsConflict(err) {
+		t.Errorf("adopting from a stale view: %v, want a conflict", err)
 	}
 }
