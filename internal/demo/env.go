@@ -74,27 +74,9 @@ func (o *Options) defaults() {
 func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, error) {
 	o.defaults()
 	e := &Env{Cluster: c, log: o.Log}
-	if _, err := c.AddStaticGPUNodes(ctx, OnPremPool, 1, localcluster.DefaultGPUNode); err != nil {
+	expArgs, ctrlArgs, adArgs, err := prepare(ctx, c, o)
+	if err != nil {
 		return nil, err
-	}
-	// Empty cloud nodes go quickly: in a compressed day every real second
-	// of an idle node is minutes of cloud GPU time.
-	if err := c.AddElasticPool(ctx, localcluster.ElasticPool{Name: ElasticPool, ConsolidateAfter: 2 * time.Second}); err != nil {
-		return nil, err
-	}
-	if err := InstallCRDs(ctx, c, o.RepoRoot); err != nil {
-		return nil, err
-	}
-	var expArgs, ctrlArgs, adArgs []string
-	if o.AsServiceAccounts {
-		kcs, err := ServiceAccountKubeconfigs(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		expArgs = []string{"--kubeconfig=" + kcs["spillway-gpu-exporter"]}
-		ctrlArgs = []string{"--kubeconfig=" + kcs["spillway-controller"]}
-		ad := kcs["spillway-metrics-adapter"]
-		adArgs = []string{"--lister-kubeconfig=" + ad, "--authentication-kubeconfig=" + ad, "--authorization-kubeconfig=" + ad}
 	}
 	exp, err := StartExporter(ctx, c, o.BinDir, o.CollectInterval, expArgs...)
 	if err != nil {
@@ -121,6 +103,35 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 	e.AdapterPort = ad.Port
 	e.AdapterSelfMetricsAddr = ad.SelfMetricsAddr
 	return e, nil
+}
+
+// prepare adds the seed's node pools and installs spillway's CRDs, and with
+// AsServiceAccounts the chart's RBAC; it returns the flags that make each
+// component (exporter, controller, adapter) use its ServiceAccount's token.
+func prepare(ctx context.Context, c *localcluster.Cluster, o Options) (expArgs, ctrlArgs, adArgs []string, err error) {
+	if _, err := c.AddStaticGPUNodes(ctx, OnPremPool, 1, localcluster.DefaultGPUNode); err != nil {
+		return nil, nil, nil, err
+	}
+	// Empty cloud nodes go quickly: in a compressed day every real second
+	// of an idle node is minutes of cloud GPU time.
+	if err := c.AddElasticPool(ctx, localcluster.ElasticPool{Name: ElasticPool, ConsolidateAfter: 2 * time.Second}); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := InstallCRDs(ctx, c, o.RepoRoot); err != nil {
+		return nil, nil, nil, err
+	}
+	if !o.AsServiceAccounts {
+		return nil, nil, nil, nil
+	}
+	kcs, err := ServiceAccountKubeconfigs(ctx, c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ad := kcs["spillway-metrics-adapter"]
+	return []string{"--kubeconfig=" + kcs["spillway-gpu-exporter"]},
+		[]string{"--kubeconfig=" + kcs["spillway-controller"]},
+		[]string{"--lister-kubeconfig=" + ad, "--authentication-kubeconfig=" + ad, "--authorization-kubeconfig=" + ad},
+		nil
 }
 
 // InstallCRDs applies config/crd (the controller-gen output).

@@ -3,7 +3,6 @@ package demo
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
 )
@@ -68,25 +67,9 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 		o.Adapters = 2
 	}
 	h := &HA{Env: &Env{Cluster: c, log: o.Log}}
-	if _, err := c.AddStaticGPUNodes(ctx, OnPremPool, 1, localcluster.DefaultGPUNode); err != nil {
+	expArgs, ctrlArgs, adArgs, err := prepare(ctx, c, o.Options)
+	if err != nil {
 		return nil, err
-	}
-	if err := c.AddElasticPool(ctx, localcluster.ElasticPool{Name: ElasticPool, ConsolidateAfter: 2 * time.Second}); err != nil {
-		return nil, err
-	}
-	if err := InstallCRDs(ctx, c, o.RepoRoot); err != nil {
-		return nil, err
-	}
-	var expArgs, ctrlArgs, adArgs []string
-	if o.AsServiceAccounts {
-		kcs, err := ServiceAccountKubeconfigs(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		expArgs = []string{"--kubeconfig=" + kcs["spillway-gpu-exporter"]}
-		ctrlArgs = []string{"--kubeconfig=" + kcs["spillway-controller"]}
-		ad := kcs["spillway-metrics-adapter"]
-		adArgs = []string{"--lister-kubeconfig=" + ad, "--authentication-kubeconfig=" + ad, "--authorization-kubeconfig=" + ad}
 	}
 	exp, err := StartExporter(ctx, c, o.BinDir, o.CollectInterval, expArgs...)
 	if err != nil {
