@@ -1,6 +1,7 @@
 package localcluster
 
 import (
+	"crypto/tls"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -65,4 +66,12 @@ users:
 		}
 	}
 	return []string{"--admission-control-config-file=" + filepath.Join(dir, "admission-config.yaml")}, nil
+}
+
+// WebhookClientCert is the client certificate kube-apiserver presents to
+// admission webhooks, for a test proxy that stands in for the API server's
+// side of the connection.
+func (c *Cluster) WebhookClientCert() (tls.Certificate, error) {
+	pki := filepath.Join(c.dir, "pki")
+	return tls.LoadX509KeyPair(filepath.Join(pki, "webhook-client.crt"), filepath.Join(pki, "webhook-client.key"))
 }

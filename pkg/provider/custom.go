@@ -42,8 +42,9 @@ func (p *Provider) GetMetricByName(ctx context.Context, name types.NamespacedNam
 
 // GetMetricBySelector serves custom.metrics.k8s.io .../pods/*/<metric>
 // with a pod label selector (what the HPA sends for `type: Pods`). Pods
-// without a fresh value are left out — the HPA has its own rules for
-// missing pods — but if none has one the request fails.
+// without a fresh value are left out (the HPA has its own rules for
+// missing pods), but the request fails if none has one or if too few of
+// those that should report do (coverage).
 func (p *Provider) GetMetricBySelector(ctx context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValueList, err error) {
 	start := time.Now()
 	defer func() { p.metrics.observeRequest(apiCustom, start, err) }()
@@ -55,7 +56,7 @@ func (p *Provider) GetMetricBySelector(ctx context.Context, namespace string, se
 	if selector == nil {
 		selector = labels.Everything()
 	}
-	names, err := p.podNames(namespace, selector)
+	pods, names, err := p.selectPods(namespace, selector)
 	if err != nil {
 		return nil, err
 	}
@@ -64,16 +65,18 @@ func (p *Provider) GetMetricBySelector(ctx context.Context, namespace string, se
 		return nil, err
 	}
 	now := p.now()
-	list := &custom_metrics.MetricValueList{Items: make([]custom_metrics.MetricValue, 0, len(names))}
-	for _, n := range names {
-		key := types.NamespacedName{Namespace: namespace, Name: n}
-		if v, ok := snap.lookup(key, mi, now, p.maxStaleness); ok {
+	var cov coverage
+	list := &custom_metrics.MetricValueList{Items: make([]custom_metrics.MetricValue, 0, len(pods))}
+	for _, sp := range pods {
+		key := types.NamespacedName{Namespace: namespace, Name: sp.Name}
+		v, ok := snap.lookup(key, mi, now, p.maxStaleness)
+		cov.add(sp, ok, now, p.maxStaleness)
+		if ok {
 			list.Items = append(list.Items, p.podMetricValue(key, mi, v))
 		}
 	}
-	if len(list.Items) == 0 {
-		return nil, notFound(fmt.Sprintf("none of the %d pods selected by %q in namespace %s has a value of %s younger than %s",
-			len(names), selector.String(), namespace, p.specs[mi].name, p.maxStaleness))
+	if err := p.refusal(cov, namespace, selector, mi); err != nil {
+		return nil, err
 	}
 	return list, nil
 }
@@ -96,19 +99,23 @@ func (p *Provider) checkCustomRequest(namespace string, info provider.CustomMetr
 	return mi, nil
 }
 
-// podNames resolves a selector from the informer cache, sorted so answers
-// are stable. An empty selection is an error: "no pods" must never read as
-// "no load".
-func (p *Provider) podNames(namespace string, selector labels.Selector) ([]string, error) {
-	names, err := p.pods.PodNames(namespace, selector)
+// selectPods resolves a selector from the informer cache, sorted by name so
+// answers are stable, and also returns the names alone. An empty selection
+// is an error: "no pods" must never read as "no load".
+func (p *Provider) selectPods(namespace string, selector labels.Selector) ([]SelectedPod, []string, error) {
+	pods, err := p.pods.SelectPods(namespace, selector)
 	if err != nil {
-		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("listing pods: %v", err))
+		return nil, nil, apierrors.NewServiceUnavailable(fmt.Sprintf("listing pods: %v", err))
 	}
-	if len(names) == 0 {
-		return nil, notFound(fmt.Sprintf("no pods in namespace %s match selector %q", namespace, selector.String()))
+	if len(pods) == 0 {
+		return nil, nil, notFound(fmt.Sprintf("no pods in namespace %s match selector %q", namespace, selector.String()))
 	}
-	slices.Sort(names)
-	return names, nil
+	slices.SortFunc(pods, func(a, b SelectedPod) int { return strings.Compare(a.Name, b.Name) })
+	names := make([]string, len(pods))
+	for i, sp := range pods {
+		names[i] = sp.Name
+	}
+	return pods, names, nil
 }
 
 func (p *Provider) podMetricValue(pod types.NamespacedName, metric int, v value) custom_metrics.MetricValue {

@@ -40,7 +40,8 @@ const (
 // one item per selected pod with a fresh value (an HPA `AverageValue`
 // target divides their sum by the replica count); with
 // spillway.dev/aggregate=avg|max|sum it returns one item for a `Value`
-// target. If no selected pod has a fresh value the request fails.
+// target. If no selected pod has a fresh value, or too few of those that
+// should report do (coverage), the request fails.
 func (p *Provider) GetExternalMetric(ctx context.Context, namespace string, metricSelector labels.Selector, info provider.ExternalMetricInfo) (_ *external_metrics.ExternalMetricValueList, err error) {
 	start := time.Now()
 	defer func() { p.metrics.observeRequest(apiExternal, start, err) }()
@@ -56,7 +57,7 @@ func (p *Provider) GetExternalMetric(ctx context.Context, namespace string, metr
 	if err != nil {
 		return nil, err
 	}
-	names, err := p.podNames(namespace, podSelector)
+	pods, names, err := p.selectPods(namespace, podSelector)
 	if err != nil {
 		return nil, err
 	}
@@ -69,8 +70,11 @@ func (p *Provider) GetExternalMetric(ctx context.Context, namespace string, metr
 	metric := p.specs[mi].name
 	list := &external_metrics.ExternalMetricValueList{Items: make([]external_metrics.ExternalMetricValue, 0, len(names))}
 	var agg aggregator
-	for _, n := range names {
+	var cov coverage
+	for _, sp := range pods {
+		n := sp.Name
 		v, ok := snap.lookup(types.NamespacedName{Namespace: namespace, Name: n}, mi, now, p.maxStaleness)
+		cov.add(sp, ok, now, p.maxStaleness)
 		if !ok {
 			continue
 		}
@@ -85,9 +89,8 @@ func (p *Provider) GetExternalMetric(ctx context.Context, namespace string, metr
 			Value:        quantity(v.v),
 		})
 	}
-	if len(list.Items) == 0 && agg.n == 0 {
-		return nil, notFound(fmt.Sprintf("none of the %d pods selected by %q in namespace %s has a value of %s younger than %s",
-			len(names), podSelector.String(), namespace, metric, p.maxStaleness))
+	if err := p.refusal(cov, namespace, podSelector, mi); err != nil {
+		return nil, err
 	}
 	if mode != "" {
 		list.Items = append(list.Items, external_metrics.ExternalMetricValue{

@@ -164,7 +164,7 @@ func TestPodListerFailureIsAnError(t *testing.T) {
 
 type failingLister struct{}
 
-func (failingLister) PodNames(string, labels.Selector) ([]string, error) {
+func (failingLister) SelectPods(string, labels.Selector) ([]SelectedPod, error) {
 	return nil, errors.New("cache not synced")
 }
 

@@ -25,28 +25,35 @@ import (
 
 // fuzzPod is one pod of the fuzz fixture. Pods with data have one series
 // per metric on their node ("node-1", as promquery.Series labels it);
-// "big" has two GPUs whose value is the fuzzed one.
+// "big" has two GPUs whose value is the fuzzed one. A young pod started
+// a few seconds ago; the others have no start time (long running).
 type fuzzPod struct {
 	ns, name string
 	labels   map[string]string
 	phase    corev1.PodPhase
 	data     bool
+	young    bool
 }
+
+// fuzzMinShare is the fixture's minimum share of pods with data.
+const fuzzMinShare = 0.6
 
 const fuzzNS = "team"
 
 var fuzzPods = []fuzzPod{
-	{fuzzNS, "web-1", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodRunning, true},
-	{fuzzNS, "web-2", map[string]string{"app": "web", "tier": "cpu"}, corev1.PodRunning, true},
-	{fuzzNS, "web-3", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodFailed, true},
-	{fuzzNS, "web-4", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodPending, false},
-	{fuzzNS, "web-5", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodSucceeded, true},
-	{fuzzNS, "db-1", map[string]string{"app": "db", "tier": "gpu"}, corev1.PodRunning, true},
-	{fuzzNS, "bare", nil, corev1.PodRunning, true},
-	{fuzzNS, "odd", map[string]string{"example.com/role": "x_y.z", "app": ""}, corev1.PodRunning, true},
-	{fuzzNS, "sneaky", map[string]string{AggregateKey: AggregateAvg, "app": "web"}, corev1.PodRunning, true},
-	{fuzzNS, "big", map[string]string{"app": "web", "size": "big"}, corev1.PodRunning, true},
-	{"other", "web-1", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodRunning, true},
+	{fuzzNS, "web-1", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodRunning, true, false},
+	{fuzzNS, "web-2", map[string]string{"app": "web", "tier": "cpu"}, corev1.PodRunning, true, false},
+	{fuzzNS, "web-3", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodFailed, true, false},
+	{fuzzNS, "web-4", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodPending, false, false},
+	{fuzzNS, "web-5", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodSucceeded, true, false},
+	{fuzzNS, "db-1", map[string]string{"app": "db", "tier": "gpu"}, corev1.PodRunning, true, false},
+	{fuzzNS, "bare", nil, corev1.PodRunning, true, false},
+	{fuzzNS, "odd", map[string]string{"example.com/role": "x_y.z", "app": ""}, corev1.PodRunning, true, false},
+	{fuzzNS, "sneaky", map[string]string{AggregateKey: AggregateAvg, "app": "web"}, corev1.PodRunning, true, false},
+	{fuzzNS, "big", map[string]string{"app": "web", "size": "big"}, corev1.PodRunning, true, false},
+	{fuzzNS, "silent", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodRunning, false, false},
+	{fuzzNS, "new", map[string]string{"app": "web", "tier": "cpu"}, corev1.PodRunning, false, true},
+	{"other", "web-1", map[string]string{"app": "web", "tier": "gpu"}, corev1.PodRunning, true, false},
 }
 
 // fuzzEnv is a Provider over the production pod lister (a real client-go
@@ -70,6 +77,9 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 			Spec:       corev1.PodSpec{NodeName: "node-1"},
 			Status:     corev1.PodStatus{Phase: fp.phase},
 		}
+		if fp.young {
+			obj.Status.StartTime = &metav1.Time{Time: fuzzT0.Add(-5 * time.Second)}
+		}
 		if err := idx.Add(obj); err != nil {
 			f.Fatal(err)
 		}
@@ -85,6 +95,7 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 		Registry:        prometheus.NewRegistry(),
 		RefreshInterval: 5 * time.Second,
 		MaxStaleness:    30 * time.Second,
+		MinPodDataShare: fuzzMinShare,
 		Now:             func() time.Time { return fuzzT0 },
 	})
 	if err != nil {
@@ -136,7 +147,8 @@ func (e *fuzzEnv) load(t *testing.T, v float64) {
 // request, parsed as the API server library parses them. The answer must
 // be exactly the selected live pods of the namespace that have data, each
 // with its true, non-negative value, or a Kubernetes status error when
-// there is nothing to serve.
+// there is nothing to serve or too small a share of the pods that should
+// report has data.
 func FuzzSelector(f *testing.F) {
 	for _, s := range []string{
 		"app=web", "app==web,tier=gpu", "tier in (gpu),app!=db", "app in (web,db),tier=cpu", "app notin (web)",
@@ -176,25 +188,31 @@ func FuzzSelector(f *testing.F) {
 			podSel, mode, aggErr = expectSplit(sel)
 		}
 		var expect []fuzzPod
-		selected := 0
+		selected, shouldReport := 0, 0
 		if aggErr == nil {
 			for _, fp := range fuzzPods {
 				if fp.ns != fuzzNS || fp.phase == corev1.PodSucceeded || fp.phase == corev1.PodFailed || !podSel.Matches(labels.Set(fp.labels)) {
 					continue
 				}
 				selected++
-				if fp.data && (fp.name != "big" || bigData) {
+				switch {
+				case fp.data && (fp.name != "big" || bigData):
 					expect = append(expect, fp)
+					shouldReport++
+				case fp.phase == corev1.PodRunning && !fp.young:
+					shouldReport++
 				}
 			}
 		}
+		// Too few of the pods that should report have data: refused.
+		tooFew := float64(len(expect)) < math.Ceil(fuzzMinShare*float64(shouldReport))
 		got := map[string]resource.Quantity{}
 		var aggItem map[string]string
 		var aggValue resource.Quantity
 		if external {
 			list, err := e.p.GetExternalMetric(context.Background(), fuzzNS, sel, cmprovider.ExternalMetricInfo{Metric: name})
 			if err != nil {
-				checkRefusal(t, err, selector, aggErr, len(expect))
+				checkRefusal(t, err, selector, aggErr, len(expect), tooFew)
 				return
 			}
 			if mode != "" {
@@ -214,7 +232,7 @@ func FuzzSelector(f *testing.F) {
 		} else {
 			list, err := e.p.GetMetricBySelector(context.Background(), fuzzNS, sel, podInfoFuzz(name), labels.Everything())
 			if err != nil {
-				checkRefusal(t, err, selector, nil, len(expect))
+				checkRefusal(t, err, selector, nil, len(expect), tooFew)
 				return
 			}
 			for _, it := range list.Items {
@@ -229,6 +247,9 @@ func FuzzSelector(f *testing.F) {
 		}
 		if len(expect) == 0 {
 			t.Fatalf("%q (external %v): served %v %v though no selected pod has data", selector, external, got, aggItem)
+		}
+		if tooFew {
+			t.Fatalf("%q (external %v): served %v %v though only %d of %d pods that should report have data", selector, external, got, aggItem, len(expect), shouldReport)
 		}
 		if mode == "" {
 			if len(got) != len(expect) {
@@ -292,14 +313,15 @@ func expectSplit(sel labels.Selector) (labels.Selector, string, error) {
 }
 
 // checkRefusal asserts a refused request is a Kubernetes status error and
-// that it was right to refuse: a malformed aggregate, or no pod with data.
-func checkRefusal(t *testing.T, err error, selector string, aggErr error, withData int) {
+// that it was right to refuse: a malformed aggregate, no pod with data, or
+// too few of the pods that should report.
+func checkRefusal(t *testing.T, err error, selector string, aggErr error, withData int, tooFew bool) {
 	t.Helper()
 	var st apierrors.APIStatus
 	if !errors.As(err, &st) {
 		t.Fatalf("%q: error %v (%T) is not a Kubernetes status error", selector, err, err)
 	}
-	if aggErr == nil && withData > 0 {
+	if aggErr == nil && withData > 0 && !tooFew {
 		t.Fatalf("%q: refused (%v) though %d selected pods have data", selector, err, withData)
 	}
 }

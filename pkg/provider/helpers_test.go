@@ -44,6 +44,10 @@ type pod struct {
 	// promquery.Series. unscheduled leaves it empty.
 	node        string
 	unscheduled bool
+	// started is status.startTime (unset when zero); deleting sets a
+	// deletion timestamp.
+	started  time.Time
+	deleting bool
 }
 
 const testNode = "node-1"
@@ -69,6 +73,12 @@ func podLister(t testing.TB, pods []pod) PodLister {
 			ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: p.labels},
 			Spec:       corev1.PodSpec{NodeName: node},
 			Status:     corev1.PodStatus{Phase: phase},
+		}
+		if !p.started.IsZero() {
+			obj.Status.StartTime = &metav1.Time{Time: p.started}
+		}
+		if p.deleting {
+			obj.DeletionTimestamp = &metav1.Time{Time: t0}
 		}
 		if err := idx.Add(obj); err != nil {
 			t.Fatalf("adding pod: %v", err)
@@ -96,6 +106,12 @@ func newEnv(t testing.TB, live bool, pods []pod, vec model.Vector) *env {
 // newEnvSynced is newEnv with the pod informer's HasSynced.
 func newEnvSynced(t testing.TB, live bool, pods []pod, vec model.Vector, synced func() bool) *env {
 	t.Helper()
+	return newEnvConfig(t, live, pods, vec, synced, 0)
+}
+
+// newEnvConfig is newEnvSynced with a minimum share of pods with data.
+func newEnvConfig(t testing.TB, live bool, pods []pod, vec model.Vector, synced func() bool, minShare float64) *env {
+	t.Helper()
 	e := &env{prom: &promquery.Fake{}, clock: &fakeClock{t: t0}, reg: prometheus.NewRegistry()}
 	e.prom.Set(vec, nil)
 	p, err := New(Config{
@@ -105,6 +121,7 @@ func newEnvSynced(t testing.TB, live bool, pods []pod, vec model.Vector, synced 
 		Registry:        e.reg,
 		RefreshInterval: testRefresh,
 		MaxStaleness:    testMaxStale,
+		MinPodDataShare: minShare,
 		LiveQuery:       live,
 		Now:             e.clock.now,
 	})

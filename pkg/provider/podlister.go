@@ -2,6 +2,7 @@ package provider
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -51,14 +52,28 @@ func NewInformerPods(indexer cache.Indexer) (*InformerPods, error) {
 	return &InformerPods{indexer: indexer}, nil
 }
 
-// PodNames lists the pods of namespace matching selector, leaving out pods
+// SelectedPod is a pod that a request's selector matched.
+type SelectedPod struct {
+	Name string
+	// RunningSince is when the pod started (status.startTime) while it
+	// runs and is not being deleted, and zero otherwise: only a running pod
+	// can be expected to have data, and only once it has run a while. A
+	// running pod without a start time counts as long running.
+	RunningSince time.Time
+}
+
+// longRunning stands for the start of a running pod whose start time is
+// unknown: it is expected to report at once.
+var longRunning = time.Unix(0, 0)
+
+// SelectPods lists the pods of namespace matching selector, leaving out pods
 // that have finished: they run no GPU work and the HPA ignores them too.
-func (l *InformerPods) PodNames(namespace string, selector labels.Selector) ([]string, error) {
+func (l *InformerPods) SelectPods(namespace string, selector labels.Selector) ([]SelectedPod, error) {
 	candidates, err := l.candidates(namespace, selector)
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, min(len(candidates), 64))
+	out := make([]SelectedPod, 0, min(len(candidates), 64))
 	for _, obj := range candidates {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok || pod.Namespace != namespace || !selector.Matches(labels.Set(pod.Labels)) {
@@ -67,9 +82,16 @@ func (l *InformerPods) PodNames(namespace string, selector labels.Selector) ([]s
 		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		names = append(names, pod.Name)
+		sp := SelectedPod{Name: pod.Name}
+		if pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil {
+			sp.RunningSince = longRunning
+			if pod.Status.StartTime != nil {
+				sp.RunningSince = pod.Status.StartTime.Time
+			}
+		}
+		out = append(out, sp)
 	}
-	return names, nil
+	return out, nil
 }
 
 // candidates narrows the scan with the smallest equality requirement's

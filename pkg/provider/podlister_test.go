@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -40,13 +41,17 @@ func TestInformerPods(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.ns+"/"+tt.selector, func(t *testing.T) {
-			got, err := l.PodNames(tt.ns, sel(t, tt.selector))
+			pods, err := l.SelectPods(tt.ns, sel(t, tt.selector))
 			if err != nil {
-				t.Fatalf("PodNames: %v", err)
+				t.Fatalf("SelectPods: %v", err)
+			}
+			var got []string
+			for _, p := range pods {
+				got = append(got, p.Name)
 			}
 			slices.Sort(got)
 			if !slices.Equal(got, tt.want) {
-				t.Errorf("PodNames = %v, want %v", got, tt.want)
+				t.Errorf("SelectPods = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -60,5 +65,34 @@ func TestNewInformerPodsNeedsIndexes(t *testing.T) {
 	}
 	if _, err := PodLabelIndexFunc("not a pod"); err == nil {
 		t.Error("index func accepted a string")
+	}
+}
+
+// TestSelectPodsRunningSince: only running pods that are not being deleted
+// are expected to report, from their start time on.
+func TestSelectPodsRunningSince(t *testing.T) {
+	started := t0.Add(-time.Minute)
+	l := podLister(t, []pod{
+		{ns: "a", name: "running", labels: map[string]string{"app": "web"}, started: started},
+		{ns: "a", name: "no-start-time", labels: map[string]string{"app": "web"}},
+		{ns: "a", name: "pending", labels: map[string]string{"app": "web"}, phase: corev1.PodPending, started: started},
+		{ns: "a", name: "deleting", labels: map[string]string{"app": "web"}, started: started, deleting: true},
+	})
+	pods, err := l.SelectPods("a", sel(t, "app=web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]time.Time{}
+	for _, p := range pods {
+		got[p.Name] = p.RunningSince
+	}
+	want := map[string]time.Time{"running": started, "no-start-time": longRunning, "pending": {}, "deleting": {}}
+	if len(got) != len(want) {
+		t.Fatalf("SelectPods = %v, want %v", got, want)
+	}
+	for name, w := range want {
+		if !got[name].Equal(w) {
+			t.Errorf("%s: RunningSince %v, want %v", name, got[name], w)
+		}
 	}
 }

@@ -4,8 +4,10 @@
 // A background refresher runs one Prometheus instant query for every
 // spillway series and swaps in a new in-memory snapshot; requests read only
 // that snapshot. Values older than MaxStaleness are never served, and a
-// request for which no selected pod has a fresh value is an error — the HPA
-// then holds its scale instead of acting on a false zero.
+// request for which no selected pod has a fresh value, or fewer than
+// MinPodDataShare of the pods that should have one, is an error: the HPA
+// then holds its scale instead of acting on a false zero or on the part of
+// the load that still reports.
 //
 // A series only counts if it comes from the exporter on the pod's node: the
 // query is scoped to the exporter's scrape identity (promquery), and each
@@ -39,8 +41,8 @@ type SampleSource interface {
 // PodLister reads pods from an informer's memory; it must not call the API
 // server per request or per series.
 type PodLister interface {
-	// PodNames resolves a label selector to pod names in a namespace.
-	PodNames(namespace string, selector labels.Selector) ([]string, error)
+	// SelectPods resolves a label selector to the pods of a namespace.
+	SelectPods(namespace string, selector labels.Selector) ([]SelectedPod, error)
 	// PodNode returns the node a pod is bound to ("" while unscheduled)
 	// and whether the pod is known at all.
 	PodNode(namespace, name string) (node string, known bool)
@@ -60,6 +62,11 @@ type Config struct {
 	RefreshInterval time.Duration
 	// MaxStaleness is the oldest a served value may be.
 	MaxStaleness time.Duration
+	// MinPodDataShare is the smallest share, in [0, 1], of a request's
+	// selected pods that must have a fresh value for the request to be
+	// answered. Only pods that have run longer than MaxStaleness are
+	// expected to have one. 0 answers whenever any selected pod has data.
+	MinPodDataShare float64
 	// LiveQuery queries Prometheus on every request instead of serving the
 	// snapshot. It exists only to compare against in benchmarks.
 	LiveQuery bool
@@ -107,6 +114,7 @@ type Provider struct {
 	index           map[string]int
 	refreshInterval time.Duration
 	maxStaleness    time.Duration
+	minShare        float64
 	live            bool
 	now             func() time.Time
 	startedAt       time.Time
@@ -141,6 +149,9 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.MaxStaleness <= cfg.RefreshInterval {
 		errs = append(errs, fmt.Errorf("max staleness (%s) must be longer than the refresh interval (%s), or every value would expire before the next refresh", cfg.MaxStaleness, cfg.RefreshInterval))
 	}
+	if !(cfg.MinPodDataShare >= 0 && cfg.MinPodDataShare <= 1) {
+		errs = append(errs, fmt.Errorf("minimum share of pods with data must be within [0, 1], got %v", cfg.MinPodDataShare))
+	}
 	p := &Provider{
 		source:          cfg.Source,
 		pods:            cfg.Pods,
@@ -148,6 +159,7 @@ func New(cfg Config) (*Provider, error) {
 		index:           make(map[string]int, len(metricnames.ProcessMetrics)),
 		refreshInterval: cfg.RefreshInterval,
 		maxStaleness:    cfg.MaxStaleness,
+		minShare:        cfg.MinPodDataShare,
 		live:            cfg.LiveQuery,
 		now:             cfg.Now,
 	}

@@ -28,6 +28,7 @@ type selfMetrics struct {
 	requests        *prometheus.CounterVec
 	requestDuration *prometheus.HistogramVec
 	seriesRejected  *prometheus.CounterVec
+	partialRefusals prometheus.Counter
 }
 
 func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*selfMetrics, error) {
@@ -62,6 +63,10 @@ func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*sel
 			Help:    "Time spent in the provider per metric request, by API.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 		}, []string{"api"}),
+		partialRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: selfPrefix + "partial_data_refusals_total",
+			Help: "Requests refused with 503 because fewer than --min-pod-data-share of the selected pods that should report had a fresh value.",
+		}),
 	}
 	m.seriesRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricnames.AdapterSeriesRejected,
@@ -76,7 +81,7 @@ func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*sel
 		Name: selfPrefix + "snapshot_age_seconds",
 		Help: "Age of the served snapshot (time since start while none was loaded). Past --max-staleness every request fails with 503; readiness does not change.",
 	}, snapshotAge)
-	for _, c := range []prometheus.Collector{m.refreshDuration, m.refreshErrors, m.series, m.pods, m.skipped, m.requests, m.requestDuration, m.seriesRejected, age} {
+	for _, c := range []prometheus.Collector{m.refreshDuration, m.refreshErrors, m.series, m.pods, m.skipped, m.requests, m.requestDuration, m.seriesRejected, m.partialRefusals, age} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

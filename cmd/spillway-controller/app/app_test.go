@@ -86,6 +86,10 @@ func TestValidate(t *testing.T) {
 		}, nil},
 		{"missing client CA file", func(o *Options) { o.WebhookClientCAFile = filepath.Join(certDir, "ca.crt") }, []string{"--webhook-client-ca-file"}},
 		{"client names without a CA", func(o *Options) { o.WebhookClientNames = []string{"kube-apiserver"} }, []string{"--webhook-client-names needs"}},
+		{"lease shorter than the renew deadline", func(o *Options) { o.LeaseDuration = o.RenewDeadline }, []string{"--leader-election-lease-duration (7s)"}},
+		{"renew deadline within a jittered retry", func(o *Options) { o.RenewDeadline, o.RetryPeriod = 6*time.Second, 5*time.Second }, []string{"--leader-election-renew-deadline (6s)"}},
+		{"no retry period", func(o *Options) { o.RetryPeriod = 0 }, []string{"--leader-election-retry-period must be positive"}},
+		{"timings unchecked without election", func(o *Options) { o.LeaderElect, o.RetryPeriod, o.LeaseDuration = false, 0, 0 }, nil},
 		{"everything wrong at once", func(o *Options) {
 			o.Namespace, o.LeaderElectionID, o.WebhookPort, o.WebhookConfigName = "", "", 0, ""
 			o.WebhookServiceName, o.CertCheckInterval, o.UnitCooldown, o.ReservationTTL, o.Verbosity = "", 0, 0, -time.Second, -1

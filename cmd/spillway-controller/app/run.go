@@ -157,6 +157,9 @@ func run(ctx context.Context, o *Options, cfg *rest.Config) error {
 		LeaderElectionID:              o.LeaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace(),
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.LeaseDuration,
+		RenewDeadline:                 &o.RenewDeadline,
+		RetryPeriod:                   &o.RetryPeriod,
 		WebhookServer:                 webhook.NewServer(webhookOpts),
 		// Every pod and node is cached; managed fields are most of their bytes.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},

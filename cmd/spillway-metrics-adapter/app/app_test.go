@@ -58,7 +58,7 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 			name: "every problem at once",
 			args: []string{
 				"--prometheus-url=ftp://prom", "--refresh-interval=0", "--max-staleness=-1s", "--prometheus-timeout=0",
-				"--self-metrics-address=nope", "--secure-port=70000", "--series-selector=", "stray",
+				"--self-metrics-address=nope", "--secure-port=70000", "--series-selector=", "--min-pod-data-share=1.5", "stray",
 			},
 			want: []string{
 				`unexpected arguments ["stray"]`,
@@ -69,6 +69,7 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 				"--self-metrics-address",
 				"--secure-port 70000",
 				"--series-selector: series selector \"\": no matchers",
+				"--min-pod-data-share must be within 0 and 1, got 1.5",
 			},
 		},
 		{
@@ -104,7 +105,7 @@ func TestFlagsSetOptions(t *testing.T) {
 	if err := own.Parse([]string{
 		"--prometheus-url=https://prom.example:9090/sub", "--refresh-interval=2s", "--max-staleness=1m",
 		"--live-query", "--self-metrics-address=127.0.0.1:0", "--prometheus-timeout=3s",
-		`--series-selector={job="gpu",cluster=~"a|b"}`,
+		`--series-selector={job="gpu",cluster=~"a|b"}`, "--min-pod-data-share=0.75",
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func TestFlagsSetOptions(t *testing.T) {
 	}
 	if o.PrometheusURL != "https://prom.example:9090/sub" || o.RefreshInterval != 2*time.Second || o.MaxStaleness != time.Minute ||
 		!o.LiveQuery || o.SelfMetricsAddress != "127.0.0.1:0" || o.PrometheusTimeout != 3*time.Second ||
-		o.SeriesSelector != `{job="gpu",cluster=~"a|b"}` {
+		o.SeriesSelector != `{job="gpu",cluster=~"a|b"}` || o.MinPodDataShare != 0.75 {
 		t.Errorf("options = %+v", o)
 	}
 	if o.Adapter.SecureServing.BindPort != 7443 || o.Adapter.RemoteKubeConfigFile != "/tmp/kc" {
@@ -128,11 +129,12 @@ func TestFlagsSetOptions(t *testing.T) {
 }
 
 func TestSlimPod(t *testing.T) {
+	started, deleted := metav1.NewTime(time.Unix(1000, 0)), metav1.NewTime(time.Unix(2000, 0))
 	in := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u", ResourceVersion: "7",
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u", ResourceVersion: "7", DeletionTimestamp: &deleted,
 			Labels: map[string]string{"app": "x"}, Annotations: map[string]string{"big": strings.Repeat("x", 1000)}},
 		Spec:   corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "c", Image: "i"}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", StartTime: &started},
 	}
 	out, err := slimPod(in)
 	if err != nil {
@@ -140,7 +142,7 @@ func TestSlimPod(t *testing.T) {
 	}
 	p := out.(*corev1.Pod)
 	if p.Name != "p" || p.Namespace != "ns" || p.UID != "u" || p.ResourceVersion != "7" || p.Labels["app"] != "x" ||
-		p.Status.Phase != corev1.PodRunning || p.Spec.NodeName != "n" {
+		p.Status.Phase != corev1.PodRunning || p.Spec.NodeName != "n" || !p.Status.StartTime.Equal(&started) || !p.DeletionTimestamp.Equal(&deleted) {
 		t.Errorf("kept fields lost: %+v", p)
 	}
 	if p.Annotations != nil || len(p.Spec.Containers) != 0 || p.Status.PodIP != "" {

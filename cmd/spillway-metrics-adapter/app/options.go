@@ -29,6 +29,7 @@ type Options struct {
 	SeriesSelector     string // parsed by Validate and again by run
 	RefreshInterval    time.Duration
 	MaxStaleness       time.Duration
+	MinPodDataShare    float64
 	LiveQuery          bool
 	SelfMetricsAddress string
 	// Certs: the self-managed serving certificate (certs.go).
@@ -52,6 +53,7 @@ func NewOptions() *Options {
 		SeriesSelector:     metricnames.LabelJob + `="` + metricnames.ExporterJob + `"`,
 		RefreshInterval:    5 * time.Second,
 		MaxStaleness:       30 * time.Second,
+		MinPodDataShare:    0.5,
 		SelfMetricsAddress: ":9102",
 		Certs:              defaultCertOptions(),
 	}
@@ -77,6 +79,12 @@ func (o *Options) ownFlags() *pflag.FlagSet {
 			"with 503 naming the snapshot's age (the HPA then keeps its current scale). /readyz stays ready: it only waits for the first snapshot, so an outage "+
 			"cannot make the metrics APIs unavailable to discovery. Also sent to Prometheus as lookback_delta, so keep it at least twice the exporter's scrape interval. "+
 			"Must be longer than --refresh-interval.")
+	fs.Float64Var(&o.MinPodDataShare, "min-pod-data-share", o.MinPodDataShare,
+		"Smallest share (0 to 1) of the pods a request selects that must have a fresh value, counting only pods that are running, not being deleted "+
+			"and started more than --max-staleness ago (younger pods count only once they report, so new replicas never block a scale-out). "+
+			"Below it the request fails with 503 naming the counts and the HPA keeps its scale: when one node's exporter or scrape is down, "+
+			"the pods still reporting must not decide alone (a low reading from them would scale in the pods nobody measured). "+
+			"0 answers whenever any selected pod has data; 1 needs every expected pod.")
 	fs.BoolVar(&o.LiveQuery, "live-query", o.LiveQuery,
 		"Benchmark only: query Prometheus on every request instead of serving the snapshot, the way prometheus-adapter works, to compare latencies in one run.")
 	fs.StringVar(&o.SelfMetricsAddress, "self-metrics-address", o.SelfMetricsAddress,
@@ -116,6 +124,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxStaleness <= o.RefreshInterval {
 		errs = append(errs, fmt.Errorf("--max-staleness (%s) must be longer than --refresh-interval (%s)", o.MaxStaleness, o.RefreshInterval))
+	}
+	if !(o.MinPodDataShare >= 0 && o.MinPodDataShare <= 1) {
+		errs = append(errs, fmt.Errorf("--min-pod-data-share must be within 0 and 1, got %v", o.MinPodDataShare))
 	}
 	if o.SelfMetricsAddress != "" {
 		if _, _, err := net.SplitHostPort(o.SelfMetricsAddress); err != nil {

@@ -106,6 +106,7 @@ func run(ctx context.Context, o *Options) error {
 		Registry:        reg,
 		RefreshInterval: o.RefreshInterval,
 		MaxStaleness:    o.MaxStaleness,
+		MinPodDataShare: o.MinPodDataShare,
 		LiveQuery:       o.LiveQuery,
 	})
 	if err != nil {
@@ -144,7 +145,7 @@ func run(ctx context.Context, o *Options) error {
 		mode = "live-query (benchmark only)"
 	}
 	log.Info("Starting", "version", version.String(binaryName), "mode", mode, "prometheus", o.PrometheusURL,
-		"seriesSelector", identity.String(), "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness)
+		"seriesSelector", identity.String(), "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness, "minPodDataShare", o.MinPodDataShare)
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }
 
@@ -167,8 +168,9 @@ func podLister(o *Options) (provider.PodLister, func() bool, error) {
 	return l, inf.HasSynced, err
 }
 
-// slimPod drops everything but name, namespace, labels, node and phase:
-// with thousands of pods the informer would otherwise hold full specs.
+// slimPod drops everything but name, namespace, labels, deletion mark,
+// node, phase and start time: with thousands of pods the informer would
+// otherwise hold full specs.
 func slimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -176,14 +178,15 @@ func slimPod(obj any) (any, error) {
 	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:            pod.Name,
-			Namespace:       pod.Namespace,
-			UID:             pod.UID,
-			ResourceVersion: pod.ResourceVersion,
-			Labels:          pod.Labels,
+			Name:              pod.Name,
+			Namespace:         pod.Namespace,
+			UID:               pod.UID,
+			ResourceVersion:   pod.ResourceVersion,
+			Labels:            pod.Labels,
+			DeletionTimestamp: pod.DeletionTimestamp,
 		},
 		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName},
-		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase, StartTime: pod.Status.StartTime},
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -75,12 +76,41 @@ func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk
 	if keys == nil {
 		return fmt.Errorf("no source for the placement signing key")
 	}
+	shared, err := reservationClient(mgr)
+	if err != nil {
+		return err
+	}
 	w := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), tracker, mgr.GetEventRecorder("spillway-placement"), metrics, clk, keys).
-		ShareReservations(mgr.GetAPIReader(), mgr.GetClient())
+		ShareReservations(shared, shared)
 	var h http.Handler = &webhook.Admission{Handler: w}
 	if auth != nil {
 		h = auth.Require(h)
 	}
 	mgr.GetWebhookServer().Register(Path, h)
 	return nil
+}
+
+// Client-side rate limit of the shared-reservation client: one read and
+// one write per admission into a unit with a max, for bursts of a few
+// hundred pods a second across replicas. The API server's own priority and
+// fairness still applies.
+const (
+	reservationQPS   = 100
+	reservationBurst = 200
+)
+
+// reservationClient is an uncached client with a rate limiter of its own.
+// On the manager's client, the leader's reconcilers (deletion costs,
+// status) share one token bucket with admission, and in a burst a review
+// waited past its one-second bound for a token; it then treats every unit
+// with a max as full, refusing pods that had room (measured in test/faults
+// before this client existed).
+func reservationClient(mgr manager.Manager) (client.Client, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = reservationQPS, reservationBurst, nil
+	c, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return nil, fmt.Errorf("building the shared-reservation client: %w", err)
+	}
+	return c, nil
 }

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
@@ -40,7 +39,6 @@ const (
 type sharedReservations struct {
 	apiReader client.Reader // the API server, not a cache
 	client    client.Client
-	cache     client.Reader // for pods: a reservation whose pod is seen is done
 	clock     clock.PassiveClock
 	ttl       time.Duration
 	metrics   *Metrics
@@ -52,7 +50,12 @@ type sharedReservations struct {
 // status adds the other replicas' reservations. It returns the decision,
 // which may be another unit or a denial. When the state cannot be read or
 // written it never over-admits: every unit with a max counts as full.
-func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourcePolicy, req admission.Request, states []rules.UnitState, inflight []rules.Reservation) rules.Decision {
+//
+// listed holds the placement IDs of the pods that states were counted
+// from: their reservations are not counted again. A pod that reached the
+// cache after states were counted is in neither states nor listed, so its
+// reservation still counts it.
+func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourcePolicy, req admission.Request, states []rules.UnitState, inflight []rules.Reservation, listed map[string]bool) rules.Decision {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	mine := map[string]bool{}
@@ -68,17 +71,13 @@ func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourceP
 			break
 		}
 		now := s.clock.Now()
-		kept, err := s.prune(ctx, fresh.Status.Reservations, now)
-		if err != nil {
-			lastErr = err
-			break
-		}
+		kept := prune(fresh.Status.Reservations, now)
 		st := append([]rules.UnitState(nil), states...)
 		// A decision made again (TryReserve lost a node to another
 		// policy) replaces this pod's own earlier reservation.
 		kept = slices.DeleteFunc(kept, func(r v1alpha1.PlacementReservation) bool { return r.ID == id })
 		for _, r := range kept {
-			if mine[r.ID] {
+			if mine[r.ID] || listed[r.ID] {
 				continue // already counted in states
 			}
 			if u, ok := rules.UnitIndex(rp, r.Unit); ok && u != rules.Outside && u < len(st) {
@@ -93,7 +92,7 @@ func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourceP
 		fresh.Status.Reservations = append(kept, v1alpha1.PlacementReservation{
 			ID: id, Unit: rules.UnitLabel(rp, d.Unit), Node: d.Node, Expires: metav1.NewTime(now.Add(s.ttl)),
 		})
-		err = s.client.Status().Update(ctx, fresh)
+		err := s.client.Status().Update(ctx, fresh)
 		if err == nil {
 			return d
 		}
@@ -108,24 +107,20 @@ func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourceP
 	return rules.Choose(&rp.Spec, full(rp, states))
 }
 
-// prune drops expired reservations and those whose pod the cache shows
-// (the pod then counts itself).
-func (s *sharedReservations) prune(ctx context.Context, in []v1alpha1.PlacementReservation, now time.Time) ([]v1alpha1.PlacementReservation, error) {
+// prune drops expired reservations. A reservation whose pod exists stays
+// until it expires too: whether the pod is counted depends on each
+// replica's own cache, so only the replica deciding can tell (listed), and
+// a replica that dropped it on the strength of its cache would hide the
+// pod from a replica whose cache has not seen it yet (a burst over two
+// replicas put a fourth pod into a unit with max 3 that way).
+func prune(in []v1alpha1.PlacementReservation, now time.Time) []v1alpha1.PlacementReservation {
 	out := make([]v1alpha1.PlacementReservation, 0, len(in)+1)
 	for _, r := range in {
-		if !now.Before(r.Expires.Time) {
-			continue
+		if now.Before(r.Expires.Time) {
+			out = append(out, r)
 		}
-		var pods corev1.PodList
-		if err := s.cache.List(ctx, &pods, client.MatchingFields{IndexPlacementID: r.ID}); err != nil {
-			return nil, fmt.Errorf("looking up placed pods: %w", err)
-		}
-		if len(pods.Items) > 0 {
-			continue
-		}
-		out = append(out, r)
 	}
-	return out, nil
+	return out
 }
 
 // full returns states with every unit that has a max at its max.

@@ -3,6 +3,7 @@ package placement
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +95,96 @@ func TestSharedConflictsSpill(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(rs[0].metrics.Errors.WithLabelValues(reasonShared)); n != 1 {
 		t.Errorf("shared-reservation errors = %v, want 1", n)
+	}
+}
+
+// TestPodSeenWhileDeciding: the pods another replica placed reach this
+// replica's cache after it counted the unit but before it reads the shared
+// reservations. Their reservations must still count them: dropping them
+// because the cache now shows the pods would leave them counted nowhere
+// and admit a third pod into a unit with max 2.
+func TestPodSeenWhileDeciding(t *testing.T) {
+	var arrive []*corev1.Pod
+	funcs := &interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if _, ok := obj.(*v1alpha1.ResourcePolicy); ok {
+			for _, p := range arrive {
+				if err := c.Create(ctx, p); err != nil {
+					return err
+				}
+			}
+			arrive = nil
+		}
+		return c.Get(ctx, key, obj, opts...)
+	}}
+	rs := replicas(t, 2, true, funcs,
+		seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](2) }), gpuNode("onprem-1", onPremPool, 8))
+	var fromB []*corev1.Pod
+	for i := range 2 {
+		_, placed := rs[1].admit(t, predictor(fmt.Sprintf("b-%d", i)))
+		if u := unitOf(placed); u != "0" {
+			t.Fatalf("replica B placed b-%d on unit %s, want 0", i, u)
+		}
+		fromB = append(fromB, placed)
+	}
+	// Replica A counts the unit before B's pods are in its cache; they
+	// arrive when A reads the policy's status.
+	arrive = fromB
+	_, placed := rs[0].admit(t, predictor("a-0"))
+	if u := unitOf(placed); u != "1" {
+		t.Errorf("replica A placed a-0 on unit %s, want 1: unit 0 holds B's two pods", u)
+	}
+	if len(arrive) != 0 {
+		t.Fatal("the pods never arrived: the test did not exercise the race")
+	}
+}
+
+// laggingCache is a replica's cache that has not seen some pods yet.
+type laggingCache struct {
+	client.Reader
+	hidden map[string]bool
+}
+
+func (l laggingCache) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := l.Reader.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	if pods, ok := list.(*corev1.PodList); ok {
+		pods.Items = slices.DeleteFunc(pods.Items, func(p corev1.Pod) bool { return l.hidden[p.Name] })
+	}
+	return nil
+}
+
+// TestLaggingCacheOfAnotherReplica: replica A's cache has seen its two
+// pods, replica B's has not. A's next placement must not remove their
+// reservations from the shared state, or B counts neither pod nor
+// reservation and over-fills the unit.
+func TestLaggingCacheOfAnotherReplica(t *testing.T) {
+	rs := replicas(t, 1, true, nil,
+		seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](3) }), gpuNode("onprem-1", onPremPool, 8))
+	a := rs[0]
+	c := a.hook.reader.(client.Client)
+	for i := range 2 {
+		_, placed := a.admit(t, predictor(fmt.Sprintf("a-%d", i)))
+		if u := unitOf(placed); u != "0" {
+			t.Fatalf("a-%d on unit %s, want 0", i, u)
+		}
+		if err := c.Create(context.Background(), placed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, placed := a.admit(t, predictor("a-2")); unitOf(placed) != "0" {
+		t.Fatalf("a-2 on unit %s, want 0", unitOf(placed))
+	}
+	// Replica B shares the API server but its cache lacks a-0 and a-1.
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := rules.NewTracker(a.clock, 5*time.Second, 2*time.Minute)
+	b := New(laggingCache{Reader: c, hidden: map[string]bool{"a-0": true, "a-1": true}}, admission.NewDecoder(scheme(t)), tr,
+		events.NewFakeRecorder(100), m, a.clock, testKeys).ShareReservations(c, c)
+	bEnv := &env{hook: b, tracker: tr, clock: a.clock, metrics: m}
+	if _, placed := bEnv.admit(t, predictor("b-0")); unitOf(placed) != "1" {
+		t.Errorf("replica B placed b-0 on unit %s, want 1: unit 0 holds a-0, a-1 and a-2", unitOf(placed))
 	}
 }

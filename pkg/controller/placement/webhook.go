@@ -83,7 +83,7 @@ type Webhook struct {
 // a cache) and written through c with optimistic concurrency, so that max
 // holds across any number of replicas.
 func (w *Webhook) ShareReservations(apiReader client.Reader, c client.Client) *Webhook {
-	w.shared = &sharedReservations{apiReader: apiReader, client: c, cache: w.reader, clock: w.clock, ttl: w.tracker.TTL(), metrics: w.metrics}
+	w.shared = &sharedReservations{apiReader: apiReader, client: c, clock: w.clock, ttl: w.tracker.TTL(), metrics: w.metrics}
 	return w
 }
 
@@ -211,7 +211,7 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 	names := rules.DisplayNames(rp)
 	for attempt := 1; ; attempt++ {
 		inflight := tx.InFlight()
-		states, unitNodes, err := w.unitStates(ctx, tx, rp, pod, req0, inflight)
+		states, unitNodes, listed, err := w.unitStates(ctx, tx, rp, pod, req0, inflight)
 		if err != nil {
 			return admission.Response{}, err
 		}
@@ -228,7 +228,7 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 			// The unit has a max and other replicas may be filling it:
 			// decide again on the policy's shared reservations and
 			// publish this one before answering.
-			d = w.shared.reserve(ctx, rp, req, states, inflight)
+			d = w.shared.reserve(ctx, rp, req, states, inflight, listed)
 			if d.Deny {
 				w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
 				w.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "PodDenied", "Place", "refused a pod (generateName %q): %s", pod.GenerateName, d.Explain(names))
@@ -292,13 +292,19 @@ func (w *Webhook) setPlacement(ctx context.Context, p *podPatch, pod *corev1.Pod
 // unitStates counts the policy's pods per unit (in-flight placements
 // included) and, under LackResourceOrExceedMax, looks for room in every unit
 // but the last. unitNodes[i] names the nodes whose room was looked at for
-// unit i.
-func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, req corev1.ResourceList, inflight []rules.Reservation) (states []rules.UnitState, unitNodes [][]string, err error) {
+// unit i; listed holds the placement IDs of the pods counted from.
+func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, req corev1.ResourceList, inflight []rules.Reservation) (states []rules.UnitState, unitNodes [][]string, listed map[string]bool, err error) {
 	states = make([]rules.UnitState, len(rp.Spec.Units))
 	unitNodes = make([][]string, len(rp.Spec.Units))
 	var pods corev1.PodList
 	if err := w.reader.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector)); err != nil {
-		return nil, nil, fmt.Errorf("listing selected pods: %w", err)
+		return nil, nil, nil, fmt.Errorf("listing selected pods: %w", err)
+	}
+	listed = make(map[string]bool, len(pods.Items))
+	for i := range pods.Items {
+		if id := pods.Items[i].Annotations[rules.AnnotationPlacementID]; id != "" {
+			listed[id] = true
+		}
 	}
 	nodes := map[string]*corev1.Node{}
 	var nodeErr error
@@ -308,7 +314,7 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		return n
 	})
 	if nodeErr != nil {
-		return nil, nil, nodeErr
+		return nil, nil, nil, nodeErr
 	}
 	for i, c := range counts {
 		states[i].Count = c
@@ -331,14 +337,14 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		}
 		usage, err := w.unitNodes(ctx, &rp.Spec.Units[i])
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, u := range usage {
 			unitNodes[i] = append(unitNodes[i], u.Node.Name)
 		}
 		states[i].RoomNode, states[i].Room = rules.RoomNode(pod, req, usage, inflight)
 	}
-	return states, unitNodes, nil
+	return states, unitNodes, listed, nil
 }
 
 func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name string) (*corev1.Node, error) {
