@@ -60,6 +60,7 @@ func SpillwayMetrics() []Metric {
 		// spillway-metrics-adapter self-metrics.
 		{mn.AdapterRefreshDuration, Histogram},
 		{mn.AdapterRefreshErrors, Counter},
+		{mn.AdapterPartialDataRefusals, Counter},
 		{mn.AdapterSnapshotSeries, Gauge},
 		{mn.AdapterSnapshotPods, Gauge},
 		{mn.AdapterSnapshotSkippedSeries, Gauge},

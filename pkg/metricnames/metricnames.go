@@ -111,6 +111,9 @@ const (
 	AdapterRefreshDuration = "spillway_metrics_adapter_refresh_duration_seconds"
 	// AdapterRefreshErrors counts failed refreshes.
 	AdapterRefreshErrors = "spillway_metrics_adapter_refresh_errors_total"
+	// AdapterPartialDataRefusals counts requests refused because fewer than
+	// the minimum share of the selected pods that should report had data.
+	AdapterPartialDataRefusals = "spillway_metrics_adapter_partial_data_refusals_total"
 	// AdapterSnapshotSeries and AdapterSnapshotPods size the current
 	// snapshot: per-process series read, pods with a value.
 	AdapterSnapshotSeries = "spillway_metrics_adapter_snapshot_series"

@@ -64,7 +64,7 @@ func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*sel
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 		}, []string{"api"}),
 		partialRefusals: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: selfPrefix + "partial_data_refusals_total",
+			Name: metricnames.AdapterPartialDataRefusals,
 			Help: "Requests refused with 503 because fewer than --min-pod-data-share of the selected pods that should report had a fresh value.",
 		}),
 	}
