@@ -20,6 +20,10 @@ type UnitState struct {
 	Room bool
 	// RoomNode is that node, reserved for the pod.
 	RoomNode string
+	// Terminating is true when selected pods in the unit are terminating;
+	// read only under LackResourceAndNoTerminating, where such a unit is
+	// not skipped for lack of room (the pod waits for the room they free).
+	Terminating bool
 }
 
 // SkipReason says why a unit was passed over.
@@ -49,8 +53,12 @@ type Decision struct {
 	// max: the pod may not be created now.
 	Deny bool
 	// Waiting is true when the chosen unit was picked although it has no
-	// room or is cooling down, because every later unit is at its max.
+	// room or is cooling down, because every later unit is at its max, or
+	// (ForTerminating) because its terminating pods are about to free room.
 	Waiting bool
+	// ForTerminating is true when the pod waits in a unit without room for
+	// its terminating pods to leave (LackResourceAndNoTerminating).
+	ForTerminating bool
 	// Skipped lists the units passed over, in order.
 	Skipped []Skip
 }
@@ -62,8 +70,13 @@ type Decision struct {
 // the pod is pending. When every unit is passed over, the first one under
 // its max is chosen anyway and the pod waits there; when every unit is at
 // its max, prefer admits the pod outside the units and required denies it.
+//
+// Under LackResourceAndNoTerminating a unit without room is not skipped
+// while it has terminating pods: the pod is placed there to wait for the
+// room they free (a rollout's new pods replace the old ones in place).
 func Choose(spec *v1alpha1.ResourcePolicySpec, states []UnitState) Decision {
-	needRoom := NextUnitPolicy(spec) == v1alpha1.LackResourceOrExceedMax
+	needRoom := NeedsRoom(spec)
+	waitTerminating := WaitsForTerminating(spec)
 	var d Decision
 	firstUnderMax := Outside
 	for i := range spec.Units {
@@ -81,6 +94,9 @@ func Choose(spec *v1alpha1.ResourcePolicySpec, states []UnitState) Decision {
 		case st.CoolingDown:
 			d.Skipped = append(d.Skipped, Skip{i, SkipCoolingDown})
 			continue
+		case needRoom && !st.Room && waitTerminating && st.Terminating:
+			d.Unit, d.Waiting, d.ForTerminating = i, true, true
+			return d
 		case needRoom && !st.Room:
 			d.Skipped = append(d.Skipped, Skip{i, SkipNoRoom})
 			continue
@@ -109,6 +125,8 @@ func (d Decision) Explain(names []string) string {
 		b.WriteString("every unit is at its max and the strategy is required")
 	case d.Unit == Outside:
 		b.WriteString("every unit is at its max; placed outside the units (strategy prefer)")
+	case d.ForTerminating:
+		fmt.Fprintf(&b, "placed on unit %s to wait for the room its terminating pods free (LackResourceAndNoTerminating)", names[d.Unit])
 	case d.Waiting:
 		fmt.Fprintf(&b, "placed on unit %s to wait: every later unit is at its max", names[d.Unit])
 	default:

@@ -27,6 +27,8 @@ func TestChoose(t *testing.T) {
 		return s
 	}
 	lack, exceed, timeout := v1alpha1.LackResourceOrExceedMax, v1alpha1.ExceedMax, v1alpha1.TimeoutOrExceedMax
+	noTerm := v1alpha1.LackResourceAndNoTerminating
+	draining := UnitState{Terminating: true}
 	room := UnitState{Room: true, RoomNode: "n"}
 	none := UnitState{}
 	cases := []struct {
@@ -56,6 +58,11 @@ func TestChoose(t *testing.T) {
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
 		{"all at max, default strategy is prefer", three(lack, "", ptr[int32](0), ptr[int32](0), ptr[int32](0)), []UnitState{none, none, none}, Outside, "", false, false,
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
+		{"no terminating: wait where pods are leaving", three(noTerm, "", nil), []UnitState{draining, room, none}, 0, "", false, true, nil},
+		{"no terminating: room first", three(noTerm, "", nil), []UnitState{{Room: true, RoomNode: "a", Terminating: true}, room, none}, 0, "a", false, false, nil},
+		{"no terminating: spills once none leaves", three(noTerm, "", nil), []UnitState{none, room, none}, 1, "n", false, false, []SkipReason{SkipNoRoom}},
+		{"no terminating: max still spills", three(noTerm, "", ptr[int32](1)), []UnitState{{Count: 1, Terminating: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
+		{"terminating ignored by lack resource", three(lack, "", nil), []UnitState{draining, room, none}, 1, "n", false, false, []SkipReason{SkipNoRoom}},
 		{"all at max, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](1), ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", true, false,
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
 	}
@@ -79,6 +86,11 @@ func TestChoose(t *testing.T) {
 func TestExplain(t *testing.T) {
 	d := Decision{Unit: 1, Node: "n7", Skipped: []Skip{{0, SkipNoRoom}}}
 	want := "placed on unit elastic (room on node n7); skipped ecs: no node with room"
+	if got := d.Explain([]string{"ecs", "elastic"}); got != want {
+		t.Errorf("Explain = %q, want %q", got, want)
+	}
+	d = Decision{Unit: 0, Waiting: true, ForTerminating: true}
+	want = "placed on unit ecs to wait for the room its terminating pods free (LackResourceAndNoTerminating)"
 	if got := d.Explain([]string{"ecs", "elastic"}); got != want {
 		t.Errorf("Explain = %q, want %q", got, want)
 	}

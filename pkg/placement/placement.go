@@ -64,8 +64,13 @@ func Reserved(key string) bool {
 const Outside = -1
 
 // DefaultGrace is how long a placed pod may stay unschedulable before it is
-// re-placed when the policy gives no timeout.
+// re-placed under the LackResource policies: the unit had room at
+// admission, so a pod still unschedulable after this lost it.
 const DefaultGrace = 30 * time.Second
+
+// DefaultTimeout is TimeoutOrExceedMax's timeout when the policy gives
+// none: ACK's 15 minutes, long enough for a node pool to add a node.
+const DefaultTimeout = 15 * time.Minute
 
 // UnitLabel is the value of LabelUnit for unit i.
 func UnitLabel(rp *v1alpha1.ResourcePolicy, i int) string {
@@ -250,8 +255,26 @@ func Grace(spec *v1alpha1.ResourcePolicySpec) (time.Duration, bool) {
 		if t := spec.WhenTryNextUnits.Timeout; t != nil && t.Duration > 0 {
 			return t.Duration, true
 		}
+		return DefaultTimeout, true
 	}
 	return DefaultGrace, true
+}
+
+// NeedsRoom reports whether the policy skips a unit without room for the
+// pod (the LackResource policies); the others wait in the unit for room.
+func NeedsRoom(spec *v1alpha1.ResourcePolicySpec) bool {
+	switch NextUnitPolicy(spec) {
+	case v1alpha1.LackResourceOrExceedMax, v1alpha1.LackResourceAndNoTerminating:
+		return true
+	}
+	return false
+}
+
+// WaitsForTerminating reports whether a unit with terminating selected pods
+// keeps new pods waiting for the room they free (LackResourceAndNoTerminating)
+// instead of being skipped for lack of room.
+func WaitsForTerminating(spec *v1alpha1.ResourcePolicySpec) bool {
+	return NextUnitPolicy(spec) == v1alpha1.LackResourceAndNoTerminating
 }
 
 // Strategy is spec.strategy with its default.
@@ -268,25 +291,65 @@ func PolicyKey(rp *v1alpha1.ResourcePolicy) string {
 }
 
 // Counts is the number of pods counted toward each unit's max: those of the
-// given pods (the policy's selected pods) that Counted accepts, by UnitOf.
-// nodeOf returns a pod's node by name, nil when unknown; it is called only
-// for bound pods this policy did not place.
+// given pods (the policy's selected pods) that Counted accepts, by UnitOf,
+// that carry the unit's podLabels and podAnnotations. nodeOf returns a
+// pod's node by name, nil when unknown; it is called only for bound pods
+// this policy did not place.
 func Counts(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf func(name string) *corev1.Node) []int {
 	counts := make([]int, len(rp.Spec.Units))
 	for i := range pods {
-		p := &pods[i]
-		if !Counted(rp, p) {
-			continue
-		}
-		var node *corev1.Node
-		if !Placed(rp, p) && p.Spec.NodeName != "" {
-			node = nodeOf(p.Spec.NodeName)
-		}
-		if u := UnitOf(rp, p, node); u != Outside {
+		if u := CountedUnit(rp, &pods[i], nodeOf); u != Outside {
 			counts[u]++
 		}
 	}
 	return counts
+}
+
+// CountedUnit is the unit whose max the pod counts toward, or Outside.
+func CountedUnit(rp *v1alpha1.ResourcePolicy, p *corev1.Pod, nodeOf func(name string) *corev1.Node) int {
+	if !Counted(rp, p) {
+		return Outside
+	}
+	var node *corev1.Node
+	if !Placed(rp, p) && p.Spec.NodeName != "" {
+		node = nodeOf(p.Spec.NodeName)
+	}
+	u := UnitOf(rp, p, node)
+	if u == Outside || !CarriesUnitMarks(&rp.Spec.Units[u], p) {
+		return Outside
+	}
+	return u
+}
+
+// CarriesUnitMarks reports whether the pod has every podLabel and
+// podAnnotation of the unit: as in ACK, only such pods count toward it.
+func CarriesUnitMarks(u *v1alpha1.Unit, p *corev1.Pod) bool {
+	return matchLabels(u.PodLabels, p.Labels) && matchLabels(u.PodAnnotations, p.Annotations)
+}
+
+// MissingGroupKey is the first of the policy's matchLabelKeys that the pod
+// lacks, or "" when it has them all (or the policy names none).
+func MissingGroupKey(rp *v1alpha1.ResourcePolicy, p *corev1.Pod) string {
+	for _, k := range rp.Spec.MatchLabelKeys {
+		if _, ok := p.Labels[k]; !ok {
+			return k
+		}
+	}
+	return ""
+}
+
+// SameGroup reports whether two pods share the values of every one of the
+// policy's matchLabelKeys, so that they count toward the same max. Without
+// matchLabelKeys every pod is in one group.
+func SameGroup(rp *v1alpha1.ResourcePolicy, a, b *corev1.Pod) bool {
+	for _, k := range rp.Spec.MatchLabelKeys {
+		va, oka := a.Labels[k]
+		vb, okb := b.Labels[k]
+		if oka != okb || va != vb {
+			return false
+		}
+	}
+	return true
 }
 
 // StatusCoolingDown reports whether the policy's status marks unit i as

@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -207,7 +208,8 @@ func TestGrace(t *testing.T) {
 		{"lack resource", &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.LackResourceOrExceedMax}, DefaultGrace, true},
 		{"exceed max never re-places", &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.ExceedMax}, 0, false},
 		{"timeout", &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.TimeoutOrExceedMax, Timeout: &metav1.Duration{Duration: 5 * time.Minute}}, 5 * time.Minute, true},
-		{"timeout unset", &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.TimeoutOrExceedMax}, DefaultGrace, true},
+		{"timeout unset is ACK's 15m", &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.TimeoutOrExceedMax}, DefaultTimeout, true},
+		{"no terminating", &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.LackResourceAndNoTerminating}, DefaultGrace, true},
 	}
 	for _, c := range cases {
 		spec := seedPolicy().Spec
@@ -341,5 +343,67 @@ func TestStatusCoolingDown(t *testing.T) {
 		if got := StatusCoolingDown(rp, c.unit, now); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestCountsUnitMarks: with podLabels or podAnnotations on a unit, only
+// pods carrying all of them count toward its max, whoever placed them.
+func TestCountsUnitMarks(t *testing.T) {
+	rp := seedPolicy()
+	rp.Spec.Units[0].PodLabels = map[string]string{"tier": "onprem"}
+	rp.Spec.Units[0].PodAnnotations = map[string]string{"cost-center": "gpu"}
+	onPrem := node("onprem-1", rp.Spec.Units[0].NodeSelector, nil)
+	mk := func(name string, labels, annotations map[string]string, placedUnit string) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rp.Namespace, Labels: map[string]string{}, Annotations: annotations}}
+		for k, v := range rp.Spec.Selector {
+			p.Labels[k] = v
+		}
+		for k, v := range labels {
+			p.Labels[k] = v
+		}
+		if placedUnit != "" {
+			p.Labels[LabelPolicy], p.Labels[LabelUnit] = rp.Name, placedUnit
+		} else {
+			p.Spec.NodeName = onPrem.Name
+		}
+		return p
+	}
+	marks := map[string]string{"tier": "onprem"}
+	ann := map[string]string{"cost-center": "gpu"}
+	pods := []corev1.Pod{
+		mk("placed-with-marks", marks, ann, UnitLabel(rp, 0)),
+		mk("placed-without-annotation", marks, nil, UnitLabel(rp, 0)),
+		mk("previous-with-marks", marks, ann, ""),
+		mk("previous-without", nil, nil, ""),
+		mk("elastic", nil, nil, UnitLabel(rp, 1)),
+	}
+	got := Counts(rp, pods, func(string) *corev1.Node { return onPrem })
+	if want := []int{2, 1}; !slices.Equal(got, want) {
+		t.Errorf("Counts = %v, want %v", got, want)
+	}
+}
+
+func TestGroups(t *testing.T) {
+	rp := seedPolicy()
+	rp.Spec.MatchLabelKeys = []string{"pod-template-hash", "track"}
+	pod := func(labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: labels}}
+	}
+	a := pod(map[string]string{"pod-template-hash": "a", "track": "stable"})
+	a2 := pod(map[string]string{"pod-template-hash": "a", "track": "stable", "other": "x"})
+	b := pod(map[string]string{"pod-template-hash": "b", "track": "stable"})
+	missing := pod(map[string]string{"pod-template-hash": "a"})
+	if !SameGroup(rp, a, a2) || SameGroup(rp, a, b) || SameGroup(rp, a, missing) {
+		t.Error("SameGroup does not group by the values of every key")
+	}
+	if k := MissingGroupKey(rp, missing); k != "track" {
+		t.Errorf("MissingGroupKey = %q, want track", k)
+	}
+	if k := MissingGroupKey(rp, a); k != "" {
+		t.Errorf("MissingGroupKey = %q for a pod with every key", k)
+	}
+	rp.Spec.MatchLabelKeys = nil
+	if !SameGroup(rp, a, b) || MissingGroupKey(rp, missing) != "" {
+		t.Error("without matchLabelKeys every pod is in one group")
 	}
 }

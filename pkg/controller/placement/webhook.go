@@ -187,6 +187,12 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 	if len(rp.Spec.Units) == 0 {
 		return admission.Response{}, fmt.Errorf("ResourcePolicy %s has no units", rp.Name)
 	}
+	if k := rules.MissingGroupKey(rp, pod); k != "" {
+		// As in ACK: max is counted per group of these labels, and a pod
+		// outside every group cannot be counted.
+		w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
+		return admission.Denied(fmt.Sprintf("ResourcePolicy %s counts its pods per value of spec.matchLabelKeys, and this pod has no label %q: add it to the pod template or remove it from the policy", rp.Name, k)), nil
+	}
 	w.refreshKeys(ctx)
 	req0 := rules.PodRequests(pod)
 	key := rules.PolicyKey(rp)
@@ -271,6 +277,13 @@ func (w *Webhook) setPlacement(ctx context.Context, p *podPatch, pod *corev1.Pod
 	claim := rules.Claim{Namespace: pod.Namespace, PlacementID: string(req.UID), Node: d.Node, Policy: rp.Name, Unit: unit}
 	labels := map[string]string{rules.LabelPolicy: rp.Name, rules.LabelUnit: unit}
 	annotations := map[string]string{rules.AnnotationPlacementID: claim.PlacementID}
+	if d.Unit != rules.Outside {
+		// The unit's own marks first: the API keeps spillway.dev keys out
+		// of them, and spillway's keys below win regardless.
+		u := &rp.Spec.Units[d.Unit]
+		labels = mergeMarks(u.PodLabels, labels)
+		annotations = mergeMarks(u.PodAnnotations, annotations)
+	}
 	if d.Node != "" {
 		annotations[rules.AnnotationReservedNode] = d.Node
 	}
@@ -287,6 +300,23 @@ func (w *Webhook) setPlacement(ctx context.Context, p *podPatch, pod *corev1.Pod
 	if d.Unit != rules.Outside {
 		p.affinity = affinityOps(&pod.Spec, rp.Spec.Units[d.Unit].NodeSelector)
 	}
+}
+
+// mergeMarks is marks with own on top.
+func mergeMarks(marks, own map[string]string) map[string]string {
+	if len(marks) == 0 {
+		return own
+	}
+	out := make(map[string]string, len(marks)+len(own))
+	for k, v := range marks {
+		if !rules.Reserved(k) {
+			out[k] = v
+		}
+	}
+	for k, v := range own {
+		out[k] = v
+	}
+	return out
 }
 
 // unitStates counts the policy's pods per unit (in-flight placements
@@ -306,6 +336,14 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 			listed[id] = true
 		}
 	}
+	// With matchLabelKeys, max counts only the pods of the new pod's group.
+	group := pods.Items[:0:0]
+	for i := range pods.Items {
+		if rules.SameGroup(rp, &pods.Items[i], pod) {
+			group = append(group, pods.Items[i])
+		}
+	}
+	pods.Items = group
 	nodes := map[string]*corev1.Node{}
 	var nodeErr error
 	counts := rules.Counts(rp, pods.Items, func(name string) *corev1.Node {
@@ -328,7 +366,24 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 			states[u].Count++
 		}
 	}
-	needRoom := rules.NextUnitPolicy(&rp.Spec) == v1alpha1.LackResourceOrExceedMax
+	needRoom := rules.NeedsRoom(&rp.Spec)
+	if rules.WaitsForTerminating(&rp.Spec) {
+		for i := range pods.Items {
+			tp := &pods.Items[i]
+			if tp.DeletionTimestamp == nil || rules.Terminal(tp) {
+				continue
+			}
+			var node *corev1.Node
+			if !rules.Placed(rp, tp) && tp.Spec.NodeName != "" {
+				if node, err = w.node(ctx, nodes, tp.Spec.NodeName); err != nil {
+					return nil, nil, nil, err
+				}
+			}
+			if u := rules.UnitOf(rp, tp, node); u != rules.Outside {
+				states[u].Terminating = true
+			}
+		}
+	}
 	for i := range rp.Spec.Units {
 		states[i].CoolingDown = tx.CoolingDown(rules.UnitKey{Policy: key, Unit: rules.UnitLabel(rp, i)}) ||
 			rules.StatusCoolingDown(rp, i, w.clock.Now())

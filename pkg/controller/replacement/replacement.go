@@ -119,7 +119,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			"unschedulable on unit %s for over %s, but no ReplicaSet owns the pod to create a replacement; left in place", names[unit], grace)
 		return ctrl.Result{}, nil
 	}
-	later, err := r.laterUnitUnderMax(ctx, rp, unit)
+	if placement.WaitsForTerminating(&rp.Spec) {
+		terminating, err := r.unitHasTerminating(ctx, rp, unit)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if terminating {
+			// LackResourceAndNoTerminating: the room they hold is the
+			// pod's; it moves on only once none is left.
+			return ctrl.Result{RequeueAfter: grace}, nil
+		}
+	}
+	later, err := r.laterUnitUnderMax(ctx, rp, unit, pod)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -182,27 +193,25 @@ func unschedulable(pod *corev1.Pod) bool {
 
 // laterUnitUnderMax reports whether some unit after unit is under its max,
 // so deleting the pod can help.
-func (r *Reconciler) laterUnitUnderMax(ctx context.Context, rp *v1alpha1.ResourcePolicy, unit int) (bool, error) {
+func (r *Reconciler) laterUnitUnderMax(ctx context.Context, rp *v1alpha1.ResourcePolicy, unit int, pod *corev1.Pod) (bool, error) {
 	for _, u := range rp.Spec.Units[unit+1:] {
 		if u.Max == nil {
 			return true, nil
 		}
 	}
-	var pods corev1.PodList
-	if err := r.client.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector)); err != nil {
-		return false, fmt.Errorf("listing selected pods: %w", err)
+	pods, err := r.selected(ctx, rp)
+	if err != nil {
+		return false, err
+	}
+	// With matchLabelKeys each group of pods has its own max.
+	group := pods[:0:0]
+	for i := range pods {
+		if placement.SameGroup(rp, &pods[i], pod) {
+			group = append(group, pods[i])
+		}
 	}
 	var nodeErr error
-	counts := placement.Counts(rp, pods.Items, func(name string) *corev1.Node {
-		n := &corev1.Node{}
-		if err := r.client.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
-			if !apierrors.IsNotFound(err) {
-				nodeErr = errors.Join(nodeErr, fmt.Errorf("reading node %s: %w", name, err))
-			}
-			return nil
-		}
-		return n
-	})
+	counts := placement.Counts(rp, group, r.nodeOf(ctx, &nodeErr))
 	if nodeErr != nil {
 		return false, nodeErr
 	}
@@ -212,4 +221,52 @@ func (r *Reconciler) laterUnitUnderMax(ctx context.Context, rp *v1alpha1.Resourc
 		}
 	}
 	return false, nil
+}
+
+// unitHasTerminating reports whether selected pods in the unit are
+// terminating.
+func (r *Reconciler) unitHasTerminating(ctx context.Context, rp *v1alpha1.ResourcePolicy, unit int) (bool, error) {
+	pods, err := r.selected(ctx, rp)
+	if err != nil {
+		return false, err
+	}
+	var nodeErr error
+	nodeOf := r.nodeOf(ctx, &nodeErr)
+	for i := range pods {
+		p := &pods[i]
+		if p.DeletionTimestamp == nil || placement.Terminal(p) {
+			continue
+		}
+		var node *corev1.Node
+		if !placement.Placed(rp, p) && p.Spec.NodeName != "" {
+			node = nodeOf(p.Spec.NodeName)
+		}
+		if placement.UnitOf(rp, p, node) == unit {
+			return true, nodeErr
+		}
+	}
+	return false, nodeErr
+}
+
+func (r *Reconciler) selected(ctx context.Context, rp *v1alpha1.ResourcePolicy) ([]corev1.Pod, error) {
+	var pods corev1.PodList
+	if err := r.client.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector)); err != nil {
+		return nil, fmt.Errorf("listing selected pods: %w", err)
+	}
+	return pods.Items, nil
+}
+
+// nodeOf reads nodes by name; a node that is gone is nil, other errors
+// are joined into errp.
+func (r *Reconciler) nodeOf(ctx context.Context, errp *error) func(string) *corev1.Node {
+	return func(name string) *corev1.Node {
+		n := &corev1.Node{}
+		if err := r.client.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
+			if !apierrors.IsNotFound(err) {
+				*errp = errors.Join(*errp, fmt.Errorf("reading node %s: %w", name, err))
+			}
+			return nil
+		}
+		return n
+	}
 }

@@ -96,6 +96,19 @@ func TestReconcile(t *testing.T) {
 		{"bound: nothing to do", policy(), stuck("p", "onprem", old, func(p *corev1.Pod) { p.Spec.NodeName = "n1" }), nil, false, 0, ""},
 		{"waiting for the scheduler, not unschedulable", policy(), stuck("p", "onprem", old, func(p *corev1.Pod) { p.Status.Conditions = nil }), nil, false, 0, ""},
 		{"policy gone", nil, stuck("p", "onprem", old), nil, false, 0, ""},
+		{"timeout policy without a timeout waits ACK's 15m", policy(func(rp *v1alpha1.ResourcePolicy) {
+			rp.Spec.WhenTryNextUnits = &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.TimeoutOrExceedMax}
+		}), stuck("p", "onprem", old), nil, false, 14 * time.Minute, ""},
+		{"no terminating: waits while its unit has terminating pods", policy(func(rp *v1alpha1.ResourcePolicy) {
+			rp.Spec.WhenTryNextUnits = &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.LackResourceAndNoTerminating}
+		}), stuck("p", "onprem", old), []client.Object{stuck("leaving", "onprem", old, func(p *corev1.Pod) {
+			p.Spec.NodeName, p.DeletionTimestamp, p.Finalizers = "onprem-1", &metav1.Time{Time: now}, []string{"example.com/hold"}
+		})}, false, 30 * time.Second, ""},
+		{"no terminating: re-placed once none is left", policy(func(rp *v1alpha1.ResourcePolicy) {
+			rp.Spec.WhenTryNextUnits = &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.LackResourceAndNoTerminating}
+		}), stuck("p", "onprem", old), []client.Object{stuck("leaving-elsewhere", "spot", old, func(p *corev1.Pod) {
+			p.Spec.NodeName, p.DeletionTimestamp, p.Finalizers = "spot-1", &metav1.Time{Time: now}, []string{"example.com/hold"}
+		})}, true, 0, "Replaced"},
 		{"later units at max: wait", policy(func(rp *v1alpha1.ResourcePolicy) {
 			rp.Spec.Units[1].Max, rp.Spec.Units[2].Max = ptr[int32](1), ptr[int32](0)
 		}), stuck("p", "onprem", old), []client.Object{stuck("q", "spot", old, func(p *corev1.Pod) { p.Spec.NodeName = "spot-1" })}, false, 30 * time.Second, "NotReplaced"},

@@ -19,7 +19,7 @@ const (
 
 // NextUnitPolicy says when a pod moves on from a unit to the next one.
 //
-// +kubebuilder:validation:Enum=LackResourceOrExceedMax;ExceedMax;TimeoutOrExceedMax
+// +kubebuilder:validation:Enum=LackResourceOrExceedMax;ExceedMax;TimeoutOrExceedMax;LackResourceAndNoTerminating
 type NextUnitPolicy string
 
 const (
@@ -34,6 +34,12 @@ const (
 	// that stays unschedulable in its unit past the timeout (useful when the
 	// unit itself autoscales, so its momentary room says little).
 	TimeoutOrExceedMax NextUnitPolicy = "TimeoutOrExceedMax"
+	// LackResourceAndNoTerminating is LackResourceOrExceedMax, except that
+	// a unit that still has terminating selected pods is not skipped: new
+	// pods wait for the room those pods free. During a rollout, the new
+	// ReplicaSet's pods then take the on-prem slots the old ones release
+	// instead of spilling to a later unit.
+	LackResourceAndNoTerminating NextUnitPolicy = "LackResourceAndNoTerminating"
 )
 
 // LabelValue is an alias of string, so selectors stay map[string]string in
@@ -47,6 +53,12 @@ const (
 // +kubebuilder:validation:MaxLength=63
 // +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
 type LabelValue = string
+
+// AnnotationValue is an alias of string, like LabelValue, that bounds the
+// annotation values a policy writes onto pods.
+//
+// +kubebuilder:validation:MaxLength=4096
+type AnnotationValue = string
 
 // ResourcePolicySpec is compatible with the spec of Alibaba ACK's
 // scheduling.alibabacloud.com/v1alpha1 ResourcePolicy for the fields below,
@@ -98,6 +110,19 @@ type ResourcePolicySpec struct {
 	// +kubebuilder:default=true
 	// +optional
 	IgnoreTerminatingPod *bool `json:"ignoreTerminatingPod,omitempty"`
+
+	// MatchLabelKeys splits the selected pods into groups by the values of
+	// these pod label keys, and each unit's max applies to each group on
+	// its own: with pod-template-hash, a rollout's new ReplicaSet gets its
+	// own count. A selected pod that lacks one of the keys is refused at
+	// creation with a message naming the key.
+	//
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=317
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="spec.matchLabelKeys must be label keys"
+	// +listType=set
+	// +optional
+	MatchLabelKeys []string `json:"matchLabelKeys,omitempty"`
 }
 
 // Unit is one group of nodes, picked by labels.
@@ -135,14 +160,37 @@ type Unit struct {
 	//
 	// +optional
 	Max *int32 `json:"max,omitempty"`
+
+	// PodLabels are written onto every pod placed in the unit, and then
+	// only selected pods that carry all of them count toward the unit's
+	// max (a pod created before the policy or by hand counts only if it
+	// has them). Keys in the spillway.dev domain are spillway's own and
+	// not allowed here.
+	//
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="units[].podLabels keys must be label keys"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('spillway.dev/') && !k.matches('^[^/]*[.]spillway[.]dev/'))",message="units[].podLabels keys in the spillway.dev domain are reserved for spillway"
+	// +kubebuilder:validation:XValidation:rule="!('k8s.aliyun.com/resource-policy-wait-for-ecs-scaling' in self)",message="units[].podLabels: k8s.aliyun.com/resource-policy-wait-for-ecs-scaling is an instruction to ACK's scheduler that spillway does not follow; to keep pods waiting in a unit while its node pool grows, use whenTryNextUnits.policy ExceedMax or TimeoutOrExceedMax"
+	// +optional
+	PodLabels map[string]LabelValue `json:"podLabels,omitempty"`
+
+	// PodAnnotations are written onto every pod placed in the unit, and
+	// then only selected pods that carry all of them count toward the
+	// unit's max, like PodLabels.
+	//
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="units[].podAnnotations keys must be annotation keys"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('spillway.dev/') && !k.matches('^[^/]*[.]spillway[.]dev/'))",message="units[].podAnnotations keys in the spillway.dev domain are reserved for spillway"
+	// +optional
+	PodAnnotations map[string]AnnotationValue `json:"podAnnotations,omitempty"`
 }
 
 // WhenTryNextUnits is the rule for moving on to the next unit.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.timeout) || self.policy == 'TimeoutOrExceedMax'",message="whenTryNextUnits.timeout is only allowed with policy TimeoutOrExceedMax"
 type WhenTryNextUnits struct {
-	// Policy is LackResourceOrExceedMax (default), ExceedMax or
-	// TimeoutOrExceedMax.
+	// Policy is LackResourceOrExceedMax (default), ExceedMax,
+	// TimeoutOrExceedMax or LackResourceAndNoTerminating.
 	//
 	// +kubebuilder:default=LackResourceOrExceedMax
 	// +optional
@@ -150,7 +198,8 @@ type WhenTryNextUnits struct {
 
 	// Timeout is how long a pod may stay unschedulable in its unit before it
 	// is re-placed, for TimeoutOrExceedMax only (a Go duration such as 30s
-	// or 5m; default 30s).
+	// or 5m; default 15m, as in ACK: long enough for a node pool to add a
+	// node).
 	//
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="whenTryNextUnits.timeout must be a positive duration such as 30s or 5m"
@@ -209,7 +258,8 @@ type ResourcePolicyStatus struct {
 	// the webhook; each writes its reservations here (with the
 	// resourceVersion it read) and counts everyone's, so that a burst split
 	// across replicas cannot exceed a unit's max. Entries expire after a
-	// few seconds and are pruned once their pod is seen.
+	// few seconds (--reservation-ttl); until then each replica skips those
+	// whose pod its own cache already counts.
 	// +optional
 	// +listType=map
 	// +listMapKey=id

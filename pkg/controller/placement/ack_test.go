@@ -1,0 +1,110 @@
+package placement
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
+	rules "github.com/spillway-dev/spillway/pkg/placement"
+)
+
+// TestUnitPodMarks: a unit's podLabels and podAnnotations are written onto
+// the pods placed there (spillway's own keys still win), and only pods
+// that carry them count toward its max.
+func TestUnitPodMarks(t *testing.T) {
+	rp := seed(func(rp *v1alpha1.ResourcePolicy) {
+		rp.Spec.Units[0].Max = ptr[int32](1)
+		rp.Spec.Units[0].PodLabels = map[string]string{"tier": "onprem"}
+		rp.Spec.Units[0].PodAnnotations = map[string]string{"cost-center": "gpu"}
+	})
+	// A pod on the on-prem node from before the policy, without the
+	// marks: it does not count toward unit 0's max.
+	previous := predictor("previous")
+	previous.Spec.NodeName = "onprem-1"
+	e := newEnv(t, nil, rp, gpuNode("onprem-1", onPremPool, 8), previous)
+	_, placed := e.admit(t, predictor("p-0"))
+	if u := unitOf(placed); u != "0" {
+		t.Fatalf("p-0 on unit %s, want 0: the unmarked pod does not count", u)
+	}
+	if placed.Labels["tier"] != "onprem" || placed.Annotations["cost-center"] != "gpu" {
+		t.Errorf("marks not written: labels %v, annotations %v", placed.Labels, placed.Annotations)
+	}
+	if placed.Labels[rules.LabelUnit] != "0" || placed.Annotations[rules.AnnotationPlacementID] == "" {
+		t.Errorf("spillway's own keys lost: labels %v, annotations %v", placed.Labels, placed.Annotations)
+	}
+	// Once p-0 exists with its marks, unit 0 is at its max.
+	placed.Spec.NodeName = ""
+	if err := e.hook.reader.(client.Client).Create(context.Background(), placed); err != nil {
+		t.Fatal(err)
+	}
+	if _, next := e.admit(t, predictor("p-1")); unitOf(next) != "1" {
+		t.Errorf("p-1 on unit %s, want 1: unit 0 holds its one marked pod", unitOf(next))
+	}
+}
+
+// TestMatchLabelKeys: max counts per group of pod-template-hash, so a
+// rollout's new ReplicaSet gets its own slots; a pod without the key is
+// refused with a message naming it.
+func TestMatchLabelKeys(t *testing.T) {
+	rp := seed(func(rp *v1alpha1.ResourcePolicy) {
+		rp.Spec.Units[0].Max = ptr[int32](1)
+		rp.Spec.MatchLabelKeys = []string{"pod-template-hash"}
+	})
+	old := predictor("old-1")
+	old.Labels["pod-template-hash"] = "old"
+	old.Labels[rules.LabelPolicy], old.Labels[rules.LabelUnit] = rp.Name, "0"
+	e := newEnv(t, nil, rp, gpuNode("onprem-1", onPremPool, 8), old)
+
+	same := predictor("old-2")
+	same.Labels["pod-template-hash"] = "old"
+	if _, placed := e.admit(t, same); unitOf(placed) != "1" {
+		t.Errorf("a second pod of the old ReplicaSet on unit %s, want 1 (its group is at max)", unitOf(placed))
+	}
+	fresh := predictor("new-1")
+	fresh.Labels["pod-template-hash"] = "new"
+	if _, placed := e.admit(t, fresh); unitOf(placed) != "0" {
+		t.Errorf("the new ReplicaSet's first pod on unit %s, want 0 (its own group)", unitOf(placed))
+	}
+	resp, _ := e.admit(t, predictor("no-hash"))
+	if resp.Allowed || !strings.Contains(resp.Result.Message, `no label "pod-template-hash"`) {
+		t.Errorf("a pod without the key: allowed %v, message %q", resp.Allowed, resp.Result.Message)
+	}
+}
+
+// TestLackResourceAndNoTerminating: the room of a terminating pod counts as
+// free under every policy (a replacement takes its slot), but once that
+// room is taken, LackResourceAndNoTerminating keeps further pods waiting
+// in the unit while it still has terminating pods, where
+// LackResourceOrExceedMax spills them.
+func TestLackResourceAndNoTerminating(t *testing.T) {
+	for _, tc := range []struct {
+		policy v1alpha1.NextUnitPolicy
+		want   string
+	}{
+		{v1alpha1.LackResourceAndNoTerminating, "0"},
+		{v1alpha1.LackResourceOrExceedMax, "1"},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			rp := seed(func(rp *v1alpha1.ResourcePolicy) {
+				rp.Spec.WhenTryNextUnits = &v1alpha1.WhenTryNextUnits{Policy: tc.policy}
+			})
+			leaving := predictor("leaving")
+			leaving.Spec.NodeName = "onprem-1"
+			leaving.Labels[rules.LabelPolicy], leaving.Labels[rules.LabelUnit] = rp.Name, "0"
+			leaving.DeletionTimestamp = &metav1.Time{Time: t0}
+			leaving.Finalizers = []string{"example.com/hold"}
+			e := newEnv(t, nil, rp, gpuNode("onprem-1", onPremPool, 1), leaving)
+			if _, placed := e.admit(t, predictor("replacement")); unitOf(placed) != "0" {
+				t.Fatalf("the replacement on unit %s, want 0 (the leaving pod's GPU)", unitOf(placed))
+			}
+			resp, placed := e.admit(t, predictor("another"))
+			if unitOf(placed) != tc.want {
+				t.Errorf("another pod on unit %s, want %s: %s", unitOf(placed), tc.want, resp.Result.Message)
+			}
+		})
+	}
+}
