@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
 
@@ -20,6 +22,13 @@ type UnitState struct {
 	Room bool
 	// RoomNode is that node, reserved for the pod.
 	RoomNode string
+	// OverMaxResources is true when the pod's requests would take the unit
+	// past its maxResources: the unit is treated as at its max.
+	OverMaxResources bool
+	// Used is what the pods and reservations counted toward the unit
+	// request, kept for units with maxResources (to add other replicas'
+	// reservations to).
+	Used corev1.ResourceList
 	// Terminating is true when selected pods in the unit are terminating;
 	// read only under LackResourceAndNoTerminating, where such a unit is
 	// not skipped for lack of room (the pod waits for the room they free).
@@ -31,9 +40,10 @@ type SkipReason string
 
 // Reasons a unit is passed over.
 const (
-	SkipAtMax       SkipReason = "at max"
-	SkipNoRoom      SkipReason = "no node with room"
-	SkipCoolingDown SkipReason = "cooling down after a re-placement"
+	SkipAtMax          SkipReason = "at max"
+	SkipNoRoom         SkipReason = "no node with room"
+	SkipCoolingDown    SkipReason = "cooling down after a re-placement"
+	SkipAtMaxResources SkipReason = "the pod's requests would pass its maxResources"
 )
 
 // Skip records one unit that was passed over.
@@ -83,6 +93,10 @@ func Choose(spec *v1alpha1.ResourcePolicySpec, states []UnitState) Decision {
 		st := states[i]
 		if m := spec.Units[i].Max; m != nil && st.Count >= int(*m) {
 			d.Skipped = append(d.Skipped, Skip{i, SkipAtMax})
+			continue
+		}
+		if st.OverMaxResources {
+			d.Skipped = append(d.Skipped, Skip{i, SkipAtMaxResources})
 			continue
 		}
 		if firstUnderMax == Outside {

@@ -63,6 +63,9 @@ func TestChoose(t *testing.T) {
 		{"no terminating: spills once none leaves", three(noTerm, "", nil), []UnitState{none, room, none}, 1, "n", false, false, []SkipReason{SkipNoRoom}},
 		{"no terminating: max still spills", three(noTerm, "", ptr[int32](1)), []UnitState{{Count: 1, Terminating: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
 		{"terminating ignored by lack resource", three(lack, "", nil), []UnitState{draining, room, none}, 1, "n", false, false, []SkipReason{SkipNoRoom}},
+		{"over maxResources spills", three(lack, "", nil), []UnitState{{Room: true, RoomNode: "a", OverMaxResources: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMaxResources}},
+		{"every unit over its caps, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](5)), []UnitState{{OverMaxResources: true}, {OverMaxResources: true}, {OverMaxResources: true}}, Outside, "", true, false,
+			[]SkipReason{SkipAtMaxResources, SkipAtMaxResources, SkipAtMaxResources}},
 		{"all at max, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](1), ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", true, false,
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
 	}

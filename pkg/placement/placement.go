@@ -296,13 +296,63 @@ func PolicyKey(rp *v1alpha1.ResourcePolicy) string {
 // pod's node by name, nil when unknown; it is called only for bound pods
 // this policy did not place.
 func Counts(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf func(name string) *corev1.Node) []int {
+	counts, _ := Usage(rp, pods, nodeOf)
+	return counts
+}
+
+// Usage is Counts with, for each unit that has maxResources, the summed
+// requests (PodRequests) of the pods counted toward it; nil for the others.
+func Usage(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf func(name string) *corev1.Node) ([]int, []corev1.ResourceList) {
 	counts := make([]int, len(rp.Spec.Units))
+	used := make([]corev1.ResourceList, len(rp.Spec.Units))
 	for i := range pods {
-		if u := CountedUnit(rp, &pods[i], nodeOf); u != Outside {
-			counts[u]++
+		u := CountedUnit(rp, &pods[i], nodeOf)
+		if u == Outside {
+			continue
+		}
+		counts[u]++
+		if len(rp.Spec.Units[u].MaxResources) > 0 {
+			used[u] = AddRequests(used[u], PodRequests(&pods[i]))
 		}
 	}
-	return counts
+	return counts, used
+}
+
+// AddRequests returns sum plus req (sum may be nil).
+func AddRequests(sum, req corev1.ResourceList) corev1.ResourceList {
+	if sum == nil {
+		sum = corev1.ResourceList{}
+	}
+	for name, q := range req {
+		total := sum[name]
+		total.Add(q)
+		sum[name] = total
+	}
+	return sum
+}
+
+// Capped reports whether the unit has a max or maxResources: placements
+// into it are shared among webhook replicas.
+func Capped(u *v1alpha1.Unit) bool {
+	return u.Max != nil || len(u.MaxResources) > 0
+}
+
+// ExceedsMaxResources reports whether a pod requesting req would take the
+// unit, whose counted pods request used, past any resource its
+// maxResources lists.
+func ExceedsMaxResources(u *v1alpha1.Unit, used, req corev1.ResourceList) bool {
+	for name, limit := range u.MaxResources {
+		want, ok := req[name]
+		if !ok || want.IsZero() {
+			continue
+		}
+		total := used[name]
+		total.Add(want)
+		if total.Cmp(limit) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // CountedUnit is the unit whose max the pod counts toward, or Outside.

@@ -407,3 +407,56 @@ func TestGroups(t *testing.T) {
 		t.Error("without matchLabelKeys every pod is in one group")
 	}
 }
+
+func TestExceedsMaxResources(t *testing.T) {
+	gpu := corev1.ResourceName("nvidia.com/gpu")
+	u := &v1alpha1.Unit{MaxResources: corev1.ResourceList{gpu: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("64Gi")}}
+	req := func(gpus, mem string) corev1.ResourceList {
+		return corev1.ResourceList{gpu: resource.MustParse(gpus), corev1.ResourceMemory: resource.MustParse(mem), corev1.ResourceCPU: resource.MustParse("100")}
+	}
+	cases := []struct {
+		name      string
+		used, req corev1.ResourceList
+		want      bool
+	}{
+		{"empty unit", nil, req("1", "1Gi"), false},
+		{"fills it exactly", req("3", "32Gi"), req("1", "32Gi"), false},
+		{"one GPU too many", req("4", "1Gi"), req("1", "1Gi"), true},
+		{"memory too much", req("1", "60Gi"), req("1", "8Gi"), true},
+		{"uncapped resources are free", req("0", "0"), corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1000")}, false},
+		{"a pod asking nothing of a full unit", req("4", "64Gi"), corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}, false},
+	}
+	for _, c := range cases {
+		if got := ExceedsMaxResources(u, c.used, c.req); got != c.want {
+			t.Errorf("%s: ExceedsMaxResources = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if ExceedsMaxResources(&v1alpha1.Unit{}, req("100", "1Ti"), req("100", "1Ti")) {
+		t.Error("a unit without maxResources exceeded")
+	}
+}
+
+func TestUsageSumsCountedRequests(t *testing.T) {
+	rp := seedPolicy()
+	gpu := corev1.ResourceName("nvidia.com/gpu")
+	rp.Spec.Units[0].MaxResources = corev1.ResourceList{gpu: resource.MustParse("8")}
+	mk := func(name string, gpus int64, terminating bool) corev1.Pod {
+		p := corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rp.Namespace, Labels: map[string]string{LabelPolicy: rp.Name, LabelUnit: "0"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{gpu: *resource.NewQuantity(gpus, resource.DecimalSI)},
+			}}}},
+		}
+		for k, v := range rp.Spec.Selector {
+			p.Labels[k] = v
+		}
+		if terminating {
+			p.DeletionTimestamp = &metav1.Time{Time: t0}
+		}
+		return p
+	}
+	counts, used := Usage(rp, []corev1.Pod{mk("a", 2, false), mk("b", 3, false), mk("gone", 4, true)}, func(string) *corev1.Node { return nil })
+	if counts[0] != 2 || used[0].Name(gpu, resource.DecimalSI).Value() != 5 || used[1] != nil {
+		t.Errorf("Usage = %v, %v; want 2 pods using 5 GPUs on unit 0 and nothing summed for unit 1", counts, used)
+	}
+}

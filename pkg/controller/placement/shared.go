@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
@@ -55,7 +56,7 @@ type sharedReservations struct {
 // from: their reservations are not counted again. A pod that reached the
 // cache after states were counted is in neither states nor listed, so its
 // reservation still counts it.
-func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourcePolicy, req admission.Request, states []rules.UnitState, inflight []rules.Reservation, listed map[string]bool) rules.Decision {
+func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourcePolicy, req admission.Request, podReq corev1.ResourceList, states []rules.UnitState, inflight []rules.Reservation, listed map[string]bool) rules.Decision {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	mine := map[string]bool{}
@@ -82,16 +83,32 @@ func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourceP
 			}
 			if u, ok := rules.UnitIndex(rp, r.Unit); ok && u != rules.Outside && u < len(st) {
 				st[u].Count++
+				if len(rp.Spec.Units[u].MaxResources) > 0 {
+					st[u].Used = rules.AddRequests(st[u].Used.DeepCopy(), r.Requests)
+				}
 			}
 		}
+		for u := range st {
+			st[u].OverMaxResources = rules.ExceedsMaxResources(&rp.Spec.Units[u], st[u].Used, podReq)
+		}
 		d := rules.Choose(&rp.Spec, st)
-		if d.Deny || d.Unit == rules.Outside || rp.Spec.Units[d.Unit].Max == nil {
-			// No unit with a max is taken: nothing to publish.
+		if d.Deny || d.Unit == rules.Outside || !rules.Capped(&rp.Spec.Units[d.Unit]) {
+			// No capped unit is taken: nothing to publish.
 			return d
 		}
-		fresh.Status.Reservations = append(kept, v1alpha1.PlacementReservation{
+		r := v1alpha1.PlacementReservation{
 			ID: id, Unit: rules.UnitLabel(rp, d.Unit), Node: d.Node, Expires: metav1.NewTime(now.Add(s.ttl)),
-		})
+		}
+		if len(rp.Spec.Units[d.Unit].MaxResources) > 0 {
+			// Only the capped resources: the status stays small.
+			r.Requests = corev1.ResourceList{}
+			for name := range rp.Spec.Units[d.Unit].MaxResources {
+				if q, ok := podReq[name]; ok {
+					r.Requests[name] = q
+				}
+			}
+		}
+		fresh.Status.Reservations = append(kept, r)
 		err := s.client.Status().Update(ctx, fresh)
 		if err == nil {
 			return d
@@ -123,12 +140,15 @@ func prune(in []v1alpha1.PlacementReservation, now time.Time) []v1alpha1.Placeme
 	return out
 }
 
-// full returns states with every unit that has a max at its max.
+// full returns states with every capped unit at its max.
 func full(rp *v1alpha1.ResourcePolicy, states []rules.UnitState) []rules.UnitState {
 	st := append([]rules.UnitState(nil), states...)
 	for i := range st {
 		if m := rp.Spec.Units[i].Max; m != nil && st[i].Count < int(*m) {
 			st[i].Count = int(*m)
+		}
+		if len(rp.Spec.Units[i].MaxResources) > 0 {
+			st[i].OverMaxResources = true
 		}
 	}
 	return st

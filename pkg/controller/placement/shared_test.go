@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -186,5 +187,22 @@ func TestLaggingCacheOfAnotherReplica(t *testing.T) {
 	bEnv := &env{hook: b, tracker: tr, clock: a.clock, metrics: m}
 	if _, placed := bEnv.admit(t, predictor("b-0")); unitOf(placed) != "1" {
 		t.Errorf("replica B placed b-0 on unit %s, want 1: unit 0 holds a-0, a-1 and a-2", unitOf(placed))
+	}
+}
+
+// TestMaxResourcesAcrossReplicas: a unit capped at 2 GPUs takes two 1-GPU
+// pods of a burst split between replicas, then the rest spill.
+func TestMaxResourcesAcrossReplicas(t *testing.T) {
+	rs := replicas(t, 2, true, nil,
+		seed(func(rp *v1alpha1.ResourcePolicy) {
+			rp.Spec.Units[0].MaxResources = corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("2")}
+		}), gpuNode("onprem-1", onPremPool, 8))
+	var got []string
+	for i := range 5 {
+		_, placed := rs[i%2].admit(t, predictor(fmt.Sprintf("p-%d", i)))
+		got = append(got, unitOf(placed))
+	}
+	if s := strings.Join(got, ""); s != "00111" {
+		t.Errorf("units = %s, want 00111", s)
 	}
 }

@@ -230,11 +230,11 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 			}
 			return admission.Denied(msg), nil
 		}
-		if !dryRun && w.shared != nil && d.Unit != rules.Outside && rp.Spec.Units[d.Unit].Max != nil {
+		if !dryRun && w.shared != nil && d.Unit != rules.Outside && rules.Capped(&rp.Spec.Units[d.Unit]) {
 			// The unit has a max and other replicas may be filling it:
 			// decide again on the policy's shared reservations and
 			// publish this one before answering.
-			d = w.shared.reserve(ctx, rp, req, states, inflight, listed)
+			d = w.shared.reserve(ctx, rp, req, req0, states, inflight, listed)
 			if d.Deny {
 				w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
 				w.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "PodDenied", "Place", "refused a pod (generateName %q): %s", pod.GenerateName, d.Explain(names))
@@ -346,7 +346,7 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 	pods.Items = group
 	nodes := map[string]*corev1.Node{}
 	var nodeErr error
-	counts := rules.Counts(rp, pods.Items, func(name string) *corev1.Node {
+	counts, used := rules.Usage(rp, pods.Items, func(name string) *corev1.Node {
 		n, err := w.node(ctx, nodes, name)
 		nodeErr = errors.Join(nodeErr, err)
 		return n
@@ -355,7 +355,7 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		return nil, nil, nil, nodeErr
 	}
 	for i, c := range counts {
-		states[i].Count = c
+		states[i].Count, states[i].Used = c, used[i]
 	}
 	key := rules.PolicyKey(rp)
 	for _, r := range inflight {
@@ -364,7 +364,13 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		}
 		if u, ok := rules.UnitIndex(rp, r.Unit); ok && u != rules.Outside {
 			states[u].Count++
+			if len(rp.Spec.Units[u].MaxResources) > 0 {
+				states[u].Used = rules.AddRequests(states[u].Used, r.Requests)
+			}
 		}
+	}
+	for i := range rp.Spec.Units {
+		states[i].OverMaxResources = rules.ExceedsMaxResources(&rp.Spec.Units[i], states[i].Used, req)
 	}
 	needRoom := rules.NeedsRoom(&rp.Spec)
 	if rules.WaitsForTerminating(&rp.Spec) {

@@ -194,8 +194,8 @@ func unschedulable(pod *corev1.Pod) bool {
 // laterUnitUnderMax reports whether some unit after unit is under its max,
 // so deleting the pod can help.
 func (r *Reconciler) laterUnitUnderMax(ctx context.Context, rp *v1alpha1.ResourcePolicy, unit int, pod *corev1.Pod) (bool, error) {
-	for _, u := range rp.Spec.Units[unit+1:] {
-		if u.Max == nil {
+	for i := range rp.Spec.Units[unit+1:] {
+		if !placement.Capped(&rp.Spec.Units[unit+1+i]) {
 			return true, nil
 		}
 	}
@@ -211,12 +211,14 @@ func (r *Reconciler) laterUnitUnderMax(ctx context.Context, rp *v1alpha1.Resourc
 		}
 	}
 	var nodeErr error
-	counts := placement.Counts(rp, group, r.nodeOf(ctx, &nodeErr))
+	counts, used := placement.Usage(rp, group, r.nodeOf(ctx, &nodeErr))
 	if nodeErr != nil {
 		return false, nodeErr
 	}
+	req := placement.PodRequests(pod)
 	for i := unit + 1; i < len(rp.Spec.Units); i++ {
-		if counts[i] < int(*rp.Spec.Units[i].Max) {
+		u := &rp.Spec.Units[i]
+		if (u.Max == nil || counts[i] < int(*u.Max)) && !placement.ExceedsMaxResources(u, used[i], req) {
 			return true, nil
 		}
 	}

@@ -1,6 +1,9 @@
 package v1alpha1
 
-import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // Strategy says whether selected pods may land outside the policy's units.
 //
@@ -161,6 +164,16 @@ type Unit struct {
 	// +optional
 	Max *int32 `json:"max,omitempty"`
 
+	// MaxResources caps the summed resource requests of the selected pods
+	// counted toward the unit (e.g. nvidia.com/gpu: 4): a pod whose
+	// requests would take the unit past any resource listed here skips the
+	// unit as one at its max does. Resources not listed are not capped.
+	//
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !quantity(string(self[k])).isLessThan(quantity('0')))",message="units[].maxResources must not be negative"
+	// +optional
+	MaxResources corev1.ResourceList `json:"maxResources,omitempty"`
+
 	// PodLabels are written onto every pod placed in the unit, and then
 	// only selected pods that carry all of them count toward the unit's
 	// max (a pod created before the policy or by hand counts only if it
@@ -267,7 +280,8 @@ type ResourcePolicyStatus struct {
 	Reservations []PlacementReservation `json:"reservations,omitempty"`
 }
 
-// PlacementReservation is one in-flight placement into a unit with a max.
+// PlacementReservation is one in-flight placement into a unit with a max
+// or maxResources.
 type PlacementReservation struct {
 	// ID is the pod's spillway.dev/placement-id (the admission UID).
 	// +kubebuilder:validation:MaxLength=64
@@ -279,6 +293,11 @@ type PlacementReservation struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Node string `json:"node,omitempty"`
+	// Requests are the pod's resource requests, counted against the
+	// unit's maxResources.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	Requests corev1.ResourceList `json:"requests,omitempty"`
 	// Expires is when the reservation stops counting even if its pod never
 	// appears.
 	Expires metav1.Time `json:"expires"`
