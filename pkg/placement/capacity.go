@@ -228,3 +228,35 @@ func RoomNode(pod *corev1.Pod, req corev1.ResourceList, nodes []NodeUsage, infli
 	}
 	return "", false
 }
+
+// Preempts reports whether kube-scheduler may preempt victim to make room
+// for pod: the pod may preempt (its preemptionPolicy is not Never) and the
+// victim's priority is lower.
+func Preempts(pod, victim *corev1.Pod) bool {
+	if pod.Spec.PreemptionPolicy != nil && *pod.Spec.PreemptionPolicy == corev1.PreemptNever {
+		return false
+	}
+	return priority(victim) < priority(pod)
+}
+
+func priority(p *corev1.Pod) int32 {
+	if p.Spec.Priority != nil {
+		return *p.Spec.Priority
+	}
+	return 0
+}
+
+// WithoutPreemptible is nodes less the pods that pod could preempt there:
+// the room it would have under preemptPolicy BeforeNextUnit.
+func WithoutPreemptible(nodes []NodeUsage, pod *corev1.Pod) []NodeUsage {
+	out := make([]NodeUsage, len(nodes))
+	for i, u := range nodes {
+		out[i] = NodeUsage{Node: u.Node}
+		for _, p := range u.Pods {
+			if !Preempts(pod, p) {
+				out[i].Pods = append(out[i].Pods, p)
+			}
+		}
+	}
+	return out
+}

@@ -260,6 +260,12 @@ func Grace(spec *v1alpha1.ResourcePolicySpec) (time.Duration, bool) {
 	return DefaultGrace, true
 }
 
+// PreemptsBeforeNextUnit is whether preemptPolicy is BeforeNextUnit (the
+// default is AfterAllUnits).
+func PreemptsBeforeNextUnit(spec *v1alpha1.ResourcePolicySpec) bool {
+	return spec.PreemptPolicy == v1alpha1.BeforeNextUnit
+}
+
 // NeedsRoom reports whether the policy skips a unit without room for the
 // pod (the LackResource policies); the others wait in the unit for room.
 func NeedsRoom(spec *v1alpha1.ResourcePolicySpec) bool {

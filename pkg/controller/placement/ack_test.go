@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -104,6 +105,44 @@ func TestLackResourceAndNoTerminating(t *testing.T) {
 			resp, placed := e.admit(t, predictor("another"))
 			if unitOf(placed) != tc.want {
 				t.Errorf("another pod on unit %s, want %s: %s", unitOf(placed), tc.want, resp.Result.Message)
+			}
+		})
+	}
+}
+
+// TestPreemptPolicy: the on-prem node is full of a low-priority batch
+// pod. A high-priority predictor preempts it there under BeforeNextUnit
+// and spills to the elastic unit under AfterAllUnits (the default); a pod
+// that may not preempt spills either way.
+func TestPreemptPolicy(t *testing.T) {
+	never := corev1.PreemptNever
+	for _, tc := range []struct {
+		name     string
+		policy   v1alpha1.PreemptPolicy
+		priority int32
+		never    bool
+		want     string
+	}{
+		{"before next unit preempts on-prem", v1alpha1.BeforeNextUnit, 1000, false, "0"},
+		{"after all units spills", v1alpha1.AfterAllUnits, 1000, false, "1"},
+		{"default is after all units", "", 1000, false, "1"},
+		{"equal priority cannot preempt", v1alpha1.BeforeNextUnit, 0, false, "1"},
+		{"preemptionPolicy Never cannot preempt", v1alpha1.BeforeNextUnit, 1000, true, "1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rp := seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.PreemptPolicy = tc.policy })
+			batch := predictor("batch")
+			batch.Labels = map[string]string{"app": "batch"}
+			batch.Spec.NodeName = "onprem-1"
+			e := newEnv(t, nil, rp, gpuNode("onprem-1", onPremPool, 1), batch)
+			p := predictor("urgent")
+			p.Spec.Priority = &tc.priority
+			if tc.never {
+				p.Spec.PreemptionPolicy = &never
+			}
+			resp, placed := e.admit(t, p)
+			if unitOf(placed) != tc.want {
+				t.Errorf("unit %s, want %s: %s", unitOf(placed), tc.want, resp.Result.Message)
 			}
 		})
 	}

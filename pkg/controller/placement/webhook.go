@@ -400,6 +400,11 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		if err != nil {
 			return nil, nil, nil, err
 		}
+		if rules.PreemptsBeforeNextUnit(&rp.Spec) {
+			// The scheduler makes this room by preempting: the pod is
+			// pinned to the unit and the victims' room is reserved for it.
+			usage = rules.WithoutPreemptible(usage, pod)
+		}
 		for _, u := range usage {
 			unitNodes[i] = append(unitNodes[i], u.Node.Name)
 		}

@@ -45,6 +45,23 @@ const (
 	LackResourceAndNoTerminating NextUnitPolicy = "LackResourceAndNoTerminating"
 )
 
+// PreemptPolicy says when a pod may preempt lower-priority pods rather than
+// move on to the next unit.
+//
+// +kubebuilder:validation:Enum=AfterAllUnits;BeforeNextUnit
+type PreemptPolicy string
+
+const (
+	// AfterAllUnits: units are tried on their free room only; a pod
+	// preempts, if anywhere, on the unit it ends up on (the last one, when
+	// every other is full).
+	AfterAllUnits PreemptPolicy = "AfterAllUnits"
+	// BeforeNextUnit: a unit whose room would suffice once lower-priority
+	// pods there were preempted is not skipped; the pod is placed there and
+	// the scheduler preempts them.
+	BeforeNextUnit PreemptPolicy = "BeforeNextUnit"
+)
+
 // LabelValue is an alias of string, so selectors stay map[string]string in
 // Go; it exists to give the CRD schema's map values their length and pattern
 // (a CEL rule over values of unbounded length exceeds the API server's cost
@@ -113,6 +130,16 @@ type ResourcePolicySpec struct {
 	// +kubebuilder:default=true
 	// +optional
 	IgnoreTerminatingPod *bool `json:"ignoreTerminatingPod,omitempty"`
+
+	// PreemptPolicy is AfterAllUnits (default: a unit is judged on its free
+	// room) or BeforeNextUnit (room that lower-priority pods hold counts as
+	// free for a pod allowed to preempt them, so it preempts there rather
+	// than spill to the next unit). Preemption itself is kube-scheduler's,
+	// under the pod's priority class.
+	//
+	// +kubebuilder:default=AfterAllUnits
+	// +optional
+	PreemptPolicy PreemptPolicy `json:"preemptPolicy,omitempty"`
 
 	// MatchLabelKeys splits the selected pods into groups by the values of
 	// these pod label keys, and each unit's max applies to each group on
