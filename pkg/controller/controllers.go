@@ -44,6 +44,10 @@ type Deps struct {
 	// failed metric read per period is one failed check for an
 	// InferenceScaler's fallback.
 	HPASyncPeriod time.Duration
+	// VirtualNodes are the label and taint of the cluster's virtual nodes,
+	// for virtual units without a nodeSelector; zero means virtual-kubelet's
+	// conventions.
+	VirtualNodes placement.VirtualNodes
 }
 
 // Leader election (configured in cmd/spillway-controller) holds a Lease in
@@ -56,6 +60,9 @@ type Deps struct {
 // Register adds every controller and webhook to mgr. Webhooks are served by
 // every replica; controllers run on the elected leader.
 func Register(mgr manager.Manager, d Deps) error {
+	if len(d.VirtualNodes.Labels) == 0 {
+		d.VirtualNodes = placement.DefaultVirtualNodes()
+	}
 	// One tracker, shared: the webhook reads the cooldowns the re-placement
 	// controller sets.
 	tracker := placement.NewTracker(d.Clock, d.ReservationTTL, d.UnitCooldown)
@@ -82,11 +89,11 @@ func Register(mgr manager.Manager, d Deps) error {
 		register func() error
 	}{
 		{"placement webhook", func() error {
-			return placementwebhook.Register(mgr, tracker, placementMetrics, d.Clock, d.PlacementKeys, d.WebhookClientAuth)
+			return placementwebhook.Register(mgr, tracker, placementMetrics, d.Clock, d.PlacementKeys, d.WebhookClientAuth, d.VirtualNodes)
 		}},
-		{"re-placement", func() error { return replacement.Register(mgr, tracker, replacementMetrics, d.Clock) }},
-		{"deletion cost", func() error { return deletioncost.Register(mgr, costMetrics) }},
-		{"ResourcePolicy status", func() error { return resourcepolicy.Register(mgr, statusMetrics, d.Clock) }},
+		{"re-placement", func() error { return replacement.Register(mgr, tracker, replacementMetrics, d.Clock, d.VirtualNodes) }},
+		{"deletion cost", func() error { return deletioncost.Register(mgr, costMetrics, d.VirtualNodes) }},
+		{"ResourcePolicy status", func() error { return resourcepolicy.Register(mgr, statusMetrics, d.Clock, d.VirtualNodes) }},
 		// InferenceScaler (issue 6): one HPA per InferenceScaler.
 		{"InferenceScaler", func() error {
 			return inferencescaler.Register(mgr, d.Registerer, inferencescaler.Options{HPASyncPeriod: d.HPASyncPeriod, Clock: d.Clock})

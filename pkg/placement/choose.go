@@ -73,13 +73,13 @@ type Decision struct {
 	Skipped []Skip
 }
 
-// Choose picks the unit for a new pod. Units are tried in order; a unit is
-// passed over when it is at its max, cooling down, or (under
-// LackResourceOrExceedMax) has no node with room. The last unit only needs
-// to be under its max: it is the autoscaled pool, whose room appears after
-// the pod is pending. When every unit is passed over, the first one under
-// its max is chosen anyway and the pod waits there; when every unit is at
-// its max, prefer admits the pod outside the units and required denies it.
+// Choose picks the unit for a new pod. Units are tried in order; a fixed
+// unit is passed over when it is at its max, cooling down, or (under the
+// LackResource policies) has no node with room. An autoscaled or virtual
+// unit (Kind) only needs to be under its max: its room appears after the
+// pod is pending. When every unit is passed over, the first one under its
+// max is chosen anyway and the pod waits there; when every unit is at its
+// max, prefer admits the pod outside the units and required denies it.
 //
 // Under LackResourceAndNoTerminating a unit without room is not skipped
 // while it has terminating pods: the pod is placed there to wait for the
@@ -102,9 +102,8 @@ func Choose(spec *v1alpha1.ResourcePolicySpec, states []UnitState) Decision {
 		if firstUnderMax == Outside {
 			firstUnderMax = i
 		}
-		last := i == len(spec.Units)-1
 		switch {
-		case last:
+		case Kind(&spec.Units[i]) != FixedUnit:
 		case st.CoolingDown:
 			d.Skipped = append(d.Skipped, Skip{i, SkipCoolingDown})
 			continue

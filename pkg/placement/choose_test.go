@@ -19,6 +19,9 @@ func TestChoose(t *testing.T) {
 		s := &v1alpha1.ResourcePolicySpec{Strategy: strategy, WhenTryNextUnits: &v1alpha1.WhenTryNextUnits{Policy: policy}}
 		for i := range 3 {
 			u := v1alpha1.Unit{NodeSelector: map[string]string{"u": fmt.Sprint(i)}}
+			if i == 2 {
+				u.Resource = v1alpha1.ResourceElastic
+			}
 			if i < len(max) {
 				u.Max = max[i]
 			}
@@ -66,6 +69,21 @@ func TestChoose(t *testing.T) {
 		{"over maxResources spills", three(lack, "", nil), []UnitState{{Room: true, RoomNode: "a", OverMaxResources: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMaxResources}},
 		{"every unit over its caps, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](5)), []UnitState{{OverMaxResources: true}, {OverMaxResources: true}, {OverMaxResources: true}}, Outside, "", true, false,
 			[]SkipReason{SkipAtMaxResources, SkipAtMaxResources, SkipAtMaxResources}},
+		{"a fixed last unit needs room: wait in the first", func() *v1alpha1.ResourcePolicySpec {
+			s := three(lack, "", nil)
+			s.Units[2].Autoscaled = ptr(false)
+			return s
+		}(), []UnitState{none, none, none}, 0, "", false, true, []SkipReason{SkipNoRoom, SkipNoRoom, SkipNoRoom}},
+		{"an autoscaled middle unit needs no room", func() *v1alpha1.ResourcePolicySpec {
+			s := three(lack, "", nil)
+			s.Units[1].Autoscaled = ptr(true)
+			return s
+		}(), []UnitState{none, none, none}, 1, "", false, false, []SkipReason{SkipNoRoom}},
+		{"a virtual middle unit needs no room", func() *v1alpha1.ResourcePolicySpec {
+			s := three(lack, "", nil)
+			s.Units[1].Resource = v1alpha1.ResourceECI
+			return s
+		}(), []UnitState{none, none, none}, 1, "", false, false, []SkipReason{SkipNoRoom}},
 		{"all at max, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](1), ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", true, false,
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
 	}

@@ -394,6 +394,24 @@ func MissingGroupKey(rp *v1alpha1.ResourcePolicy, p *corev1.Pod) string {
 	return ""
 }
 
+// GroupKey renders the pod's values of the policy's matchLabelKeys ("" when
+// the policy names none): pods with equal keys count toward the same max.
+func GroupKey(rp *v1alpha1.ResourcePolicy, p *corev1.Pod) string {
+	if len(rp.Spec.MatchLabelKeys) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for i, k := range rp.Spec.MatchLabelKeys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(p.Labels[k])
+	}
+	return b.String()
+}
+
 // SameGroup reports whether two pods share the values of every one of the
 // policy's matchLabelKeys, so that they count toward the same max. Without
 // matchLabelKeys every pod is in one group.

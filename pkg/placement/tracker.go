@@ -25,6 +25,9 @@ type Reservation struct {
 	Node string
 	// Requests is what the pod asks for (PodRequests).
 	Requests corev1.ResourceList
+	// Group is the pod's GroupKey under the policy's matchLabelKeys: the
+	// reservation counts only toward its own group's max.
+	Group string
 	// Expires is when the reservation is dropped even if the pod never
 	// shows up (its creation failed after admission, or the review was
 	// forged).

@@ -80,3 +80,76 @@ spec:
 		}
 	}
 }
+
+// TestVirtualNodeUnit: a unit of resource eci without nodeSelector places
+// pods on a kwok node made to look like a virtual-kubelet node (label
+// type=virtual-kubelet, taint virtual-kubelet.io/provider): they get the
+// toleration, the node needs no room check (it is elastic), and scale-in
+// removes them before the on-prem pod.
+func TestVirtualNodeUnit(t *testing.T) {
+	startSpillway(t)
+	ns := framework.Namespace(t, cluster)
+	p := newPools(t, "virtual", poolOptions{})
+	ctx := context.Background()
+	virtual, err := cluster.AddStaticGPUNodes(ctx, "virtual-kubelet", 1, localcluster.NodeShape{CPU: "64", Memory: "256Gi", GPUs: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cluster.Client().CoreV1().Nodes().Delete(context.Background(), virtual[0], metav1.DeleteOptions{})
+	})
+	waitUntainted(t, virtual)
+	patch := []byte(`{"metadata":{"labels":{"type":"virtual-kubelet"}},"spec":{"taints":[{"key":"virtual-kubelet.io/provider","value":"kwok","effect":"NoSchedule"}]}}`)
+	if _, err := cluster.Client().CoreV1().Nodes().Patch(ctx, virtual[0], types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const app = "virtual-predictor"
+	applyPolicy(t, fmt.Sprintf(`apiVersion: spillway.dev/v1alpha1
+kind: ResourcePolicy
+metadata:
+  name: predictor
+  namespace: %[1]s
+spec:
+  selector: {app: %[2]s}
+  units:
+  - name: onprem
+    resource: ecs
+    nodeSelector: {%[3]s: %[4]s}
+  - name: eci
+    resource: eci
+`, ns, app, localcluster.PoolLabel, p.onPrem))
+	createDeployment(t, predictor(ns, app, 3))
+	framework.Eventually(t, time.Minute, time.Second, "1 pod on-prem and 2 on the virtual node", func(ctx context.Context) (bool, string) {
+		live, _, err := livePods(ctx, ns, "app="+app)
+		if err != nil {
+			return false, err.Error()
+		}
+		onPrem, onVirtual := 0, 0
+		for _, pod := range live {
+			switch {
+			case !pod.running():
+			case pod.pool == p.onPrem && pod.Labels[labelUnit] == "onprem":
+				onPrem++
+			case pod.Spec.NodeName == virtual[0] && pod.Labels[labelUnit] == "eci":
+				onVirtual++
+				tolerated := false
+				for _, tol := range pod.Spec.Tolerations {
+					tolerated = tolerated || tol.Key == "virtual-kubelet.io/provider"
+				}
+				if !tolerated {
+					t.Fatalf("pod %s runs on the virtual node without its toleration: %+v", pod.Name, pod.Spec.Tolerations)
+				}
+			}
+		}
+		return onPrem == 1 && onVirtual == 2 && len(live) == 3, describe(live)
+	})
+	// Scale-in removes the virtual-node pods first.
+	scale(t, ns, "predictor", 1)
+	framework.Eventually(t, time.Minute, time.Second, "the on-prem pod left alone", func(ctx context.Context) (bool, string) {
+		live, _, err := livePods(ctx, ns, "app="+app)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(live) == 1 && live[0].Labels[labelUnit] == "onprem", describe(live)
+	})
+}

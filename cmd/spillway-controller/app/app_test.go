@@ -90,6 +90,10 @@ func TestValidate(t *testing.T) {
 		{"renew deadline within a jittered retry", func(o *Options) { o.RenewDeadline, o.RetryPeriod = 6*time.Second, 5*time.Second }, []string{"--leader-election-renew-deadline (6s)"}},
 		{"no retry period", func(o *Options) { o.RetryPeriod = 0 }, []string{"--leader-election-retry-period must be positive"}},
 		{"timings unchecked without election", func(o *Options) { o.LeaderElect, o.RetryPeriod, o.LeaseDuration = false, 0, 0 }, nil},
+		{"no virtual node labels", func(o *Options) { o.VirtualNodeLabels = nil }, []string{"--virtual-node-labels must name at least one label"}},
+		{"bad virtual node label", func(o *Options) { o.VirtualNodeLabels = map[string]string{"bad key": "x", "ok": "bad value"} }, []string{`key "bad key"`, `value "bad value" of ok`}},
+		{"bad virtual node taint key", func(o *Options) { o.VirtualNodeTaintKey = "a b" }, []string{`--virtual-node-taint-key "a b"`}},
+		{"no taint key is fine", func(o *Options) { o.VirtualNodeTaintKey = "" }, nil},
 		{"everything wrong at once", func(o *Options) {
 			o.Namespace, o.LeaderElectionID, o.WebhookPort, o.WebhookConfigName = "", "", 0, ""
 			o.WebhookServiceName, o.CertCheckInterval, o.UnitCooldown, o.ReservationTTL, o.Verbosity = "", 0, 0, -time.Second, -1

@@ -7,9 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
 const binaryName = "spillway-controller"
@@ -66,6 +70,9 @@ type Options struct {
 
 	HPASyncPeriod time.Duration
 
+	VirtualNodeLabels   map[string]string
+	VirtualNodeTaintKey string
+
 	Verbosity   int
 	ShowVersion bool
 }
@@ -89,6 +96,8 @@ func NewOptions() *Options {
 		UnitCooldown:           2 * time.Minute,
 		ReservationTTL:         DefaultReservationTTL,
 		HPASyncPeriod:          15 * time.Second,
+		VirtualNodeLabels:      placement.DefaultVirtualNodes().Labels,
+		VirtualNodeTaintKey:    placement.DefaultVirtualNodes().TaintKey,
 	}
 }
 
@@ -157,6 +166,12 @@ func (o *Options) flags() *pflag.FlagSet {
 	fs.DurationVar(&o.HPASyncPeriod, "hpa-sync-period", o.HPASyncPeriod,
 		"Must equal kube-controller-manager's --horizontal-pod-autoscaler-sync-period. The HPA re-reads its metric once per period, "+
 			"so an InferenceScaler's fallback.failureThreshold of N means N periods of failed reads before its fallback floor applies.")
+
+	fs.StringToStringVar(&o.VirtualNodeLabels, "virtual-node-labels", o.VirtualNodeLabels,
+		"Labels every virtual node carries (key=value, comma-separated): a ResourcePolicy unit with resource eci or acs and no nodeSelector selects these nodes. "+
+			"Default: virtual-kubelet's type=virtual-kubelet.")
+	fs.StringVar(&o.VirtualNodeTaintKey, "virtual-node-taint-key", o.VirtualNodeTaintKey,
+		"Key of the taint virtual nodes carry; pods placed on a virtual unit (resource eci or acs) get a toleration for it (operator Exists). Empty adds none.")
 
 	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (klog text format on stderr): 0 is info, 1 adds every placement decision and deletion-cost patch, higher adds controller-runtime detail.")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
@@ -232,6 +247,22 @@ func (o *Options) Validate() error {
 	}
 	if o.HPASyncPeriod <= 0 {
 		add("--hpa-sync-period must be positive")
+	}
+	if len(o.VirtualNodeLabels) == 0 {
+		add("--virtual-node-labels must name at least one label")
+	}
+	for k, v := range o.VirtualNodeLabels {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			add("--virtual-node-labels: key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			add("--virtual-node-labels: value %q of %s: %s", v, k, strings.Join(errs, "; "))
+		}
+	}
+	if k := o.VirtualNodeTaintKey; k != "" {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			add("--virtual-node-taint-key %q: %s", k, strings.Join(errs, "; "))
+		}
 	}
 	if o.Verbosity < 0 {
 		add("--v must not be negative")

@@ -33,6 +33,7 @@ import (
 	"github.com/spillway-dev/spillway/pkg/controller/certs"
 	placementwebhook "github.com/spillway-dev/spillway/pkg/controller/placement"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
+	"github.com/spillway-dev/spillway/pkg/placement"
 	"github.com/spillway-dev/spillway/pkg/version"
 )
 
@@ -181,6 +182,7 @@ func run(ctx context.Context, o *Options, cfg *rest.Config) error {
 		// With Configure above: a review without the certificate is refused.
 		WebhookClientAuth: clientAuth,
 		HPASyncPeriod:     o.HPASyncPeriod,
+		VirtualNodes:      placement.VirtualNodes{Labels: o.VirtualNodeLabels, TaintKey: o.VirtualNodeTaintKey},
 	}); err != nil {
 		return err
 	}

@@ -70,11 +70,20 @@ type Reconciler struct {
 	client   client.Client
 	recorder EventRecorder
 	metrics  *Metrics
+	virtual  placement.VirtualNodes
 }
 
 // New returns the reconciler.
 func New(c client.Client, recorder EventRecorder, metrics *Metrics) *Reconciler {
-	return &Reconciler{client: c, recorder: recorder, metrics: metrics}
+	return &Reconciler{client: c, recorder: recorder, metrics: metrics, virtual: placement.DefaultVirtualNodes()}
+}
+
+// WithVirtualNodes sets the virtual nodes' label and taint (default:
+// virtual-kubelet's conventions), which virtual units without a
+// nodeSelector select.
+func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
+	r.virtual = v
+	return r
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
@@ -86,8 +95,8 @@ func New(c client.Client, recorder EventRecorder, metrics *Metrics) *Reconciler 
 // re-ranks every pod it selects. Every pod update is reconciled, so an
 // unplaced pod is adopted as soon as the scheduler binds it, and a new
 // leader adopts, on its first list, what was admitted while none ran.
-func Register(mgr ctrl.Manager, metrics *Metrics) error {
-	r := New(mgr.GetClient(), mgr.GetEventRecorder("spillway-deletioncost"), metrics)
+func Register(mgr ctrl.Manager, metrics *Metrics, virtual placement.VirtualNodes) error {
+	r := New(mgr.GetClient(), mgr.GetEventRecorder("spillway-deletioncost"), metrics).WithVirtualNodes(virtual)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("deletioncost").
 		For(&corev1.Pod{}).
@@ -130,6 +139,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if rp == nil {
 		return ctrl.Result{}, nil
 	}
+	rp = r.virtual.Resolve(rp)
 	var node *corev1.Node
 	if !placement.Placed(rp, pod) && pod.Spec.NodeName != "" {
 		node = &corev1.Node{}

@@ -147,3 +147,35 @@ func TestPreemptPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestVirtualUnit: a unit of resource eci without nodeSelector selects
+// the virtual nodes, needs no room (they are elastic), and its pods get
+// the toleration for the virtual nodes' taint.
+func TestVirtualUnit(t *testing.T) {
+	rp := seed(func(rp *v1alpha1.ResourcePolicy) {
+		rp.Spec.Units = []v1alpha1.Unit{rp.Spec.Units[0], {Resource: "eci"}, rp.Spec.Units[1]}
+	})
+	// The on-prem node is full; no virtual node exists yet.
+	full := predictor("full")
+	full.Labels = map[string]string{"app": "other"}
+	full.Spec.NodeName = "onprem-1"
+	e := newEnv(t, nil, rp, gpuNode("onprem-1", onPremPool, 1), full)
+	p := predictor("p-0")
+	p.Spec.Tolerations = []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists}}
+	resp, placed := e.admit(t, p)
+	if unitOf(placed) != "1" {
+		t.Fatalf("unit %s, want 1 (the virtual unit): %s", unitOf(placed), resp.Result.Message)
+	}
+	terms := placed.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	if len(terms) != 1 || len(terms[0].MatchExpressions) != 1 || terms[0].MatchExpressions[0].Key != "type" || terms[0].MatchExpressions[0].Values[0] != "virtual-kubelet" {
+		t.Errorf("affinity %+v, want type=virtual-kubelet", terms)
+	}
+	if len(placed.Spec.Tolerations) != 2 || placed.Spec.Tolerations[1].Key != "virtual-kubelet.io/provider" || placed.Spec.Tolerations[1].Operator != corev1.TolerationOpExists {
+		t.Errorf("tolerations %+v, want the pod's own and virtual-kubelet.io/provider", placed.Spec.Tolerations)
+	}
+	// A pod on the fixed unit gets no toleration.
+	e = newEnv(t, nil, rp, gpuNode("onprem-1", onPremPool, 1))
+	if _, placed := e.admit(t, predictor("p-1")); unitOf(placed) != "0" || len(placed.Spec.Tolerations) != 0 {
+		t.Errorf("on-prem pod: unit %s, tolerations %+v", unitOf(placed), placed.Spec.Tolerations)
+	}
+}

@@ -188,3 +188,17 @@ func affinityOps(spec *corev1.PodSpec, nodeSelector map[string]string) []patchOp
 	}
 	return ops
 }
+
+// tolerationOps adds tol to the pod's tolerations unless one with its key
+// and operator Exists (or a blanket one) is already there.
+func tolerationOps(spec *corev1.PodSpec, tol corev1.Toleration) []patchOp {
+	for _, t := range spec.Tolerations {
+		if t.Operator == corev1.TolerationOpExists && (t.Key == "" || t.Key == tol.Key) && (t.Effect == "" || t.Effect == tol.Effect) {
+			return nil
+		}
+	}
+	if len(spec.Tolerations) == 0 {
+		return []patchOp{{Op: "add", Path: "/spec/tolerations", Value: []corev1.Toleration{tol}}}
+	}
+	return []patchOp{{Op: "add", Path: "/spec/tolerations/-", Value: tol}}
+}

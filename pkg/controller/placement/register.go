@@ -34,7 +34,7 @@ const Path = "/spillway/v1/pods/placement"
 // secret (see KeySource). With auth (whose Configure must also be among the
 // webhook server's TLS options), only clients with an accepted certificate
 // are served; nil serves any client.
-func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk clock.PassiveClock, keys KeySource, auth *ClientAuth) error {
+func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk clock.PassiveClock, keys KeySource, auth *ClientAuth, virtual rules.VirtualNodes) error {
 	idx := mgr.GetFieldIndexer()
 	ctx := context.Background()
 	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexOccupiedNode, IndexOccupiedNodeFunc); err != nil {
@@ -81,7 +81,7 @@ func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk
 		return err
 	}
 	w := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), tracker, mgr.GetEventRecorder("spillway-placement"), metrics, clk, keys).
-		ShareReservations(shared, shared)
+		ShareReservations(shared, shared).WithVirtualNodes(virtual)
 	var h http.Handler = &webhook.Admission{Handler: w}
 	if auth != nil {
 		h = auth.Require(h)

@@ -56,7 +56,7 @@ type sharedReservations struct {
 // from: their reservations are not counted again. A pod that reached the
 // cache after states were counted is in neither states nor listed, so its
 // reservation still counts it.
-func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourcePolicy, req admission.Request, podReq corev1.ResourceList, states []rules.UnitState, inflight []rules.Reservation, listed map[string]bool) rules.Decision {
+func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourcePolicy, req admission.Request, podReq corev1.ResourceList, group string, states []rules.UnitState, inflight []rules.Reservation, listed map[string]bool) rules.Decision {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	mine := map[string]bool{}
@@ -81,6 +81,9 @@ func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourceP
 			if mine[r.ID] || listed[r.ID] {
 				continue // already counted in states
 			}
+			if r.Group != group {
+				continue // another group's max (matchLabelKeys)
+			}
 			if u, ok := rules.UnitIndex(rp, r.Unit); ok && u != rules.Outside && u < len(st) {
 				st[u].Count++
 				if len(rp.Spec.Units[u].MaxResources) > 0 {
@@ -97,7 +100,7 @@ func (s *sharedReservations) reserve(ctx context.Context, rp *v1alpha1.ResourceP
 			return d
 		}
 		r := v1alpha1.PlacementReservation{
-			ID: id, Unit: rules.UnitLabel(rp, d.Unit), Node: d.Node, Expires: metav1.NewTime(now.Add(s.ttl)),
+			ID: id, Unit: rules.UnitLabel(rp, d.Unit), Node: d.Node, Group: group, Expires: metav1.NewTime(now.Add(s.ttl)),
 		}
 		if len(rp.Spec.Units[d.Unit].MaxResources) > 0 {
 			// Only the capped resources: the status stays small.

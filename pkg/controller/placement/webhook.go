@@ -76,6 +76,8 @@ type Webhook struct {
 	// shared publishes reservations into units with a max to every
 	// replica; nil keeps them in this process only (unit tests).
 	shared *sharedReservations
+	// virtual describes the cluster's virtual nodes (for virtual units).
+	virtual rules.VirtualNodes
 }
 
 // ShareReservations makes the webhook keep its reservations into units
@@ -93,7 +95,14 @@ func (w *Webhook) ShareReservations(apiReader client.Reader, c client.Client) *W
 // signing key is derived from; every replica must get the same secret.
 func New(reader client.Reader, decoder admission.Decoder, tracker *rules.Tracker, recorder EventRecorder, metrics *Metrics, clk clock.PassiveClock, keys KeySource) *Webhook {
 	return &Webhook{reader: reader, decoder: decoder, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk,
-		keySource: keys, keys: rules.NewKeyring(clk, PreviousKeyGrace)}
+		keySource: keys, keys: rules.NewKeyring(clk, PreviousKeyGrace), virtual: rules.DefaultVirtualNodes()}
+}
+
+// WithVirtualNodes sets the virtual nodes' label and taint (default:
+// virtual-kubelet's conventions).
+func (w *Webhook) WithVirtualNodes(v rules.VirtualNodes) *Webhook {
+	w.virtual = v
+	return w
 }
 
 // Handle places the pod, or admits it unplaced when no policy selects it.
@@ -184,6 +193,7 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 	if rp == nil {
 		return w.respond(ctx, p, "no ResourcePolicy selects the pod"), nil
 	}
+	rp = w.virtual.Resolve(rp)
 	if len(rp.Spec.Units) == 0 {
 		return admission.Response{}, fmt.Errorf("ResourcePolicy %s has no units", rp.Name)
 	}
@@ -234,7 +244,7 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 			// The unit has a max and other replicas may be filling it:
 			// decide again on the policy's shared reservations and
 			// publish this one before answering.
-			d = w.shared.reserve(ctx, rp, req, req0, states, inflight, listed)
+			d = w.shared.reserve(ctx, rp, req, req0, rules.GroupKey(rp, pod), states, inflight, listed)
 			if d.Deny {
 				w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
 				w.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "PodDenied", "Place", "refused a pod (generateName %q): %s", pod.GenerateName, d.Explain(names))
@@ -250,7 +260,7 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 			return admission.Allowed("").WithWarnings("spillway could not encode its placement, so this pod was created without a unit"), nil
 		}
 		if !dryRun {
-			r := rules.Reservation{ID: string(req.UID), Policy: key, Unit: unit, Node: d.Node, Requests: req0}
+			r := rules.Reservation{ID: string(req.UID), Policy: key, Unit: unit, Node: d.Node, Requests: req0, Group: rules.GroupKey(rp, pod)}
 			var nodes []string
 			if d.Node != "" && d.Unit != rules.Outside {
 				nodes = unitNodes[d.Unit]
@@ -299,6 +309,9 @@ func (w *Webhook) setPlacement(ctx context.Context, p *podPatch, pod *corev1.Pod
 	p.affinity = nil
 	if d.Unit != rules.Outside {
 		p.affinity = affinityOps(&pod.Spec, rp.Spec.Units[d.Unit].NodeSelector)
+		if tol, ok := w.virtual.Toleration(); ok && rules.Kind(&rp.Spec.Units[d.Unit]) == rules.VirtualUnit {
+			p.affinity = append(p.affinity, tolerationOps(&pod.Spec, tol)...)
+		}
 	}
 }
 
@@ -337,13 +350,13 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		}
 	}
 	// With matchLabelKeys, max counts only the pods of the new pod's group.
-	group := pods.Items[:0:0]
+	inGroup := pods.Items[:0:0]
 	for i := range pods.Items {
 		if rules.SameGroup(rp, &pods.Items[i], pod) {
-			group = append(group, pods.Items[i])
+			inGroup = append(inGroup, pods.Items[i])
 		}
 	}
-	pods.Items = group
+	pods.Items = inGroup
 	nodes := map[string]*corev1.Node{}
 	var nodeErr error
 	counts, used := rules.Usage(rp, pods.Items, func(name string) *corev1.Node {
@@ -358,8 +371,9 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		states[i].Count, states[i].Used = c, used[i]
 	}
 	key := rules.PolicyKey(rp)
+	group := rules.GroupKey(rp, pod)
 	for _, r := range inflight {
-		if r.Policy != key {
+		if r.Policy != key || r.Group != group {
 			continue
 		}
 		if u, ok := rules.UnitIndex(rp, r.Unit); ok && u != rules.Outside {
@@ -393,7 +407,7 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 	for i := range rp.Spec.Units {
 		states[i].CoolingDown = tx.CoolingDown(rules.UnitKey{Policy: key, Unit: rules.UnitLabel(rp, i)}) ||
 			rules.StatusCoolingDown(rp, i, w.clock.Now())
-		if !needRoom || i == len(rp.Spec.Units)-1 {
+		if !needRoom || rules.Kind(&rp.Spec.Units[i]) != rules.FixedUnit {
 			continue
 		}
 		usage, err := w.unitNodes(ctx, &rp.Spec.Units[i])

@@ -57,11 +57,20 @@ type Reconciler struct {
 	recorder EventRecorder
 	metrics  *Metrics
 	clock    clock.PassiveClock
+	virtual  placement.VirtualNodes
 }
 
 // New returns the reconciler; tracker is the one the webhook uses.
 func New(c client.Client, tracker *placement.Tracker, recorder EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Reconciler {
-	return &Reconciler{client: c, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk}
+	return &Reconciler{client: c, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk, virtual: placement.DefaultVirtualNodes()}
+}
+
+// WithVirtualNodes sets the virtual nodes' label and taint (default:
+// virtual-kubelet's conventions), which virtual units without a
+// nodeSelector select.
+func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
+	r.virtual = v
+	return r
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
@@ -70,8 +79,8 @@ func New(c client.Client, tracker *placement.Tracker, recorder EventRecorder, me
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Register adds the controller to the manager (it runs on the leader only).
-func Register(mgr ctrl.Manager, tracker *placement.Tracker, metrics *Metrics, clk clock.PassiveClock) error {
-	r := New(mgr.GetClient(), tracker, mgr.GetEventRecorder("spillway-replacement"), metrics, clk)
+func Register(mgr ctrl.Manager, tracker *placement.Tracker, metrics *Metrics, clk clock.PassiveClock, virtual placement.VirtualNodes) error {
+	r := New(mgr.GetClient(), tracker, mgr.GetEventRecorder("spillway-replacement"), metrics, clk).WithVirtualNodes(virtual)
 	placed := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		_, ok := o.GetLabels()[placement.LabelPolicy]
 		return ok
@@ -101,8 +110,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.client.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: policyName}, rp); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	rp = r.virtual.Resolve(rp)
 	unit, ok := placement.UnitIndex(rp, pod.Labels[placement.LabelUnit])
-	if !ok || unit == placement.Outside || unit == len(rp.Spec.Units)-1 {
+	// Only a fixed unit's pods are re-placed: an autoscaled or virtual
+	// unit makes its room after the pod is pending.
+	if !ok || unit == placement.Outside || unit == len(rp.Spec.Units)-1 || placement.Kind(&rp.Spec.Units[unit]) != placement.FixedUnit {
 		return ctrl.Result{}, nil
 	}
 	grace, ok := placement.Grace(&rp.Spec)

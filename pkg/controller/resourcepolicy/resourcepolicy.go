@@ -62,6 +62,7 @@ type Reconciler struct {
 	recorder EventRecorder
 	metrics  *Metrics
 	clock    clock.PassiveClock
+	virtual  placement.VirtualNodes
 
 	mu sync.Mutex
 	// reported holds, per policy, the unplaced pods already given an event,
@@ -71,7 +72,16 @@ type Reconciler struct {
 
 // New returns the reconciler.
 func New(c client.Client, recorder EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Reconciler {
-	return &Reconciler{client: c, recorder: recorder, metrics: metrics, clock: clk, reported: map[types.NamespacedName]map[types.UID]bool{}}
+	return &Reconciler{client: c, recorder: recorder, metrics: metrics, clock: clk, reported: map[types.NamespacedName]map[types.UID]bool{},
+		virtual: placement.DefaultVirtualNodes()}
+}
+
+// WithVirtualNodes sets the virtual nodes' label and taint (default:
+// virtual-kubelet's conventions), which virtual units without a
+// nodeSelector select.
+func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
+	r.virtual = v
+	return r
 }
 
 // +kubebuilder:rbac:groups=spillway.dev,resources=resourcepolicies,verbs=get;list;watch
@@ -83,8 +93,8 @@ func New(c client.Client, recorder EventRecorder, metrics *Metrics, clk clock.Pa
 // Register adds the controller to the manager (leader only). Pod changes
 // wake the policies selecting the pod; a policy change wakes every policy of
 // its namespace, whose conflicts may change.
-func Register(mgr ctrl.Manager, metrics *Metrics, clk clock.PassiveClock) error {
-	r := New(mgr.GetClient(), mgr.GetEventRecorder("spillway-resourcepolicy"), metrics, clk)
+func Register(mgr ctrl.Manager, metrics *Metrics, clk clock.PassiveClock, virtual placement.VirtualNodes) error {
+	r := New(mgr.GetClient(), mgr.GetEventRecorder("spillway-resourcepolicy"), metrics, clk).WithVirtualNodes(virtual)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("resourcepolicy").
 		For(&v1alpha1.ResourcePolicy{}).
@@ -145,7 +155,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, fmt.Errorf("listing selected pods: %w", err)
 		}
 	}
-	obs, err := r.observe(ctx, rp, policies.Items, pods.Items)
+	obs, err := r.observe(ctx, r.virtual.Resolve(rp), policies.Items, pods.Items)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

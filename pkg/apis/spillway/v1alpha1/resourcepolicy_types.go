@@ -155,9 +155,19 @@ type ResourcePolicySpec struct {
 	MatchLabelKeys []string `json:"matchLabelKeys,omitempty"`
 }
 
+// Resource values spillway interprets (ACK's names).
+const (
+	// ResourceElastic is a node pool a node autoscaler grows.
+	ResourceElastic = "elastic"
+	// ResourceECI and ResourceACS are virtual nodes.
+	ResourceECI = "eci"
+	ResourceACS = "acs"
+)
+
 // Unit is one group of nodes, picked by labels.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.nodeSelector) || size(self.nodeSelector) > 0",message="every unit needs a non-empty nodeSelector"
+// +kubebuilder:validation:XValidation:rule="!has(self.nodeSelector) || size(self.nodeSelector) > 0",message="units[].nodeSelector must not be empty when given"
+// +kubebuilder:validation:XValidation:rule="has(self.nodeSelector) || (has(self.resource) && self.resource in ['eci', 'acs'])",message="units[].nodeSelector is required, except on virtual-node units (resource eci or acs), which select the cluster's virtual nodes (spillway-controller --virtual-node-labels)"
 // +kubebuilder:validation:XValidation:rule="!has(self.max) || self.max >= 0",message="units[].max must be >= 0"
 type Unit struct {
 	// Name identifies the unit in pod labels, status and events; without it
@@ -170,21 +180,33 @@ type Unit struct {
 	// +optional
 	Name string `json:"name,omitempty"`
 
-	// Resource is free text describing the unit (ACK uses ecs, eci,
-	// elastic, acs); spillway shows it but does not interpret it.
+	// Resource names the kind of capacity, in ACK's words: ecs (a fixed
+	// node pool), elastic (a pool a node autoscaler grows), eci or acs
+	// (virtual nodes); any other value is a fixed pool. See Autoscaled.
 	//
 	// +kubebuilder:validation:MaxLength=63
 	// +optional
 	Resource string `json:"resource,omitempty"`
 
+	// Autoscaled says whether a node autoscaler grows this unit's nodes:
+	// then the unit is eligible up to its max whether or not its nodes have
+	// room now (room appears after the pod is pending). Default: true for
+	// resource elastic, false otherwise; virtual units are always eligible.
+	//
+	// +optional
+	Autoscaled *bool `json:"autoscaled,omitempty"`
+
 	// NodeSelector picks the unit's nodes: a node belongs to the unit when
-	// its labels include every pair listed here. Keys and values must be
+	// its labels include every pair listed here. Required, except on a
+	// virtual unit (resource eci or acs), which without it selects the
+	// cluster's virtual nodes. Keys and values must be
 	// valid label keys and values: the pairs become the node
 	// affinity of every pod placed in the unit.
 	//
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="units[].nodeSelector keys must be label keys: an optional DNS subdomain prefix and a slash, then a name of at most 63 alphanumerics, dashes, underscores or dots that starts and ends with an alphanumeric"
-	NodeSelector map[string]LabelValue `json:"nodeSelector"`
+	// +optional
+	NodeSelector map[string]LabelValue `json:"nodeSelector,omitempty"`
 
 	// Max caps how many selected pods the unit holds; unset means no cap.
 	//
@@ -196,8 +218,10 @@ type Unit struct {
 	// requests would take the unit past any resource listed here skips the
 	// unit as one at its max does. Resources not listed are not capped.
 	//
+	// A negative quantity is a cap of zero. (A CEL rule over quantities
+	// here exceeds the API server's cost budget.)
+	//
 	// +kubebuilder:validation:MaxProperties=16
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !quantity(string(self[k])).isLessThan(quantity('0')))",message="units[].maxResources must not be negative"
 	// +optional
 	MaxResources corev1.ResourceList `json:"maxResources,omitempty"`
 
@@ -320,6 +344,11 @@ type PlacementReservation struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Node string `json:"node,omitempty"`
+	// Group is the pod's values of spec.matchLabelKeys ("key=value,..."):
+	// the reservation counts only toward that group's max.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Group string `json:"group,omitempty"`
 	// Requests are the pod's resource requests, counted against the
 	// unit's maxResources.
 	// +optional
