@@ -270,6 +270,50 @@ func TestHPAScalesOnTheMetric(t *testing.T) {
 	}
 }
 
+// TestArenaHPAShape: the HPA arena's kserve chart creates for
+// --scale-metric/--scale-target (its charts/kserve template): named
+// <release>-hpa, type Pods, target type Utilization with an averageValue,
+// no behavior. The API server accepts it and the HPA reads averageValue
+// (the target type is not checked for Pods metrics), so it scales the
+// predictor on spillway's metric like the AverageValue shape.
+func TestArenaHPAShape(t *testing.T) {
+	setup(t)
+	ns := framework.Namespace(t, cluster)
+	createPredictor(t, ns)
+	arena := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: "qwen-chat-hpa", Namespace: ns},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: deployment},
+			MinReplicas:    ptr.To(int32(1)),
+			MaxReplicas:    3,
+			Metrics: []autoscalingv2.MetricSpec{{
+				Type: autoscalingv2.PodsMetricSourceType,
+				Pods: &autoscalingv2.PodsMetricSource{
+					Metric: autoscalingv2.MetricIdentifier{Name: metricnames.ProcessSMUtil},
+					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageValue: ptr.To(resource.MustParse("50"))},
+				},
+			}},
+		},
+	}
+	if _, err := cluster.Client().AutoscalingV2().HorizontalPodAutoscalers(ns).Create(context.Background(), arena, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("the API server refused arena's HPA shape: %v", err)
+	}
+	// 24 req/s: 80 % per pod once three replicas share it. (Scale-in is
+	// left out: without behavior it waits the default 5 minutes.)
+	setLoad(t, ns, 24)
+	framework.Eventually(t, 3*time.Minute, 2*time.Second, "arena's HPA at 3 replicas", func(ctx context.Context) (bool, string) {
+		n, err := replicas(ctx, ns)
+		if err != nil {
+			return false, err.Error()
+		}
+		h, err := cluster.Client().AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "qwen-chat-hpa", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return n == 3, fmt.Sprintf("replicas %d, HPA desired %d, conditions %v", n, h.Status.DesiredReplicas, h.Status.Conditions)
+	})
+}
+
 // TestPrometheusOutageHoldsScale: with Prometheus stopped the values go
 // stale, the adapter refuses to serve them, the HPA reports a failed metric
 // and keeps its replicas even though the (unseen) load dropped.

@@ -6,8 +6,12 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/test/framework"
@@ -151,5 +155,164 @@ spec:
 			return false, err.Error()
 		}
 		return len(live) == 1 && live[0].Labels[labelUnit] == "onprem", describe(live)
+	})
+}
+
+// TestPodLabelsCountingAndMaxResources: the on-prem unit caps its pods'
+// GPUs at 2 and counts only pods carrying its podLabel. A selected pod that
+// was bound to an on-prem node by hand, without the label, takes a GPU but
+// does not count: of 3 predictor pods, 2 go on-prem (the GPU cap, counted
+// over marked pods only) and 1 to the elastic unit. Were the unmarked pod
+// counted, only 1 would fit under the cap; were the cap ignored, all 3 would
+// go on-prem (there is room for them).
+func TestPodLabelsCountingAndMaxResources(t *testing.T) {
+	startSpillway(t)
+	ns := framework.Namespace(t, cluster)
+	p := newPools(t, "marks", poolOptions{onPremNodes: 2, shape: localcluster.NodeShape{CPU: "16", Memory: "64Gi", GPUs: 2}})
+	const app = "marks-predictor"
+	applyPolicy(t, fmt.Sprintf(`apiVersion: spillway.dev/v1alpha1
+kind: ResourcePolicy
+metadata:
+  name: predictor
+  namespace: %[1]s
+spec:
+  selector: {app: %[2]s}
+  units:
+  - name: onprem
+    resource: ecs
+    maxResources: {nvidia.com/gpu: 2}
+    podLabels: {tier: onprem}
+    nodeSelector: {%[3]s: %[4]s}
+  - name: elastic
+    resource: elastic
+    nodeSelector: {%[3]s: %[5]s}
+`, ns, app, localcluster.PoolLabel, p.onPrem, p.elastic))
+	ctx := context.Background()
+	byHand := predictor(ns, app, 1).Spec.Template
+	byHand.Name, byHand.Namespace = "by-hand", ns
+	byHand.Spec.NodeName = p.onPremNodes[0]
+	pod := &corev1.Pod{ObjectMeta: byHand.ObjectMeta, Spec: byHand.Spec}
+	if _, err := cluster.Client().CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cluster.Client().CoreV1().Pods(ns).Delete(context.Background(), "by-hand", metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
+	})
+	createDeployment(t, predictor(ns, app, 3))
+	framework.Eventually(t, karpenterBound, time.Second, "2 predictor pods on-prem with the unit's label and 1 on the elastic unit", func(ctx context.Context) (bool, string) {
+		live, _, err := livePods(ctx, ns, "app="+app)
+		if err != nil {
+			return false, err.Error()
+		}
+		onPrem, elastic := 0, 0
+		for _, pod := range live {
+			switch {
+			case pod.Name == "by-hand" || !pod.running():
+			case pod.Labels[labelUnit] == "onprem" && pod.Labels["tier"] == "onprem" && pod.pool == p.onPrem:
+				onPrem++
+			case pod.Labels[labelUnit] == "elastic" && pod.pool == p.elastic:
+				elastic++
+			}
+		}
+		return onPrem == 2 && elastic == 1, describe(live)
+	})
+}
+
+// TestLackResourceAndNoTerminatingRollout: a rollout replaces on-prem
+// pods one at a time (maxSurge 0) while each old pod is held terminating
+// (a finalizer). The new pod is placed on-prem for the room its
+// predecessor frees and, under LackResourceAndNoTerminating, waits there
+// past the 30 s re-placement grace instead of being re-placed to the
+// elastic unit; once the old pod goes, it runs on-prem.
+func TestLackResourceAndNoTerminatingRollout(t *testing.T) {
+	startSpillway(t)
+	ns := framework.Namespace(t, cluster)
+	p := newPools(t, "noterm", poolOptions{shape: localcluster.NodeShape{CPU: "16", Memory: "64Gi", GPUs: 2}})
+	const app = "noterm-predictor"
+	applyPolicy(t, fmt.Sprintf(`apiVersion: spillway.dev/v1alpha1
+kind: ResourcePolicy
+metadata:
+  name: predictor
+  namespace: %[1]s
+spec:
+  selector: {app: %[2]s}
+  whenTryNextUnits: {policy: LackResourceAndNoTerminating}
+  units:
+  - name: onprem
+    resource: ecs
+    nodeSelector: {%[3]s: %[4]s}
+  - name: elastic
+    resource: elastic
+    nodeSelector: {%[3]s: %[5]s}
+`, ns, app, localcluster.PoolLabel, p.onPrem, p.elastic))
+	d := predictor(ns, app, 2)
+	zero, one := intstr.FromInt32(0), intstr.FromInt32(1)
+	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: &zero, MaxUnavailable: &one}}
+	createDeployment(t, d)
+	before, _ := waitSpread(t, ns, "app="+app, p, 2, 0)
+	oldHash := before[0].Labels["pod-template-hash"]
+	ctx := context.Background()
+	pods := cluster.Client().CoreV1().Pods(ns)
+	release := func(ctx context.Context) {
+		list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			return
+		}
+		for _, pod := range list.Items {
+			if len(pod.Finalizers) > 0 {
+				_, _ = pods.Patch(ctx, pod.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+			}
+		}
+	}
+	t.Cleanup(func() { release(context.Background()) })
+	for _, pod := range before {
+		if _, err := pods.Patch(ctx, pod.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":["example.com/hold"]}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cluster.Client().AppsV1().Deployments(ns).Patch(ctx, "predictor", types.MergePatchType,
+		[]byte(`{"spec":{"template":{"metadata":{"annotations":{"example.com/revision":"2"}}}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Past the grace (30 s) plus the controller's resync slack, the new pod
+	// still waits on-prem and nothing of the new ReplicaSet spilled.
+	hold := time.Now().Add(45 * time.Second)
+	var waiting string
+	framework.Eventually(t, time.Minute, time.Second, "the new pod waiting on-prem past the grace", func(ctx context.Context) (bool, string) {
+		_, all, err := livePods(ctx, ns, "app="+app)
+		if err != nil {
+			return false, err.Error()
+		}
+		newPods := 0
+		for _, pod := range all {
+			if pod.Labels["pod-template-hash"] == oldHash {
+				continue
+			}
+			newPods++
+			if pod.Labels[labelUnit] != "onprem" {
+				t.Fatalf("a new pod was placed on unit %q: %s", pod.Labels[labelUnit], describe(all))
+			}
+			if waiting == "" {
+				waiting = pod.Name
+			} else if pod.Name != waiting {
+				t.Fatalf("the waiting pod %s was replaced by %s: %s", waiting, pod.Name, describe(all))
+			}
+		}
+		return time.Now().After(hold) && newPods == 1, describe(all)
+	})
+	// Let the old pods go: the rollout ends with both new pods on-prem.
+	framework.Eventually(t, karpenterBound, time.Second, "the rollout done on-prem", func(ctx context.Context) (bool, string) {
+		release(ctx)
+		live, all, err := livePods(ctx, ns, "app="+app)
+		if err != nil {
+			return false, err.Error()
+		}
+		on, el, other := split(live, p)
+		done := len(on) == 2 && len(el) == 0 && len(other) == 0 && len(all) == 2
+		for _, pod := range all {
+			done = done && pod.Labels["pod-template-hash"] != oldHash
+		}
+		return done, describe(all)
 	})
 }

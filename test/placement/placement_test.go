@@ -64,6 +64,26 @@ func TestResourcePolicyValidation(t *testing.T) {
 			}
 		})
 	}
+
+	// ACK's own examples share names; each is removed after it applied.
+	ack := framework.ReadObjects(t, fixtures+"/ack-examples.yaml")
+	if len(ack) < 4 {
+		t.Fatalf("only %d ACK examples", len(ack))
+	}
+	for i, u := range ack {
+		t.Run(fmt.Sprintf("accepts-ack-example-%d/%s", i, u.GetName()), func(t *testing.T) {
+			if err := create(u); err != nil {
+				t.Fatal(err)
+			}
+			if err := dc.Resource(policyGVR).Namespace(ns).Delete(context.Background(), u.GetName(), metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			framework.Eventually(t, 30*time.Second, 250*time.Millisecond, "the example deleted", func(ctx context.Context) (bool, string) {
+				_, err := dc.Resource(policyGVR).Namespace(ns).Get(ctx, u.GetName(), metav1.GetOptions{})
+				return apierrors.IsNotFound(err), fmt.Sprint(err)
+			})
+		})
+	}
 }
 
 // TestSeedPolicy applies the seed's ResourcePolicy as the fixture has it
