@@ -198,7 +198,12 @@ spec:
 	t.Cleanup(func() {
 		_ = cluster.Client().CoreV1().Pods(ns).Delete(context.Background(), "by-hand", metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
 	})
-	createDeployment(t, predictor(ns, app, 3))
+	// The Deployment selects its pods by one more label, so that the pod
+	// bound by hand is the policy's but not the ReplicaSet's.
+	d := predictor(ns, app, 3)
+	d.Spec.Selector.MatchLabels["role"] = "server"
+	d.Spec.Template.Labels["role"] = "server"
+	createDeployment(t, d)
 	framework.Eventually(t, karpenterBound, time.Second, "2 predictor pods on-prem with the unit's label and 1 on the elastic unit", func(ctx context.Context) (bool, string) {
 		live, _, err := livePods(ctx, ns, "app="+app)
 		if err != nil {
