@@ -366,15 +366,52 @@ func CountedUnit(rp *v1alpha1.ResourcePolicy, p *corev1.Pod, nodeOf func(name st
 	if !Counted(rp, p) {
 		return Outside
 	}
-	var node *corev1.Node
-	if !Placed(rp, p) && p.Spec.NodeName != "" {
-		node = nodeOf(p.Spec.NodeName)
-	}
-	u := UnitOf(rp, p, node)
+	u := unitOfPod(rp, p, nodeOf)
 	if u == Outside || !CarriesUnitMarks(&rp.Spec.Units[u], p) {
 		return Outside
 	}
 	return u
+}
+
+// unitOfPod is UnitOf, reading the pod's node (through nodeOf) only when
+// the unit must come from it.
+func unitOfPod(rp *v1alpha1.ResourcePolicy, p *corev1.Pod, nodeOf func(name string) *corev1.Node) int {
+	var node *corev1.Node
+	if !Placed(rp, p) && p.Spec.NodeName != "" {
+		node = nodeOf(p.Spec.NodeName)
+	}
+	return UnitOf(rp, p, node)
+}
+
+// TerminatingUnits reports, per unit, whether some of the given selected
+// pods in it are terminating (LackResourceAndNoTerminating waits for them).
+func TerminatingUnits(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf func(name string) *corev1.Node) []bool {
+	out := make([]bool, len(rp.Spec.Units))
+	for i := range pods {
+		p := &pods[i]
+		if p.DeletionTimestamp == nil || Terminal(p) {
+			continue
+		}
+		if u := unitOfPod(rp, p, nodeOf); u != Outside {
+			out[u] = true
+		}
+	}
+	return out
+}
+
+// InGroup is the pods of the given ones that share pod's group under the
+// policy's matchLabelKeys (all of them without matchLabelKeys).
+func InGroup(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, pod *corev1.Pod) []corev1.Pod {
+	if len(rp.Spec.MatchLabelKeys) == 0 {
+		return pods
+	}
+	out := make([]corev1.Pod, 0, len(pods))
+	for i := range pods {
+		if SameGroup(rp, &pods[i], pod) {
+			out = append(out, pods[i])
+		}
+	}
+	return out
 }
 
 // CarriesUnitMarks reports whether the pod has every podLabel and

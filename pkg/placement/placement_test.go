@@ -402,7 +402,13 @@ func TestGroups(t *testing.T) {
 	if k := MissingGroupKey(rp, a); k != "" {
 		t.Errorf("MissingGroupKey = %q for a pod with every key", k)
 	}
+	if got := InGroup(rp, []corev1.Pod{*a, *b, *a2, *missing}, a); len(got) != 2 || got[0].Labels["other"] != "" || got[1].Labels["other"] != "x" {
+		t.Errorf("InGroup kept %v, want a and a2", got)
+	}
 	rp.Spec.MatchLabelKeys = nil
+	if got := InGroup(rp, []corev1.Pod{*a, *b}, a); len(got) != 2 {
+		t.Errorf("InGroup without matchLabelKeys kept %d of 2", len(got))
+	}
 	if !SameGroup(rp, a, b) || MissingGroupKey(rp, missing) != "" {
 		t.Error("without matchLabelKeys every pod is in one group")
 	}

@@ -225,9 +225,10 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 		return admission.Response{}, fmt.Errorf("looking up placed pods: %w", seenErr)
 	}
 	names := rules.DisplayNames(rp)
+	group := rules.GroupKey(rp, pod)
 	for attempt := 1; ; attempt++ {
 		inflight := tx.InFlight()
-		states, unitNodes, listed, err := w.unitStates(ctx, tx, rp, pod, req0, inflight)
+		states, unitNodes, listed, err := w.unitStates(ctx, tx, rp, pod, req0, group, inflight)
 		if err != nil {
 			return admission.Response{}, err
 		}
@@ -244,7 +245,7 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 			// The unit has a max and other replicas may be filling it:
 			// decide again on the policy's shared reservations and
 			// publish this one before answering.
-			d = w.shared.reserve(ctx, rp, req, req0, rules.GroupKey(rp, pod), states, inflight, listed)
+			d = w.shared.reserve(ctx, rp, req, req0, group, states, inflight, listed)
 			if d.Deny {
 				w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
 				w.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "PodDenied", "Place", "refused a pod (generateName %q): %s", pod.GenerateName, d.Explain(names))
@@ -260,7 +261,7 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 			return admission.Allowed("").WithWarnings("spillway could not encode its placement, so this pod was created without a unit"), nil
 		}
 		if !dryRun {
-			r := rules.Reservation{ID: string(req.UID), Policy: key, Unit: unit, Node: d.Node, Requests: req0, Group: rules.GroupKey(rp, pod)}
+			r := rules.Reservation{ID: string(req.UID), Policy: key, Unit: unit, Node: d.Node, Requests: req0, Group: group}
 			var nodes []string
 			if d.Node != "" && d.Unit != rules.Outside {
 				nodes = unitNodes[d.Unit]
@@ -335,8 +336,9 @@ func mergeMarks(marks, own map[string]string) map[string]string {
 // unitStates counts the policy's pods per unit (in-flight placements
 // included) and, under LackResourceOrExceedMax, looks for room in every unit
 // but the last. unitNodes[i] names the nodes whose room was looked at for
-// unit i; listed holds the placement IDs of the pods counted from.
-func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, req corev1.ResourceList, inflight []rules.Reservation) (states []rules.UnitState, unitNodes [][]string, listed map[string]bool, err error) {
+// unit i; listed holds the placement IDs of the pods counted from. group is
+// the pod's GroupKey.
+func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, req corev1.ResourceList, group string, inflight []rules.Reservation) (states []rules.UnitState, unitNodes [][]string, listed map[string]bool, err error) {
 	states = make([]rules.UnitState, len(rp.Spec.Units))
 	unitNodes = make([][]string, len(rp.Spec.Units))
 	var pods corev1.PodList
@@ -350,20 +352,15 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		}
 	}
 	// With matchLabelKeys, max counts only the pods of the new pod's group.
-	inGroup := pods.Items[:0:0]
-	for i := range pods.Items {
-		if rules.SameGroup(rp, &pods.Items[i], pod) {
-			inGroup = append(inGroup, pods.Items[i])
-		}
-	}
-	pods.Items = inGroup
+	pods.Items = rules.InGroup(rp, pods.Items, pod)
 	nodes := map[string]*corev1.Node{}
 	var nodeErr error
-	counts, used := rules.Usage(rp, pods.Items, func(name string) *corev1.Node {
+	nodeOf := func(name string) *corev1.Node {
 		n, err := w.node(ctx, nodes, name)
 		nodeErr = errors.Join(nodeErr, err)
 		return n
-	})
+	}
+	counts, used := rules.Usage(rp, pods.Items, nodeOf)
 	if nodeErr != nil {
 		return nil, nil, nil, nodeErr
 	}
@@ -371,7 +368,6 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		states[i].Count, states[i].Used = c, used[i]
 	}
 	key := rules.PolicyKey(rp)
-	group := rules.GroupKey(rp, pod)
 	for _, r := range inflight {
 		if r.Policy != key || r.Group != group {
 			continue
@@ -388,20 +384,12 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 	}
 	needRoom := rules.NeedsRoom(&rp.Spec)
 	if rules.WaitsForTerminating(&rp.Spec) {
-		for i := range pods.Items {
-			tp := &pods.Items[i]
-			if tp.DeletionTimestamp == nil || rules.Terminal(tp) {
-				continue
-			}
-			var node *corev1.Node
-			if !rules.Placed(rp, tp) && tp.Spec.NodeName != "" {
-				if node, err = w.node(ctx, nodes, tp.Spec.NodeName); err != nil {
-					return nil, nil, nil, err
-				}
-			}
-			if u := rules.UnitOf(rp, tp, node); u != rules.Outside {
-				states[u].Terminating = true
-			}
+		// The nodes were read for the counts already (w.node caches them).
+		for u, t := range rules.TerminatingUnits(rp, pods.Items, nodeOf) {
+			states[u].Terminating = t
+		}
+		if nodeErr != nil {
+			return nil, nil, nil, nodeErr
 		}
 	}
 	for i := range rp.Spec.Units {

@@ -216,14 +216,8 @@ func (r *Reconciler) laterUnitUnderMax(ctx context.Context, rp *v1alpha1.Resourc
 		return false, err
 	}
 	// With matchLabelKeys each group of pods has its own max.
-	group := pods[:0:0]
-	for i := range pods {
-		if placement.SameGroup(rp, &pods[i], pod) {
-			group = append(group, pods[i])
-		}
-	}
 	var nodeErr error
-	counts, used := placement.Usage(rp, group, r.nodeOf(ctx, &nodeErr))
+	counts, used := placement.Usage(rp, placement.InGroup(rp, pods, pod), r.nodeOf(ctx, &nodeErr))
 	if nodeErr != nil {
 		return false, nodeErr
 	}
@@ -245,21 +239,8 @@ func (r *Reconciler) unitHasTerminating(ctx context.Context, rp *v1alpha1.Resour
 		return false, err
 	}
 	var nodeErr error
-	nodeOf := r.nodeOf(ctx, &nodeErr)
-	for i := range pods {
-		p := &pods[i]
-		if p.DeletionTimestamp == nil || placement.Terminal(p) {
-			continue
-		}
-		var node *corev1.Node
-		if !placement.Placed(rp, p) && p.Spec.NodeName != "" {
-			node = nodeOf(p.Spec.NodeName)
-		}
-		if placement.UnitOf(rp, p, node) == unit {
-			return true, nodeErr
-		}
-	}
-	return false, nodeErr
+	terminating := placement.TerminatingUnits(rp, pods, r.nodeOf(ctx, &nodeErr))
+	return terminating[unit], nodeErr
 }
 
 func (r *Reconciler) selected(ctx context.Context, rp *v1alpha1.ResourcePolicy) ([]corev1.Pod, error) {
