@@ -1,14 +1,12 @@
 package faults
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"math"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -92,14 +90,8 @@ func TestMaxHoldsAcrossWebhookReplicas(t *testing.T) {
 	}
 	t.Cleanup(func() { restoreWebhookConfig(t, h) })
 	cleanProbes(t)
-	i := 0
-	framework.Eventually(t, 30*time.Second, 250*time.Millisecond, "placement through the request balancer", func(ctx context.Context) (bool, string) {
-		i++
-		p, err := createProbe(ctx, fmt.Sprintf("balanced-%d", i))
-		if err != nil {
-			return false, err.Error()
-		}
-		return placed(p) && len(bal.Served()) == len(h.Controllers), fmt.Sprintf("placed %v, served %v", placed(p), bal.Served())
+	waitPlacing(t, "placement through the request balancer, by every replica", "balanced", 250*time.Millisecond, func() (bool, string) {
+		return len(bal.Served()) == len(h.Controllers), fmt.Sprintf("served %v", bal.Served())
 	})
 
 	before := make([]webhookCounts, len(h.Controllers))
@@ -240,15 +232,7 @@ func restoreWebhookConfig(t *testing.T, h *demo.HA) {
 		t.Errorf("restoring the webhook configuration: %v", err)
 		return
 	}
-	i := 0
-	framework.Eventually(t, 30*time.Second, 250*time.Millisecond, "placement through the TCP proxy again", func(ctx context.Context) (bool, string) {
-		i++
-		p, err := createProbe(ctx, fmt.Sprintf("restored-%d", i))
-		if err != nil {
-			return false, err.Error()
-		}
-		return placed(p), "admitted unplaced"
-	})
+	waitPlacing(t, "placement through the TCP proxy again", "restored", 250*time.Millisecond, nil)
 }
 
 type burstResult struct {
@@ -293,41 +277,21 @@ type webhookCounts struct {
 
 func scrapeWebhook(ctx context.Context, addr string) (webhookCounts, error) {
 	c := webhookCounts{duration: map[string]float64{}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return c, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return c, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	ns := `namespace="` + burstNS + `"`
-	for sc.Scan() {
-		line := sc.Text()
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 || strings.HasPrefix(line, "#") {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[sp+1:], 64)
-		if err != nil {
-			continue
-		}
+	err := scrapeMetrics(ctx, addr, func(series string, v float64) {
 		switch {
-		case strings.HasPrefix(line, "spillway_placement_pods_total{") && strings.Contains(line, ns):
+		case strings.HasPrefix(series, "spillway_placement_pods_total{") && strings.Contains(series, ns):
 			c.placed += v
-		case strings.HasPrefix(line, "spillway_placement_denied_total{") && strings.Contains(line, ns):
+		case strings.HasPrefix(series, "spillway_placement_denied_total{") && strings.Contains(series, ns):
 			c.denied += v
-		case strings.HasPrefix(line, "spillway_placement_webhook_errors_total{") && strings.Contains(line, `reason="shared-reservation"`):
+		case strings.HasPrefix(series, "spillway_placement_webhook_errors_total{") && strings.Contains(series, `reason="shared-reservation"`):
 			c.fallbacks += v
-		case strings.HasPrefix(line, `spillway_placement_webhook_duration_seconds_bucket{le="`):
-			le := strings.TrimSuffix(strings.TrimPrefix(line[:sp], `spillway_placement_webhook_duration_seconds_bucket{le="`), `"}`)
+		case strings.HasPrefix(series, `spillway_placement_webhook_duration_seconds_bucket{le="`):
+			le := strings.TrimSuffix(strings.TrimPrefix(series, `spillway_placement_webhook_duration_seconds_bucket{le="`), `"}`)
 			c.duration[le] = v
 		}
-	}
-	return c, sc.Err()
+	})
+	return c, err
 }
 
 // quantileBound is the smallest histogram bound below which at least q of

@@ -362,14 +362,7 @@ func TestWebhookConfigurationDeleted(t *testing.T) {
 	if d := time.Since(applied); d > 10*time.Second {
 		t.Errorf("the CA bundle took %s to come back; it is watched and must be back within seconds", d.Round(100*time.Millisecond))
 	}
-	framework.Eventually(t, 30*time.Second, time.Second, "a pod placed again", func(ctx context.Context) (bool, string) {
-		i++
-		p, err := createProbe(ctx, fmt.Sprintf("webhook-back-%d", i))
-		if err != nil {
-			return false, err.Error()
-		}
-		return placed(p), "admitted unplaced: " + p.Name
-	})
+	waitPlacing(t, "a pod placed again", "webhook-back", time.Second, nil)
 	recovery(t, "webhook-config-placing", time.Since(applied))
 	framework.Eventually(t, 30*time.Second, time.Second, "the unplaced pods adopted", func(ctx context.Context) (bool, string) {
 		p, err := cluster.Client().CoreV1().Pods(probeNS).Get(ctx, unplaced, metav1.GetOptions{})

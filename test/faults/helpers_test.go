@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -467,27 +468,60 @@ func startAll(t *testing.T, h *demo.HA) {
 // answered, from its own /metrics (spillway_metrics_adapter_requests_total,
 // every label combination).
 func adapterRequests(ctx context.Context, r *demo.Replica) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.MetricsAddr+"/metrics", nil)
+	var total float64
+	err := scrapeMetrics(ctx, r.MetricsAddr, func(series string, v float64) {
+		if strings.HasPrefix(series, "spillway_metrics_adapter_requests_total{") {
+			total += v
+		}
+	})
+	return total, err
+}
+
+// scrapeMetrics reads the plain-HTTP /metrics at addr and calls sample with
+// each sample's series (name and labels) and value; comments and lines
+// without a number are skipped.
+func scrapeMetrics(ctx context.Context, addr string, sample func(series string, v float64)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
-	var total float64
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "spillway_metrics_adapter_requests_total{") {
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 || strings.HasPrefix(line, "#") {
 			continue
 		}
-		var v float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
-			total += v
+		if v, err := strconv.ParseFloat(line[sp+1:], 64); err == nil {
+			sample(line[:sp], v)
 		}
 	}
-	return total, sc.Err()
+	return sc.Err()
+}
+
+// waitPlacing creates probe pods named <prefix>-<n>, one per interval,
+// until one is placed and also (nil for none) holds.
+func waitPlacing(t *testing.T, what, prefix string, interval time.Duration, also func() (bool, string)) {
+	t.Helper()
+	i := 0
+	framework.Eventually(t, 30*time.Second, interval, what, func(ctx context.Context) (bool, string) {
+		i++
+		p, err := createProbe(ctx, fmt.Sprintf("%s-%d", prefix, i))
+		if err != nil {
+			return false, err.Error()
+		}
+		if !placed(p) {
+			return false, "admitted unplaced: " + p.Name
+		}
+		if also != nil {
+			return also()
+		}
+		return true, ""
+	})
 }

@@ -2,7 +2,6 @@ package placement
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -28,25 +27,8 @@ func TestMatchLabelKeysAndPodLabelsThroughRollout(t *testing.T) {
 	ns := framework.Namespace(t, cluster)
 	p := newPools(t, "groups", poolOptions{onPremNodes: 2, shape: localcluster.NodeShape{CPU: "16", Memory: "64Gi", GPUs: 2}})
 	const app = "groups-predictor"
-	applyPolicy(t, fmt.Sprintf(`apiVersion: spillway.dev/v1alpha1
-kind: ResourcePolicy
-metadata:
-  name: predictor
-  namespace: %[1]s
-spec:
-  selector: {app: %[2]s}
-  matchLabelKeys: [pod-template-hash]
-  units:
-  - name: onprem
-    resource: ecs
-    max: 2
-    podLabels: {tier: onprem}
-    podAnnotations: {example.com/cost-center: gpu-onprem}
-    nodeSelector: {%[3]s: %[4]s}
-  - name: elastic
-    resource: elastic
-    nodeSelector: {%[3]s: %[5]s}
-`, ns, app, localcluster.PoolLabel, p.onPrem, p.elastic))
+	applyPolicy(t, policyManifest(ns, app, "  matchLabelKeys: [pod-template-hash]\n",
+		p.onPremUnit("    max: 2\n    podLabels: {tier: onprem}\n    podAnnotations: {example.com/cost-center: gpu-onprem}\n")+p.elasticUnit()))
 	createDeployment(t, predictor(ns, app, 2))
 	before, _ := waitSpread(t, ns, "app="+app, p, 2, 0)
 	oldHash := before[0].Labels["pod-template-hash"]
@@ -108,20 +90,7 @@ func TestVirtualNodeUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	const app = "virtual-predictor"
-	applyPolicy(t, fmt.Sprintf(`apiVersion: spillway.dev/v1alpha1
-kind: ResourcePolicy
-metadata:
-  name: predictor
-  namespace: %[1]s
-spec:
-  selector: {app: %[2]s}
-  units:
-  - name: onprem
-    resource: ecs
-    nodeSelector: {%[3]s: %[4]s}
-  - name: eci
-    resource: eci
-`, ns, app, localcluster.PoolLabel, p.onPrem))
+	applyPolicy(t, policyManifest(ns, app, "", p.onPremUnit("")+"  - name: eci\n    resource: eci\n"))
 	createDeployment(t, predictor(ns, app, 3))
 	framework.Eventually(t, time.Minute, time.Second, "1 pod on-prem and 2 on the virtual node", func(ctx context.Context) (bool, string) {
 		live, _, err := livePods(ctx, ns, "app="+app)
@@ -170,23 +139,8 @@ func TestPodLabelsCountingAndMaxResources(t *testing.T) {
 	ns := framework.Namespace(t, cluster)
 	p := newPools(t, "marks", poolOptions{onPremNodes: 2, shape: localcluster.NodeShape{CPU: "16", Memory: "64Gi", GPUs: 2}})
 	const app = "marks-predictor"
-	applyPolicy(t, fmt.Sprintf(`apiVersion: spillway.dev/v1alpha1
-kind: ResourcePolicy
-metadata:
-  name: predictor
-  namespace: %[1]s
-spec:
-  selector: {app: %[2]s}
-  units:
-  - name: onprem
-    resource: ecs
-    maxResources: {nvidia.com/gpu: 2}
-    podLabels: {tier: onprem}
-    nodeSelector: {%[3]s: %[4]s}
-  - name: elastic
-    resource: elastic
-    nodeSelector: {%[3]s: %[5]s}
-`, ns, app, localcluster.PoolLabel, p.onPrem, p.elastic))
+	applyPolicy(t, policyManifest(ns, app, "",
+		p.onPremUnit("    maxResources: {nvidia.com/gpu: 2}\n    podLabels: {tier: onprem}\n")+p.elasticUnit()))
 	ctx := context.Background()
 	byHand := predictor(ns, app, 1).Spec.Template
 	byHand.Name, byHand.Namespace = "by-hand", ns
@@ -234,22 +188,7 @@ func TestLackResourceAndNoTerminatingRollout(t *testing.T) {
 	ns := framework.Namespace(t, cluster)
 	p := newPools(t, "noterm", poolOptions{shape: localcluster.NodeShape{CPU: "16", Memory: "64Gi", GPUs: 2}})
 	const app = "noterm-predictor"
-	applyPolicy(t, fmt.Sprintf(`apiVersion: spillway.dev/v1alpha1
-kind: ResourcePolicy
-metadata:
-  name: predictor
-  namespace: %[1]s
-spec:
-  selector: {app: %[2]s}
-  whenTryNextUnits: {policy: LackResourceAndNoTerminating}
-  units:
-  - name: onprem
-    resource: ecs
-    nodeSelector: {%[3]s: %[4]s}
-  - name: elastic
-    resource: elastic
-    nodeSelector: {%[3]s: %[5]s}
-`, ns, app, localcluster.PoolLabel, p.onPrem, p.elastic))
+	applyPolicy(t, policyManifest(ns, app, "  whenTryNextUnits: {policy: LackResourceAndNoTerminating}\n", p.onPremUnit("")+p.elasticUnit()))
 	d := predictor(ns, app, 2)
 	zero, one := intstr.FromInt32(0), intstr.FromInt32(1)
 	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,

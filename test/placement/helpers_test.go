@@ -245,25 +245,37 @@ func applyPolicy(t *testing.T, manifest string) {
 // twoUnitPolicy places app=<app> on pool onPrem (with an optional max),
 // then on pool elastic.
 func twoUnitPolicy(ns, app string, p *pools, onPremMax *int32) string {
-	maxLine := ""
+	extra := ""
 	if onPremMax != nil {
-		maxLine = fmt.Sprintf("\n    max: %d", *onPremMax)
+		extra = fmt.Sprintf("    max: %d\n", *onPremMax)
 	}
+	return policyManifest(ns, app, "", p.onPremUnit(extra)+p.elasticUnit())
+}
+
+// policyManifest is the ResourcePolicy "predictor" of namespace ns selecting
+// app=<app>: spec holds further spec fields (YAML lines at two spaces, ""
+// for none), units the unit list items (at two spaces).
+func policyManifest(ns, app, spec, units string) string {
 	return fmt.Sprintf(`apiVersion: spillway.dev/v1alpha1
 kind: ResourcePolicy
 metadata:
   name: predictor
-  namespace: %[1]s
+  namespace: %s
 spec:
-  selector: {app: %[2]s}
-  units:
-  - name: onprem
-    resource: ecs
-    nodeSelector: {%[3]s: %[4]s}%[6]s
-  - name: elastic
-    resource: elastic
-    nodeSelector: {%[3]s: %[5]s}
-`, ns, app, localcluster.PoolLabel, p.onPrem, p.elastic, maxLine)
+  selector: {app: %s}
+%s  units:
+%s`, ns, app, spec, units)
+}
+
+// onPremUnit is the unit "onprem" (resource ecs) over the static pool, with
+// extra fields (YAML lines at four spaces); elasticUnit the unit "elastic"
+// over the NodePool.
+func (p *pools) onPremUnit(extra string) string {
+	return fmt.Sprintf("  - name: onprem\n    resource: ecs\n%s    nodeSelector: {%s: %s}\n", extra, localcluster.PoolLabel, p.onPrem)
+}
+
+func (p *pools) elasticUnit() string {
+	return fmt.Sprintf("  - name: elastic\n    resource: elastic\n    nodeSelector: {%s: %s}\n", localcluster.PoolLabel, p.elastic)
 }
 
 func getPolicy(ctx context.Context, t *testing.T, ns, name string) (*v1alpha1.ResourcePolicy, error) {
