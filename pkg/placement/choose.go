@@ -44,6 +44,7 @@ const (
 	SkipNoRoom         SkipReason = "no node with room"
 	SkipCoolingDown    SkipReason = "cooling down after a re-placement"
 	SkipAtMaxResources SkipReason = "the pod's requests would pass its maxResources"
+	SkipUnmatchable    SkipReason = "its nodeSelector has a value no node label can hold"
 )
 
 // Skip records one unit that was passed over.
@@ -73,7 +74,8 @@ type Decision struct {
 	Skipped []Skip
 }
 
-// Choose picks the unit for a new pod. Units are tried in order; a fixed
+// Choose picks the unit for a new pod. Units are tried in order, and an
+// Unmatchable one is always passed over; a fixed
 // unit is passed over when it is at its max, cooling down, or (under the
 // LackResource policies) has no node with room. An autoscaled or virtual
 // unit (Kind) only needs to be under its max: its room appears after the
@@ -91,6 +93,10 @@ func Choose(spec *v1alpha1.ResourcePolicySpec, states []UnitState) Decision {
 	firstUnderMax := Outside
 	for i := range spec.Units {
 		st := states[i]
+		if Unmatchable(&spec.Units[i]) != "" {
+			d.Skipped = append(d.Skipped, Skip{i, SkipUnmatchable})
+			continue
+		}
 		if m := spec.Units[i].Max; m != nil && st.Count >= int(*m) {
 			d.Skipped = append(d.Skipped, Skip{i, SkipAtMax})
 			continue

@@ -84,6 +84,23 @@ func TestChoose(t *testing.T) {
 			s.Units[1].Resource = v1alpha1.ResourceECI
 			return s
 		}(), []UnitState{none, none, none}, 1, "", false, false, []SkipReason{SkipNoRoom}},
+		{"an unmatchable unit is skipped even with room and exceed max", func() *v1alpha1.ResourcePolicySpec {
+			s := three(exceed, "", nil)
+			s.Units[0].NodeSelector = map[string]string{"alibabacloud.com/nodepool-id": "np7ec7****"}
+			return s
+		}(), []UnitState{room, room, none}, 1, "", false, false, []SkipReason{SkipUnmatchable}},
+		{"an unmatchable autoscaled unit is never the one waited in", func() *v1alpha1.ResourcePolicySpec {
+			s := three(lack, "", nil)
+			s.Units[2].NodeSelector = map[string]string{"u": "on prem"}
+			return s
+		}(), []UnitState{none, none, none}, 0, "", false, true, []SkipReason{SkipNoRoom, SkipNoRoom, SkipUnmatchable}},
+		{"every unit unmatchable, prefer: outside", func() *v1alpha1.ResourcePolicySpec {
+			s := three(lack, "", nil)
+			for i := range s.Units {
+				s.Units[i].NodeSelector = map[string]string{"u": "*"}
+			}
+			return s
+		}(), []UnitState{room, room, room}, Outside, "", false, false, []SkipReason{SkipUnmatchable, SkipUnmatchable, SkipUnmatchable}},
 		{"all at max, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](1), ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", true, false,
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
 	}

@@ -2,8 +2,10 @@ package placement
 
 import (
 	"maps"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
@@ -89,4 +91,18 @@ func (v VirtualNodes) Toleration() (corev1.Toleration, bool) {
 		return corev1.Toleration{}, false
 	}
 	return corev1.Toleration{Key: v.TaintKey, Operator: corev1.TolerationOpExists}, true
+}
+
+// Unmatchable returns the first key of the unit's node selector whose value
+// no node label can hold (ACK accepts any string there, and its examples
+// mask IDs as "np…****"), or "" when every value is a valid label value.
+// Such a unit is never chosen: pinning a pod to it would make the API
+// server refuse the pod's node affinity.
+func Unmatchable(u *v1alpha1.Unit) string {
+	for _, k := range slices.Sorted(maps.Keys(u.NodeSelector)) {
+		if len(validation.IsValidLabelValue(u.NodeSelector[k])) > 0 {
+			return k
+		}
+	}
+	return ""
 }

@@ -27,6 +27,25 @@ func TestKind(t *testing.T) {
 	}
 }
 
+func TestUnmatchable(t *testing.T) {
+	cases := []struct {
+		selector map[string]string
+		want     string
+	}{
+		{nil, ""},
+		{map[string]string{"alibabacloud.com/nodepool-id": "np-xxxxx"}, ""},
+		{map[string]string{"a": "", "b": "x.y_z-1"}, ""},
+		{map[string]string{"alibabacloud.com/nodepool-id": "np7ec79f2235954e879de07b780058****"}, "alibabacloud.com/nodepool-id"},
+		{map[string]string{"b": "ok", "a": "on prem", "c": "-x"}, "a"},
+		{map[string]string{"pool": "gpu-"}, "pool"},
+	}
+	for _, c := range cases {
+		if got := Unmatchable(&v1alpha1.Unit{NodeSelector: c.selector}); got != c.want {
+			t.Errorf("Unmatchable(%v) = %q, want %q", c.selector, got, c.want)
+		}
+	}
+}
+
 func TestVirtualNodesResolve(t *testing.T) {
 	v := DefaultVirtualNodes()
 	rp := seedPolicy()

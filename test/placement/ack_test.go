@@ -2,17 +2,20 @@ package placement
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/test/framework"
 )
 
@@ -258,5 +261,36 @@ func TestLackResourceAndNoTerminatingRollout(t *testing.T) {
 			done = done && pod.Labels["pod-template-hash"] != oldHash
 		}
 		return done, describe(all)
+	})
+}
+
+// TestUnmatchableNodeSelectorUnitIsSkipped: ACK's scenario 1 masks its
+// node-pool IDs as "np…****". Applied as written, the policy is accepted
+// (as ACK accepts it), the masked unit is skipped rather than pinned into
+// a node affinity the API server would refuse, the pod lands on the next
+// unit, and the policy's UnitsMatchNodes condition names the value.
+func TestUnmatchableNodeSelectorUnitIsSkipped(t *testing.T) {
+	startSpillway(t)
+	ns := framework.Namespace(t, cluster)
+	p := newPools(t, "masked", poolOptions{})
+	const app = "masked-predictor"
+	const masked = "np7ec79f2235954e879de07b780058****"
+	applyPolicy(t, policyManifest(ns, app, "",
+		"  - name: masked\n    resource: ecs\n    nodeSelector: {alibabacloud.com/nodepool-id: \""+masked+"\"}\n"+p.onPremUnit("")+p.elasticUnit()))
+	createDeployment(t, predictor(ns, app, 1))
+	on, _ := waitSpread(t, ns, "app="+app, p, 1, 0)
+	if got := on[0].Labels[labelUnit]; got != "onprem" {
+		t.Fatalf("the pod was placed on unit %q, want onprem", got)
+	}
+	framework.Eventually(t, 30*time.Second, 250*time.Millisecond, "UnitsMatchNodes False naming the masked value", func(ctx context.Context) (bool, string) {
+		rp, err := getPolicy(ctx, t, ns, "predictor")
+		if err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(rp.Status.Conditions, v1alpha1.ConditionUnitsMatchNodes)
+		if c == nil {
+			return false, "no condition yet"
+		}
+		return c.Status == metav1.ConditionFalse && c.Reason == "UnmatchableNodeSelector" && strings.Contains(c.Message, masked), c.Message
 	})
 }

@@ -87,7 +87,7 @@ func TestResourcePolicyValidation(t *testing.T) {
 }
 
 // TestSeedPolicy applies the seed's ResourcePolicy as the fixture has it
-// (only apiVersion changed from ACK's; here put in the test's namespace):
+// (the seed's shape, apiVersion changed; here put in the test's namespace):
 // units ecs and elastic chosen by alibabacloud.com/nodepool-id. With one
 // 1-GPU on-prem node, 3 predictor pods go 1 on-prem and 2 to Karpenter
 // nodes, ranked 1000000/0/0. Then the on-prem pod is made the newest and the

@@ -207,7 +207,7 @@ func unschedulable(pod *corev1.Pod) bool {
 // so deleting the pod can help.
 func (r *Reconciler) laterUnitUnderMax(ctx context.Context, rp *v1alpha1.ResourcePolicy, unit int, pod *corev1.Pod) (bool, error) {
 	for i := range rp.Spec.Units[unit+1:] {
-		if !placement.Capped(&rp.Spec.Units[unit+1+i]) {
+		if u := &rp.Spec.Units[unit+1+i]; !placement.Capped(u) && placement.Unmatchable(u) == "" {
 			return true, nil
 		}
 	}
@@ -224,6 +224,9 @@ func (r *Reconciler) laterUnitUnderMax(ctx context.Context, rp *v1alpha1.Resourc
 	req := placement.PodRequests(pod)
 	for i := unit + 1; i < len(rp.Spec.Units); i++ {
 		u := &rp.Spec.Units[i]
+		if placement.Unmatchable(u) != "" {
+			continue
+		}
 		if (u.Max == nil || counts[i] < int(*u.Max)) && !placement.ExceedsMaxResources(u, used[i], req) {
 			return true, nil
 		}

@@ -189,6 +189,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		placed.Status, placed.Reason = metav1.ConditionFalse, "WebhookBypassed"
 		placed.Message = fmt.Sprintf("%d selected pods were created without placement (the webhook was unavailable): %s", n, names(obs.unplaced, 5))
 	}
+	matches := unitsMatchNodes(rp)
+	wasMatching := meta.FindStatusCondition(rp.Status.Conditions, v1alpha1.ConditionUnitsMatchNodes)
+	meta.SetStatusCondition(&status.Conditions, matches)
+	if matches.Status == metav1.ConditionFalse && (wasMatching == nil || wasMatching.Message != matches.Message) {
+		r.recorder.Eventf(rp, nil, corev1.EventTypeWarning, "UnmatchableNodeSelector", "Reconcile", "%s", matches.Message)
+	}
 	wasConflict := meta.IsStatusConditionTrue(rp.Status.Conditions, v1alpha1.ConditionConflict)
 	wasPlaced := meta.FindStatusCondition(rp.Status.Conditions, v1alpha1.ConditionAllPodsPlaced)
 	meta.SetStatusCondition(&status.Conditions, conflict)
@@ -211,6 +217,29 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, fmt.Errorf("updating status: %w", err)
 	}
 	return ctrl.Result{}, nil
+}
+
+// unitsMatchNodes reports units whose nodeSelector holds a value no node
+// label can hold. The API accepts such values because ACK does (its
+// examples mask node-pool IDs as "np…****"); spillway skips those units, and
+// this condition is where the user learns why.
+func unitsMatchNodes(rp *v1alpha1.ResourcePolicy) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ConditionUnitsMatchNodes, Status: metav1.ConditionTrue, Reason: "ValidNodeSelectors",
+		Message: "every unit's nodeSelector can match nodes", ObservedGeneration: rp.Generation}
+	display := placement.DisplayNames(rp)
+	var bad []string
+	for i := range rp.Spec.Units {
+		u := &rp.Spec.Units[i]
+		if k := placement.Unmatchable(u); k != "" {
+			bad = append(bad, fmt.Sprintf("units[%d] (%s) %s=%q", i, display[i], k, u.NodeSelector[k]))
+		}
+	}
+	if len(bad) > 0 {
+		c.Status, c.Reason = metav1.ConditionFalse, "UnmatchableNodeSelector"
+		c.Message = fmt.Sprintf("%s: not a valid label value, so no node can carry it; spillway places no pod in such a unit. Use the node pool's real label value",
+			strings.Join(bad, ", "))
+	}
+	return c
 }
 
 type observation struct {

@@ -125,11 +125,33 @@ func TestStatusSeedShape(t *testing.T) {
 	if rp.Status.Summary != "ecs=2 elastic=2" || rp.Status.UnitCount != 2 || rp.Status.Outside != 1 || rp.Status.ObservedGeneration != 1 {
 		t.Errorf("status = %+v", rp.Status)
 	}
-	if !meta.IsStatusConditionFalse(rp.Status.Conditions, v1alpha1.ConditionConflict) || !meta.IsStatusConditionTrue(rp.Status.Conditions, v1alpha1.ConditionAllPodsPlaced) {
+	if !meta.IsStatusConditionFalse(rp.Status.Conditions, v1alpha1.ConditionConflict) || !meta.IsStatusConditionTrue(rp.Status.Conditions, v1alpha1.ConditionAllPodsPlaced) ||
+		!meta.IsStatusConditionTrue(rp.Status.Conditions, v1alpha1.ConditionUnitsMatchNodes) {
 		t.Errorf("conditions = %+v", rp.Status.Conditions)
 	}
 	if ev := e.drain(); len(ev) != 0 {
 		t.Errorf("events = %v, want none", ev)
+	}
+}
+
+// A node-selector value no node label can hold (ACK's masked "np…****"
+// IDs) is reported once, by condition and event, naming unit and value.
+func TestUnmatchableNodeSelectorReported(t *testing.T) {
+	rp := seed("qwen-chat", t0)
+	rp.Spec.Units[0].NodeSelector = map[string]string{"alibabacloud.com/nodepool-id": "np7ec7****"}
+	e := newEnv(t, rp)
+	got := e.reconcile(t, "qwen-chat")
+	c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionUnitsMatchNodes)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "UnmatchableNodeSelector" ||
+		!strings.Contains(c.Message, `units[0] (ecs) alibabacloud.com/nodepool-id="np7ec7****"`) {
+		t.Fatalf("condition = %+v", c)
+	}
+	if ev := e.drain(); len(ev) != 1 || !strings.Contains(ev[0], "UnmatchableNodeSelector") {
+		t.Errorf("events = %v, want one UnmatchableNodeSelector", ev)
+	}
+	e.reconcile(t, "qwen-chat")
+	if ev := e.drain(); len(ev) != 0 {
+		t.Errorf("events on the second pass = %v, want none", ev)
 	}
 }
 

@@ -74,6 +74,16 @@ const (
 // +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
 type LabelValue = string
 
+// NodeSelectorValue is a unit's node-selector value. It is bounded like a
+// label value but not held to the label-value pattern, because ACK accepts
+// any string there and its documentation's examples mask node-pool IDs as
+// "np…****". A value no node label can hold makes the unit unmatchable:
+// spillway never places a pod there and the policy's UnitsMatchNodes
+// condition names the value (placement.Unmatchable).
+//
+// +kubebuilder:validation:MaxLength=63
+type NodeSelectorValue = string
+
 // AnnotationValue is an alias of string, like LabelValue, that bounds the
 // annotation values a policy writes onto pods.
 //
@@ -199,14 +209,16 @@ type Unit struct {
 	// NodeSelector picks the unit's nodes: a node belongs to the unit when
 	// its labels include every pair listed here. Required, except on a
 	// virtual unit (resource eci or acs), which without it selects the
-	// cluster's virtual nodes. Keys and values must be
-	// valid label keys and values: the pairs become the node
+	// cluster's virtual nodes. Keys must be label keys. A value that is not
+	// a valid label value (such as ACK's masked "np…****" IDs) is accepted
+	// as ACK accepts it, but no node can match it: the unit is skipped and
+	// the UnitsMatchNodes condition says why. The pairs become the node
 	// affinity of every pod placed in the unit.
 	//
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="units[].nodeSelector keys must be label keys: an optional DNS subdomain prefix and a slash, then a name of at most 63 alphanumerics, dashes, underscores or dots that starts and ends with an alphanumeric"
 	// +optional
-	NodeSelector map[string]LabelValue `json:"nodeSelector,omitempty"`
+	NodeSelector map[string]NodeSelectorValue `json:"nodeSelector,omitempty"`
 
 	// Max caps how many selected pods the unit holds; unset means no cap.
 	//
@@ -311,8 +323,8 @@ type ResourcePolicyStatus struct {
 	// Summary is "unit=pods" for each unit, for kubectl's table.
 	// +optional
 	Summary string `json:"summary,omitempty"`
-	// Conditions: Conflict (another, older policy selects the same pods)
-	// and AllPodsPlaced.
+	// Conditions: Conflict (another, older policy selects the same pods),
+	// AllPodsPlaced and UnitsMatchNodes.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -366,6 +378,9 @@ const (
 	ConditionConflict = "Conflict"
 	// ConditionAllPodsPlaced is False when selected pods skipped placement.
 	ConditionAllPodsPlaced = "AllPodsPlaced"
+	// ConditionUnitsMatchNodes is False when a unit's nodeSelector holds a
+	// value no node label can hold: spillway never places pods there.
+	ConditionUnitsMatchNodes = "UnitsMatchNodes"
 )
 
 // +kubebuilder:object:root=true
