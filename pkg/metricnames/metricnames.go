@@ -18,6 +18,25 @@ const (
 // serves exactly these (discovery never relists series).
 var ProcessMetrics = []string{ProcessSMUtil, ProcessMemUsed, ProcessEncUtil, ProcessDecUtil, ProcessMemCopyUtil}
 
+// Model-server gauges the adapter serves by default, as the servers name
+// them (vLLM, SGLang and Hugging Face TGI). vLLM's cache usage is a
+// fraction in [0, 1] despite its name; gpu_cache_usage_perc is the name
+// older vLLM releases gave it.
+const (
+	VLLMRequestsWaiting   = "vllm:num_requests_waiting"
+	VLLMRequestsRunning   = "vllm:num_requests_running"
+	VLLMKVCacheUsage      = "vllm:kv_cache_usage_perc"
+	VLLMGPUCacheUsage     = "vllm:gpu_cache_usage_perc"
+	SGLangQueueRequests   = "sglang:num_queue_reqs"
+	SGLangRunningRequests = "sglang:num_running_reqs"
+	TGIQueueSize          = "tgi_queue_size"
+	TGIBatchCurrentSize   = "tgi_batch_current_size"
+)
+
+// LabelInstance is the target address Prometheus adds to every series it
+// scrapes (host:port); for a pod target, the pod's IP.
+const LabelInstance = "instance"
+
 // Labels on every per-process series.
 const (
 	LabelHostname  = "Hostname"
@@ -150,10 +169,19 @@ const (
 	// RejectedHostnameMismatch: Hostname is not the node the pod is bound
 	// to.
 	RejectedHostnameMismatch = "hostname_mismatch"
+	// RejectedMissingInstance: a pod's own series has no instance label.
+	RejectedMissingInstance = "missing_instance"
+	// RejectedNoPodIP: the pod has no IP yet, so no scrape of it can be
+	// told apart from a forgery.
+	RejectedNoPodIP = "no_pod_ip"
+	// RejectedInstanceMismatch: the instance's host is not the pod's IP:
+	// another target speaks for the pod.
+	RejectedInstanceMismatch = "instance_mismatch"
 )
 
 // RejectedReasons lists every AdapterSeriesRejected reason.
-var RejectedReasons = []string{RejectedMissingHostname, RejectedUnknownPod, RejectedUnscheduledPod, RejectedHostnameMismatch}
+var RejectedReasons = []string{RejectedMissingHostname, RejectedUnknownPod, RejectedUnscheduledPod, RejectedHostnameMismatch,
+	RejectedMissingInstance, RejectedNoPodIP, RejectedInstanceMismatch}
 
 // ExporterJob is the scrape job the chart's ServiceMonitor/PodMonitor (for a
 // release named spillway) and docs/install.md's scrape config give the

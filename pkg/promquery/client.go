@@ -25,6 +25,10 @@ type Config struct {
 	// SeriesSelector is the exporter's identity, added to every query.
 	// Required: without it any scrape target could publish the metrics.
 	SeriesSelector SeriesSelector
+	// PodSeriesSelector is added to queries for series the pods publish
+	// themselves (ScopePods), e.g. the scrape job of pod discovery. It may
+	// be empty: those series are checked against the pod's IP instead.
+	PodSeriesSelector SeriesSelector
 }
 
 // instantQuerier is the one method of the Prometheus API this package uses.
@@ -37,6 +41,7 @@ type Client struct {
 	api      instantQuerier
 	timeout  time.Duration
 	identity SeriesSelector
+	pods     SeriesSelector
 }
 
 // New validates cfg and builds a Client; it does not contact Prometheus.
@@ -59,6 +64,11 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.SeriesSelector.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("series selector {%s}: %w", cfg.SeriesSelector, err))
 	}
+	if len(cfg.PodSeriesSelector) > 0 {
+		if err := cfg.PodSeriesSelector.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("pod series selector {%s}: %w", cfg.PodSeriesSelector, err))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -66,10 +76,11 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
 	}
-	return &Client{api: promv1.NewAPI(c), timeout: cfg.Timeout, identity: cfg.SeriesSelector}, nil
+	return &Client{api: promv1.NewAPI(c), timeout: cfg.Timeout, identity: cfg.SeriesSelector, pods: cfg.PodSeriesSelector}, nil
 }
 
-// Samples runs q, scoped to the client's SeriesSelector, as one instant
+// Samples runs q, scoped to the client's SeriesSelector (or, for ScopePods,
+// its PodSeriesSelector), as one instant
 // query at Prometheus's own "now" (so the adapter's clock never shifts the
 // evaluation window) and decodes it.
 func (c *Client) Samples(ctx context.Context, q Query) (Result, error) {
@@ -82,7 +93,11 @@ func (c *Client) Samples(ctx context.Context, q Query) (Result, error) {
 	if q.LookbackDelta > 0 {
 		opts = append(opts, promv1.WithLookbackDelta(q.LookbackDelta))
 	}
-	v, warnings, _, err := c.api.Query(ctx, q.Render(c.identity), time.Time{}, opts...)
+	identity := c.identity
+	if q.Scope == ScopePods {
+		identity = c.pods
+	}
+	v, warnings, _, err := c.api.Query(ctx, q.Render(identity), time.Time{}, opts...)
 	if err != nil {
 		return Result{}, fmt.Errorf("prometheus query: %w", err)
 	}

@@ -10,12 +10,14 @@ import (
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
-// Sample is one validated per-process observation.
+// Sample is one validated observation: a process's, for the exporter's
+// series, or a pod's own gauge.
 type Sample struct {
 	Metric    string
 	Namespace string
 	Pod       string
-	// GPU is the device UUID: the key processes are summed under.
+	// GPU is the device UUID: the key processes are summed under. Empty
+	// for series that are not per GPU.
 	GPU string
 	// PID and Container only tell processes apart; either may be empty.
 	PID       string
@@ -24,6 +26,9 @@ type Sample struct {
 	// on; the adapter checks it against the pod's node, so it is kept
 	// even when empty.
 	Hostname string
+	// Instance is the address Prometheus scraped (host:port); for a pod's
+	// own series the adapter checks its host against the pod's IP.
+	Instance string
 	Value    float64
 	// Timestamp is the time Prometheus attached to the sample (for an
 	// instant query: its evaluation time).
@@ -32,7 +37,8 @@ type Sample struct {
 
 // Skipped counts series that were read but not used, by reason.
 type Skipped struct {
-	// MissingLabels: no namespace, pod or GPU UUID (e.g. a host process).
+	// MissingLabels: no namespace or pod, or no GPU UUID on a per-GPU
+	// series (e.g. a host process).
 	MissingLabels int
 	// InvalidValue: NaN, ±Inf, negative, a histogram, or no timestamp.
 	InvalidValue int
@@ -55,11 +61,15 @@ type Result struct {
 	Warnings []string
 }
 
-// processKey tells processes apart. Hostname is part of it so that a
-// series claiming another host never replaces the real one here, before the
-// adapter has checked hosts: it stays a separate series, and is rejected.
+// processKey tells series apart. Hostname and Instance are part of it so
+// that a series claiming another host never replaces the real one here,
+// before the adapter has checked provenance: it stays a separate series, and
+// is rejected. For series that are not per GPU, rest is every other label
+// but job, so that one target scraped by two jobs counts once, while a
+// server's series per model (a model_name label, say) stay apart.
 type processKey struct {
-	metric, namespace, pod, gpu, pid, container, hostname string
+	metric, namespace, pod, gpu, pid, container, hostname, instance string
+	rest                                                            model.Fingerprint
 }
 
 // Decode validates an instant-query result for q. Anything but a vector is
@@ -90,12 +100,16 @@ func Decode(v model.Value, q Query) (Result, error) {
 			res.Skipped.UnexpectedMetric++
 			continue
 		}
-		ns := firstLabel(s.Metric, metricnames.LabelACKNamespace, metricnames.LabelNamespace)
-		pod := firstLabel(s.Metric, metricnames.LabelACKPod, metricnames.LabelPod)
+		r := q.reading(name)
+		ns := firstLabel(s.Metric, r.NamespaceLabels...)
+		pod := firstLabel(s.Metric, r.PodLabels...)
 		gpu := string(s.Metric[metricnames.LabelUUID])
-		if ns == "" || pod == "" || gpu == "" {
+		if ns == "" || pod == "" || (r.PerGPU && gpu == "") {
 			res.Skipped.MissingLabels++
 			continue
+		}
+		if !r.PerGPU {
+			gpu = ""
 		}
 		val := float64(s.Value)
 		if s.Histogram != nil || math.IsNaN(val) || math.IsInf(val, 0) || val < 0 || s.Timestamp == 0 {
@@ -110,10 +124,15 @@ func Decode(v model.Value, q Query) (Result, error) {
 			PID:       string(s.Metric[metricnames.LabelPID]),
 			Container: firstLabel(s.Metric, metricnames.LabelACKContainer, metricnames.LabelContainer),
 			Hostname:  string(s.Metric[metricnames.LabelHostname]),
+			Instance:  string(s.Metric[metricnames.LabelInstance]),
 			Value:     val,
 			Timestamp: s.Timestamp.Time(),
 		}
-		key := processKey{name, ns, pod, gpu, sample.PID, sample.Container, sample.Hostname}
+		key := processKey{metric: name, namespace: ns, pod: pod, gpu: gpu, pid: sample.PID, container: sample.Container,
+			hostname: sample.Hostname, instance: sample.Instance}
+		if !r.PerGPU {
+			key.rest = withoutJob(s.Metric)
+		}
 		if i, seen := index[key]; seen {
 			res.Skipped.Duplicate++
 			if sample.Timestamp.After(res.Samples[i].Timestamp) {
@@ -127,8 +146,19 @@ func Decode(v model.Value, q Query) (Result, error) {
 	return res, nil
 }
 
-// firstLabel returns the first non-empty value among names. The ACK
-// spellings come first because relabeling never renames them.
+// withoutJob fingerprints a series' labels but job.
+func withoutJob(m model.Metric) model.Fingerprint {
+	if _, ok := m[metricnames.LabelJob]; !ok {
+		return m.Fingerprint()
+	}
+	c := m.Clone()
+	delete(c, metricnames.LabelJob)
+	return c.Fingerprint()
+}
+
+// firstLabel returns the first non-empty value among names. For the
+// exporter's series the ACK spellings come first because relabeling never
+// renames them.
 func firstLabel(m model.Metric, names ...string) string {
 	for _, n := range names {
 		if v := m[model.LabelName(n)]; v != "" {

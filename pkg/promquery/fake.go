@@ -16,9 +16,11 @@ import (
 // Prometheus would, and runs the same Decode, so validation is exercised
 // exactly as in production.
 type Fake struct {
-	// Selector plays the Client's SeriesSelector; nil selects every series.
-	// Set it before the first query.
-	Selector SeriesSelector
+	// Selector plays the Client's SeriesSelector, PodSelector its
+	// PodSeriesSelector; nil selects every series. Set them before the
+	// first query.
+	Selector    SeriesSelector
+	PodSelector SeriesSelector
 
 	mu      sync.Mutex
 	vector  model.Vector
@@ -52,9 +54,13 @@ func (f *Fake) Samples(_ context.Context, q Query) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	identity := f.Selector
+	if q.Scope == ScopePods {
+		identity = f.PodSelector
+	}
 	selected := make(model.Vector, 0, len(vec))
 	for _, s := range vec {
-		if s == nil || (matches(s.Metric, q) && f.Selector.Matches(s.Metric)) {
+		if s == nil || (matches(s.Metric, q) && identity.Matches(s.Metric)) {
 			selected = append(selected, s)
 		}
 	}

@@ -1,12 +1,14 @@
-// Package promquery reads spillway's per-process GPU series from the
+// Package promquery reads the series spillway serves (the exporter's
+// per-process GPU series, and model-server gauges the pods publish) from the
 // Prometheus HTTP API and turns them into validated samples.
 //
 // Callers describe what they want with a structured Query; the PromQL text is
 // rendered here, with every value quoted and regex-escaped, so nothing a
 // caller received from a request is ever pasted into a query. Every query a
-// Client sends also carries its SeriesSelector (the exporter's scrape
-// identity), so series that other scrape targets publish under the same
-// metric names are never read.
+// Client sends for the exporter's series also carries its SeriesSelector
+// (the exporter's scrape identity), so series that other scrape targets
+// publish under the same metric names are never read; queries for the pods'
+// own series carry its PodSeriesSelector instead.
 package promquery
 
 import (
@@ -35,6 +37,50 @@ type Query struct {
 	// than this at evaluation time (servers that predate the parameter
 	// ignore it and use their --query.lookback-delta).
 	LookbackDelta time.Duration
+	// Scope says whose series these are, which decides the scrape identity
+	// a Client adds: ScopeExporter (the zero value) or ScopePods.
+	Scope Scope
+	// Readings says, per metric, which labels name its pod and whether it
+	// is a per-GPU series; a metric without one is read as the exporter
+	// publishes it (ACK's then the usual labels, a GPU UUID required).
+	Readings map[string]Reading
+}
+
+// Scope is whose series a query reads.
+type Scope int
+
+const (
+	// ScopeExporter: spillway-gpu-exporter's series; a Client adds its
+	// SeriesSelector.
+	ScopeExporter Scope = iota
+	// ScopePods: series the pods publish themselves (model servers); a
+	// Client adds its PodSeriesSelector, which may be empty.
+	ScopePods
+)
+
+// Reading is how one metric's series name their pod.
+type Reading struct {
+	// NamespaceLabels and PodLabels are tried in order; the first
+	// non-empty value counts.
+	NamespaceLabels []string
+	PodLabels       []string
+	// PerGPU series must carry a GPU UUID (metricnames.LabelUUID).
+	PerGPU bool
+}
+
+// exporterReading is how the exporter's series name their pod.
+var exporterReading = Reading{
+	NamespaceLabels: []string{metricnames.LabelACKNamespace, metricnames.LabelNamespace},
+	PodLabels:       []string{metricnames.LabelACKPod, metricnames.LabelPod},
+	PerGPU:          true,
+}
+
+// reading returns the Reading of metric m.
+func (q Query) reading(m string) Reading {
+	if r, ok := q.Readings[m]; ok {
+		return r
+	}
+	return exporterReading
 }
 
 // Pod and namespace filters match the ACK label spellings: they carry the
@@ -72,6 +118,14 @@ func (q Query) Validate() error {
 				break
 			}
 		}
+	}
+	for m, r := range q.Readings {
+		if len(r.NamespaceLabels) == 0 || len(r.PodLabels) == 0 {
+			errs = append(errs, fmt.Errorf("metric %q: a reading needs namespace and pod labels", m))
+		}
+	}
+	if q.Scope != ScopeExporter && q.Scope != ScopePods {
+		errs = append(errs, fmt.Errorf("unknown query scope %d", q.Scope))
 	}
 	if q.LookbackDelta < 0 {
 		errs = append(errs, fmt.Errorf("negative lookback delta %s", q.LookbackDelta))

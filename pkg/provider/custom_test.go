@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/pkg/metrictable"
 )
 
 func TestPodValueAggregation(t *testing.T) {
@@ -188,8 +189,8 @@ func TestPodsBySelector(t *testing.T) {
 			if !slices.Equal(got, tt.wantPods) {
 				t.Errorf("pods = %v, want %v", got, tt.wantPods)
 			}
-			if n := len(e.prom.Queries()); n != 1 {
-				t.Errorf("cache mode sent %d queries, want only the refresh", n)
+			if n, want := len(e.prom.Queries()), len(e.p.queries(nil, "", nil)); n != want {
+				t.Errorf("cache mode sent %d queries, want only the refresh's %d", n, want)
 			}
 		})
 	}
@@ -248,10 +249,12 @@ func TestDiscoveryIsFixed(t *testing.T) {
 	check := func(stage string) {
 		cm := e.p.ListAllMetrics()
 		em := e.p.ListAllExternalMetrics()
-		if len(cm) != len(metricnames.ProcessMetrics) || len(em) != len(metricnames.ProcessMetrics) {
-			t.Fatalf("%s: %d custom, %d external metrics, want %d each", stage, len(cm), len(em), len(metricnames.ProcessMetrics))
+		rows := metrictable.Defaults()
+		if len(cm) != len(rows) || len(em) != len(rows) {
+			t.Fatalf("%s: %d custom, %d external metrics, want %d each", stage, len(cm), len(em), len(rows))
 		}
-		for i, name := range metricnames.ProcessMetrics {
+		for i, row := range rows {
+			name := row.Name
 			if cm[i].Metric != name || cm[i].GroupResource != podsResource || !cm[i].Namespaced {
 				t.Errorf("%s: custom metric %d = %+v", stage, i, cm[i])
 			}

@@ -169,6 +169,7 @@ func (failingLister) SelectPods(string, labels.Selector) ([]SelectedPod, error) 
 }
 
 func (failingLister) PodNode(string, string) (string, bool) { return "", false }
+func (failingLister) PodIP(string, string) string           { return "" }
 
 func withLabel(pods []pod, name, k, v string) []pod {
 	out := make([]pod, len(pods))

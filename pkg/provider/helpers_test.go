@@ -48,6 +48,8 @@ type pod struct {
 	// deletion timestamp.
 	started  time.Time
 	deleting bool
+	// ip is status.podIP ("" leaves it unset).
+	ip string
 }
 
 const testNode = "node-1"
@@ -72,7 +74,7 @@ func podLister(t testing.TB, pods []pod) PodLister {
 		obj := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: p.labels},
 			Spec:       corev1.PodSpec{NodeName: node},
-			Status:     corev1.PodStatus{Phase: phase},
+			Status:     corev1.PodStatus{Phase: phase, PodIP: p.ip},
 		}
 		if !p.started.IsZero() {
 			obj.Status.StartTime = &metav1.Time{Time: p.started}

@@ -134,3 +134,16 @@ func (l *InformerPods) PodNode(namespace, name string) (string, bool) {
 	}
 	return pod.Spec.NodeName, true
 }
+
+// PodIP returns the pod's IP (status.podIP; "" while it has none or the pod
+// is unknown). The informer's transform must keep status.podIP.
+func (l *InformerPods) PodIP(namespace, name string) string {
+	obj, exists, err := l.indexer.GetByKey(namespace + "/" + name)
+	if err != nil || !exists {
+		return ""
+	}
+	if pod, ok := obj.(*corev1.Pod); ok {
+		return pod.Status.PodIP
+	}
+	return ""
+}

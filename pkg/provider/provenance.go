@@ -1,9 +1,12 @@
 package provider
 
 import (
+	"net"
+
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 )
 
@@ -31,45 +34,72 @@ func (r *rejection) total() int {
 	return n
 }
 
-// checkProvenance keeps the samples whose Hostname is the node their pod is
-// bound to, filtering samples in place.
+// checkProvenance keeps the samples that come from where their row says,
+// filtering samples in place.
 //
-// The series selector keeps other scrape jobs out, but a scrape job with
+// Exporter series: the Hostname must be the node the pod is bound to. The
+// series selector keeps other scrape jobs out, but a scrape job with
 // honor_labels: true lets a target write any job and any pod labels; and
 // one node's exporter (or whoever took over its pod) could speak for pods
 // elsewhere. The pod's binding in the API server is what no tenant and no
 // other node can change, so a series only counts where it agrees with it:
 // the exporter labels each series with its own node (the downward API's
 // spec.nodeName), which a pod on another node cannot truthfully claim.
-func (p *Provider) checkProvenance(samples []promquery.Sample) ([]promquery.Sample, rejection) {
+//
+// A pod's own series: the host of the instance label must be the pod's IP.
+// Prometheus sets instance to the address it scraped; a target in another
+// pod (even one writing its own labels under honor_labels) cannot be
+// scraped at this pod's IP, so it cannot speak for this pod.
+func (p *Provider) checkProvenance(samples []tagged) ([]tagged, rejection) {
 	type lookup struct {
-		node  string
-		known bool
+		node, ip string
+		known    bool
 	}
-	nodes := make(map[types.NamespacedName]lookup)
+	pods := make(map[types.NamespacedName]lookup)
 	var rej rejection
 	kept := samples[:0]
 	for _, s := range samples {
-		if s.Hostname == "" {
-			rej.add(metricnames.RejectedMissingHostname, s)
+		fromPod := p.specs[s.spec].row.Origin == metrictable.Pod
+		switch {
+		case !fromPod && s.Hostname == "":
+			rej.add(metricnames.RejectedMissingHostname, s.Sample)
+			continue
+		case fromPod && s.Instance == "":
+			rej.add(metricnames.RejectedMissingInstance, s.Sample)
 			continue
 		}
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Pod}
-		l, ok := nodes[key]
+		l, ok := pods[key]
 		if !ok {
 			l.node, l.known = p.pods.PodNode(s.Namespace, s.Pod)
-			nodes[key] = l
+			if l.known {
+				l.ip = p.pods.PodIP(s.Namespace, s.Pod)
+			}
+			pods[key] = l
 		}
 		switch {
 		case !l.known:
-			rej.add(metricnames.RejectedUnknownPod, s)
+			rej.add(metricnames.RejectedUnknownPod, s.Sample)
 		case l.node == "":
-			rej.add(metricnames.RejectedUnscheduledPod, s)
-		case l.node != s.Hostname:
-			rej.add(metricnames.RejectedHostnameMismatch, s)
+			rej.add(metricnames.RejectedUnscheduledPod, s.Sample)
+		case !fromPod && l.node != s.Hostname:
+			rej.add(metricnames.RejectedHostnameMismatch, s.Sample)
+		case fromPod && l.ip == "":
+			rej.add(metricnames.RejectedNoPodIP, s.Sample)
+		case fromPod && instanceHost(s.Instance) != l.ip:
+			rej.add(metricnames.RejectedInstanceMismatch, s.Sample)
 		default:
 			kept = append(kept, s)
 		}
 	}
 	return kept, rej
+}
+
+// instanceHost is the host part of an instance label (host:port, [v6]:port,
+// or a bare host).
+func instanceHost(instance string) string {
+	if host, _, err := net.SplitHostPort(instance); err == nil {
+		return host
+	}
+	return instance
 }

@@ -1,18 +1,21 @@
-// Package provider serves spillway's per-process GPU metrics to the HPA
-// through custom.metrics.k8s.io (Pods) and external.metrics.k8s.io.
+// Package provider serves the metrics of a metric table (metrictable: the
+// exporter's per-process GPU metrics, model servers' queue gauges) to the
+// HPA through custom.metrics.k8s.io (Pods) and external.metrics.k8s.io.
 //
-// A background refresher runs one Prometheus instant query for every
-// spillway series and swaps in a new in-memory snapshot; requests read only
-// that snapshot. Values older than MaxStaleness are never served, and a
+// A background refresher runs one Prometheus instant query for the
+// exporter's series and one for the pods' own, and swaps in a new in-memory
+// snapshot; requests read only that snapshot. Values older than MaxStaleness are never served, and a
 // request for which no selected pod has a fresh value, or fewer than
 // MinPodDataShare of the pods that should have one, is an error: the HPA
 // then holds its scale instead of acting on a false zero or on the part of
 // the load that still reports.
 //
-// A series only counts if it comes from the exporter on the pod's node: the
-// query is scoped to the exporter's scrape identity (promquery), and each
-// series' Hostname must be the node the pod is bound to in the pod
-// informer. Other series are dropped and counted, never served.
+// A series only counts if it comes from where its row says: an exporter
+// series from the exporter on the pod's node (the query is scoped to the
+// exporter's scrape identity, and its Hostname must be the node the pod is
+// bound to in the pod informer); a pod's own series from that pod (the host
+// of its instance label must be the pod's IP). Other series are dropped
+// and counted, never served.
 package provider
 
 import (
@@ -28,7 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
-	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 )
 
@@ -46,6 +49,8 @@ type PodLister interface {
 	// PodNode returns the node a pod is bound to ("" while unscheduled)
 	// and whether the pod is known at all.
 	PodNode(namespace, name string) (node string, known bool)
+	// PodIP returns the pod's IP (status.podIP; "" while it has none).
+	PodIP(namespace, name string) string
 }
 
 // Config configures a Provider.
@@ -67,6 +72,9 @@ type Config struct {
 	// answered. Only pods that have run longer than MaxStaleness are
 	// expected to have one. 0 answers whenever any selected pod has data.
 	MinPodDataShare float64
+	// Metrics is the metric table (validated by New); nil serves
+	// metrictable.Defaults().
+	Metrics []metrictable.Row
 	// LiveQuery queries Prometheus on every request instead of serving the
 	// snapshot. It exists only to compare against in benchmarks.
 	LiveQuery bool
@@ -74,32 +82,15 @@ type Config struct {
 	Now func() time.Time
 }
 
-// aggregation says how a pod's per-GPU values become one pod value.
-type aggregation int
-
-const (
-	// meanOfCappedGPUs: per GPU, the sum over processes capped at 100; then
-	// the mean over GPUs. For utilization percentages.
-	meanOfCappedGPUs aggregation = iota
-	// sumOfGPUs: the sum over processes and GPUs. For memory in use.
-	sumOfGPUs
-)
-
 type metricSpec struct {
 	name string
-	agg  aggregation
+	row  metrictable.Row
 }
 
-// ruleFor is the aggregation rule of each served metric; a metric added to
-// metricnames.ProcessMetrics without a rule makes New fail loudly.
-func ruleFor(name string) (aggregation, bool) {
-	switch name {
-	case metricnames.ProcessSMUtil, metricnames.ProcessEncUtil, metricnames.ProcessDecUtil, metricnames.ProcessMemCopyUtil:
-		return meanOfCappedGPUs, true
-	case metricnames.ProcessMemUsed:
-		return sumOfGPUs, true
-	}
-	return 0, false
+// seriesKey names a row's source: who publishes the series, and its name.
+type seriesKey struct {
+	origin metrictable.Origin
+	series string
 }
 
 var podsResource = schema.GroupResource{Resource: "pods"}
@@ -112,6 +103,7 @@ type Provider struct {
 	podsSynced      func() bool
 	specs           []metricSpec
 	index           map[string]int
+	bySeries        map[seriesKey]int
 	refreshInterval time.Duration
 	maxStaleness    time.Duration
 	minShare        float64
@@ -156,7 +148,7 @@ func New(cfg Config) (*Provider, error) {
 		source:          cfg.Source,
 		pods:            cfg.Pods,
 		podsSynced:      cfg.PodsSynced,
-		index:           make(map[string]int, len(metricnames.ProcessMetrics)),
+		index:           make(map[string]int),
 		refreshInterval: cfg.RefreshInterval,
 		maxStaleness:    cfg.MaxStaleness,
 		minShare:        cfg.MinPodDataShare,
@@ -169,14 +161,18 @@ func New(cfg Config) (*Provider, error) {
 	if p.podsSynced == nil {
 		p.podsSynced = func() bool { return true }
 	}
-	for _, name := range metricnames.ProcessMetrics {
-		agg, ok := ruleFor(name)
-		if !ok {
-			errs = append(errs, fmt.Errorf("no aggregation rule for metric %q", name))
-			continue
-		}
-		p.index[name] = len(p.specs)
-		p.specs = append(p.specs, metricSpec{name: name, agg: agg})
+	rows := cfg.Metrics
+	if rows == nil {
+		rows = metrictable.Defaults()
+	}
+	if err := metrictable.Validate(rows); err != nil {
+		errs = append(errs, err)
+	}
+	p.bySeries = make(map[seriesKey]int, len(rows))
+	for _, r := range rows {
+		p.index[r.Name] = len(p.specs)
+		p.bySeries[seriesKey{r.Origin, r.Series}] = len(p.specs)
+		p.specs = append(p.specs, metricSpec{name: r.Name, row: r})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

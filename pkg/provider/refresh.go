@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 )
 
@@ -37,10 +38,10 @@ func (p *Provider) Run(ctx context.Context) {
 		err := p.Refresh(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:
-			log.Error(err, "Refreshing GPU metrics from Prometheus failed; serving the last snapshot until it is stale", "maxStaleness", p.maxStaleness)
+			log.Error(err, "Refreshing metrics from Prometheus failed; serving the last snapshot until it is stale", "maxStaleness", p.maxStaleness)
 			failing = true
 		case err == nil && failing:
-			log.Info("Refreshing GPU metrics from Prometheus works again")
+			log.Info("Refreshing metrics from Prometheus works again")
 			failing = false
 		}
 		select {
@@ -51,8 +52,10 @@ func (p *Provider) Run(ctx context.Context) {
 	}
 }
 
-// Refresh runs the one query for every spillway series and publishes a new
-// snapshot. Exported so tests and benchmarks can drive it without a timer.
+// Refresh runs one query for the exporter's series and one for the pods'
+// own (each only when the table has such rows) and publishes a new
+// snapshot from both; if either fails, nothing is published. Exported so
+// tests and benchmarks can drive it without a timer.
 func (p *Provider) Refresh(ctx context.Context) error {
 	start := time.Now()
 	observedAt := p.now()
@@ -62,28 +65,90 @@ func (p *Provider) Refresh(ctx context.Context) error {
 		p.lastErr.Store(&refreshFailure{err: err, at: observedAt})
 		return err
 	}
-	q := promquery.Query{Metrics: p.metricNames(), LookbackDelta: p.maxStaleness}
-	res, err := p.source.Samples(ctx, q)
-	if err == nil {
-		res.Samples = p.admit(ctx, res.Samples)
-	}
+	samples, skipped, err := p.gather(ctx, p.queries(nil, "", nil))
 	p.metrics.refreshDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		p.metrics.refreshErrors.Inc()
 		p.lastErr.Store(&refreshFailure{err: err, at: observedAt})
 		return err
 	}
-	snap := buildSnapshot(res.Samples, p.specs, p.index, observedAt)
-	snap.skipped = res.Skipped
+	snap := buildSnapshot(samples, p.specs, observedAt)
+	snap.skipped = skipped
 	p.snap.Store(snap)
 	p.lastErr.Store(nil)
 	p.metrics.recordSnapshot(snap)
 	return nil
 }
 
+// metricNames are the served names, in table order.
+func (p *Provider) metricNames() []string {
+	names := make([]string, len(p.specs))
+	for i, s := range p.specs {
+		names[i] = s.name
+	}
+	return names
+}
+
+// queries are the queries for the given specs (nil: every spec), one per
+// origin, optionally filtered to one namespace's pods.
+func (p *Provider) queries(specs []int, namespace string, pods []string) []promquery.Query {
+	if specs == nil {
+		specs = make([]int, len(p.specs))
+		for i := range specs {
+			specs[i] = i
+		}
+	}
+	var out []promquery.Query
+	for _, origin := range []metrictable.Origin{metrictable.Exporter, metrictable.Pod} {
+		q := promquery.Query{Namespace: namespace, Pods: pods, LookbackDelta: p.maxStaleness, Readings: map[string]promquery.Reading{}}
+		if origin == metrictable.Pod {
+			q.Scope = promquery.ScopePods
+		}
+		for _, i := range specs {
+			r := p.specs[i].row
+			if r.Origin != origin {
+				continue
+			}
+			q.Metrics = append(q.Metrics, r.Series)
+			q.Readings[r.Series] = promquery.Reading{NamespaceLabels: r.NamespaceLabels, PodLabels: r.PodLabels, PerGPU: r.Combine.PerGPU()}
+		}
+		if len(q.Metrics) > 0 {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// gather runs the queries, tags each sample with its spec and keeps those
+// whose provenance checks out.
+func (p *Provider) gather(ctx context.Context, queries []promquery.Query) ([]tagged, promquery.Skipped, error) {
+	var samples []tagged
+	var skipped promquery.Skipped
+	for _, q := range queries {
+		res, err := p.source.Samples(ctx, q)
+		if err != nil {
+			return nil, skipped, err
+		}
+		origin := metrictable.Exporter
+		if q.Scope == promquery.ScopePods {
+			origin = metrictable.Pod
+		}
+		for _, s := range res.Samples {
+			if i, ok := p.bySeries[seriesKey{origin, s.Metric}]; ok {
+				samples = append(samples, tagged{spec: i, Sample: s})
+			}
+		}
+		skipped.MissingLabels += res.Skipped.MissingLabels
+		skipped.InvalidValue += res.Skipped.InvalidValue
+		skipped.UnexpectedMetric += res.Skipped.UnexpectedMetric
+		skipped.Duplicate += res.Skipped.Duplicate
+	}
+	return p.admit(ctx, samples), skipped, nil
+}
+
 // admit drops, counts and logs the samples whose provenance does not check
 // out (see checkProvenance).
-func (p *Provider) admit(ctx context.Context, samples []promquery.Sample) []promquery.Sample {
+func (p *Provider) admit(ctx context.Context, samples []tagged) []tagged {
 	kept, rej := p.checkProvenance(samples)
 	if n := rej.total(); n > 0 {
 		for reason, c := range rej.counts {
@@ -91,19 +156,11 @@ func (p *Provider) admit(ctx context.Context, samples []promquery.Sample) []prom
 		}
 		// Verbose only: a hostile target can make this happen on every
 		// refresh, and the counter already says it does.
-		klog.FromContext(ctx).V(2).Info("Dropped series that do not come from the exporter on their pod's node",
-			"rejected", rej.counts, "example", klog.KRef(rej.example.Namespace, rej.example.Pod),
-			"exampleHostname", rej.example.Hostname, "exampleGPU", rej.example.GPU, "exampleReason", rej.reason)
+		klog.FromContext(ctx).V(2).Info("Dropped series that do not come from where their metric's row says",
+			"rejected", rej.counts, "example", klog.KRef(rej.example.Namespace, rej.example.Pod), "exampleMetric", rej.example.Metric,
+			"exampleHostname", rej.example.Hostname, "exampleInstance", rej.example.Instance, "exampleGPU", rej.example.GPU, "exampleReason", rej.reason)
 	}
 	return kept
-}
-
-func (p *Provider) metricNames() []string {
-	names := make([]string, len(p.specs))
-	for i, s := range p.specs {
-		names[i] = s.name
-	}
-	return names
 }
 
 // Ready fails until the first snapshot has loaded (which waits for the pod
@@ -158,8 +215,12 @@ func (p *Provider) lastErrorSuffix() string {
 // view returns the data to answer one request from: the shared snapshot in
 // cache mode, or in live-query mode a snapshot built from a query for just
 // these pods (the way prometheus-adapter works, kept for benchmarks).
+//
+// Live mode renders its namespace and pod filter on ACK's labels, which
+// only the exporter's series carry, so it serves only the exporter's
+// metrics: the others get the snapshot's 503 (live mode builds none).
 func (p *Provider) view(ctx context.Context, metric int, namespace string, pods []string) (*snapshot, error) {
-	if !p.live {
+	if !p.live || p.specs[metric].row.Origin != metrictable.Exporter {
 		return p.current()
 	}
 	// Defense in depth: the query escapes everything anyway, but nothing
@@ -173,14 +234,9 @@ func (p *Provider) view(ctx context.Context, metric int, namespace string, pods 
 		}
 	}
 	observedAt := p.now()
-	res, err := p.source.Samples(ctx, promquery.Query{
-		Metrics:       []string{p.specs[metric].name},
-		Namespace:     namespace,
-		Pods:          pods,
-		LookbackDelta: p.maxStaleness,
-	})
+	samples, _, err := p.gather(ctx, p.queries([]int{metric}, namespace, pods))
 	if err != nil {
 		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("querying Prometheus: %v", err))
 	}
-	return buildSnapshot(p.admit(ctx, res.Samples), p.specs, p.index, observedAt), nil
+	return buildSnapshot(samples, p.specs, observedAt), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
+	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 )
 
@@ -134,19 +136,31 @@ func TestEmptyResultIsNotZero(t *testing.T) {
 	}
 }
 
+// One refresh sends one query for the exporter's series (scoped to its
+// identity, read as per-GPU series) and one for the pods' own (read by
+// their namespace and pod labels), with every table row in one of them.
 func TestRefreshQuery(t *testing.T) {
 	e := newEnv(t, false, nil, nil)
 	e.refresh(t)
 	qs := e.prom.Queries()
-	if len(qs) != 1 {
-		t.Fatalf("one refresh sent %d queries", len(qs))
+	if len(qs) != 2 {
+		t.Fatalf("one refresh sent %d queries, want 2", len(qs))
 	}
-	q := qs[0]
-	if q.Namespace != "" || q.Pods != nil || q.LookbackDelta != testMaxStale {
-		t.Errorf("refresh query = %+v", q)
+	for _, q := range qs {
+		if q.Namespace != "" || q.Pods != nil || q.LookbackDelta != testMaxStale {
+			t.Errorf("refresh query = %+v", q)
+		}
 	}
-	if strings.Join(q.Metrics, ",") != strings.Join(e.p.metricNames(), ",") || len(q.Metrics) != 5 {
-		t.Errorf("refresh metrics = %v", q.Metrics)
+	exp, pods := qs[0], qs[1]
+	if exp.Scope != promquery.ScopeExporter || pods.Scope != promquery.ScopePods {
+		t.Fatalf("scopes = %v, %v", exp.Scope, pods.Scope)
+	}
+	if strings.Join(exp.Metrics, ",") != strings.Join(metricnames.ProcessMetrics, ",") || !exp.Readings[sm].PerGPU {
+		t.Errorf("exporter query = %+v", exp)
+	}
+	if len(exp.Metrics)+len(pods.Metrics) != len(e.p.metricNames()) || !slices.Contains(pods.Metrics, metricnames.VLLMRequestsWaiting) ||
+		pods.Readings[metricnames.VLLMRequestsWaiting].PerGPU {
+		t.Errorf("pods query = %+v", pods)
 	}
 }
 
@@ -155,8 +169,8 @@ func TestRunStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	e.p.Run(ctx) // refreshes once, then sees the cancelled context
-	if n := len(e.prom.Queries()); n != 1 {
-		t.Errorf("Run made %d refreshes, want 1", n)
+	if n := len(e.prom.Queries()); n != 2 {
+		t.Errorf("Run sent %d queries, want one refresh's 2", n)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 )
 
@@ -25,6 +26,12 @@ type snapshot struct {
 	skipped    promquery.Skipped
 }
 
+// tagged is a sample with the index of the spec it feeds.
+type tagged struct {
+	spec int
+	promquery.Sample
+}
+
 type gpuKey struct {
 	pod    types.NamespacedName
 	metric int
@@ -36,26 +43,56 @@ type gpuSum struct {
 	ts  time.Time
 }
 
-// buildSnapshot turns validated per-process samples into per-pod values.
-// Per GPU the processes' values are summed (capped at 100 for percentages,
-// since one GPU cannot be more than fully busy); a pod's percentage is the
-// mean over its GPUs and its memory the sum. A value's timestamp is the
-// oldest of the samples behind it, and never later than observedAt, so a
-// Prometheus clock running ahead of ours cannot extend a value's life.
-func buildSnapshot(samples []promquery.Sample, specs []metricSpec, index map[string]int, observedAt time.Time) *snapshot {
+// podAcc accumulates one pod's value of one metric.
+type podAcc struct {
+	sum, max float64
+	n        int
+	ts       time.Time
+	seen     bool
+}
+
+func (a *podAcc) add(v float64, ts time.Time) {
+	a.sum += v
+	if !a.seen || v > a.max {
+		a.max = v
+	}
+	a.n++
+	if !a.seen || ts.Before(a.ts) {
+		a.ts = ts
+	}
+	a.seen = true
+}
+
+// buildSnapshot turns validated samples into per-pod values, each by its
+// row's Combine. Per-GPU rows sum processes per GPU (capped at 100 for
+// MeanOfCappedGPUs, since one GPU cannot be more than fully busy), then take
+// the mean (MeanOfCappedGPUs) or the sum (SumOfGPUs) over the pod's GPUs;
+// other rows take the sum or the max of the pod's series. A value's
+// timestamp is the oldest of the samples behind it, and never later than
+// observedAt, so a Prometheus clock running ahead of ours cannot extend a
+// value's life.
+func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time) *snapshot {
 	gpus := make(map[gpuKey]*gpuSum, len(samples))
-	used := 0
-	for _, s := range samples {
-		mi, ok := index[s.Metric]
-		if !ok {
-			continue
+	accs := make(map[types.NamespacedName][]podAcc)
+	acc := func(pod types.NamespacedName, metric int) *podAcc {
+		a := accs[pod]
+		if a == nil {
+			a = make([]podAcc, len(specs))
+			accs[pod] = a
 		}
-		used++
+		return &a[metric]
+	}
+	for _, s := range samples {
 		ts := s.Timestamp
 		if ts.After(observedAt) {
 			ts = observedAt
 		}
-		k := gpuKey{types.NamespacedName{Namespace: s.Namespace, Name: s.Pod}, mi, s.GPU}
+		pod := types.NamespacedName{Namespace: s.Namespace, Name: s.Pod}
+		if !specs[s.spec].row.Combine.PerGPU() {
+			acc(pod, s.spec).add(s.Value, ts)
+			continue
+		}
+		k := gpuKey{pod, s.spec, s.GPU}
 		g := gpus[k]
 		if g == nil {
 			g = &gpuSum{ts: ts}
@@ -66,37 +103,18 @@ func buildSnapshot(samples []promquery.Sample, specs []metricSpec, index map[str
 			g.ts = ts
 		}
 	}
-
-	type podAcc struct {
-		sum  float64
-		n    int
-		ts   time.Time
-		seen bool
-	}
-	accs := make(map[types.NamespacedName][]podAcc)
 	for k, g := range gpus {
-		acc := accs[k.pod]
-		if acc == nil {
-			acc = make([]podAcc, len(specs))
-			accs[k.pod] = acc
-		}
-		a := &acc[k.metric]
 		v := g.sum
-		if specs[k.metric].agg == meanOfCappedGPUs && v > 100 {
+		if specs[k.metric].row.Combine == metrictable.MeanOfCappedGPUs && v > 100 {
 			v = 100
 		}
-		a.sum += v
-		a.n++
-		if !a.seen || g.ts.Before(a.ts) {
-			a.ts = g.ts
-		}
-		a.seen = true
+		acc(k.pod, k.metric).add(v, g.ts)
 	}
 
 	snap := &snapshot{
 		observedAt: observedAt,
 		pods:       make(map[types.NamespacedName][]value, len(accs)),
-		series:     used,
+		series:     len(samples),
 	}
 	for pod, acc := range accs {
 		vals := make([]value, len(specs))
@@ -105,8 +123,11 @@ func buildSnapshot(samples []promquery.Sample, specs []metricSpec, index map[str
 				continue
 			}
 			v := a.sum
-			if specs[i].agg == meanOfCappedGPUs {
+			switch specs[i].row.Combine {
+			case metrictable.MeanOfCappedGPUs:
 				v /= float64(a.n)
+			case metrictable.Max:
+				v = a.max
 			}
 			vals[i] = value{v: v, ts: a.ts}
 		}

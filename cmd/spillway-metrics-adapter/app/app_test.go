@@ -78,6 +78,23 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 			want: []string{"--series-selector", "at least one must require a value"},
 		},
 		{
+			name: "metric table with bad rows",
+			args: []string{"--prometheus-url=http://prom:9090", "--metrics-config=testdata/bad-metrics.yaml", `--pod-series-selector=job!="x"`},
+			want: []string{
+				"--pod-series-selector",
+				`--metrics-config: metric table testdata/bad-metrics.yaml`,
+				`metrics[13] (queue/depth): name "queue/depth" is not a Prometheus metric name`,
+				`metrics[14] (my_queue): unknown combine "Average"`,
+				`metrics[15] (my_gpu): combine SumOfGPUs needs per-process GPU series, which only origin Exporter publishes`,
+				`metrics[16] (vllm:num_requests_waiting): name "vllm:num_requests_waiting" is already served by metrics[5]`,
+			},
+		},
+		{
+			name: "metric table file missing or with unknown fields",
+			args: []string{"--prometheus-url=http://prom:9090", "--metrics-config=testdata/none.yaml"},
+			want: []string{"--metrics-config: open testdata/none.yaml: no such file or directory"},
+		},
+		{
 			name: "series selector on metric names",
 			args: []string{"--prometheus-url=http://prom:9090", `--series-selector={__name__=~".+"}`},
 			want: []string{"--series-selector", "reserved"},
@@ -142,10 +159,11 @@ func TestSlimPod(t *testing.T) {
 	}
 	p := out.(*corev1.Pod)
 	if p.Name != "p" || p.Namespace != "ns" || p.UID != "u" || p.ResourceVersion != "7" || p.Labels["app"] != "x" ||
-		p.Status.Phase != corev1.PodRunning || p.Spec.NodeName != "n" || !p.Status.StartTime.Equal(&started) || !p.DeletionTimestamp.Equal(&deleted) {
+		p.Status.Phase != corev1.PodRunning || p.Spec.NodeName != "n" || !p.Status.StartTime.Equal(&started) || !p.DeletionTimestamp.Equal(&deleted) ||
+		p.Status.PodIP != "10.0.0.1" {
 		t.Errorf("kept fields lost: %+v", p)
 	}
-	if p.Annotations != nil || len(p.Spec.Containers) != 0 || p.Status.PodIP != "" {
+	if p.Annotations != nil || len(p.Spec.Containers) != 0 {
 		t.Errorf("dropped fields kept: %+v", p)
 	}
 	tomb := cache.DeletedFinalStateUnknown{Key: "ns/p", Obj: in}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 )
 
@@ -27,11 +29,15 @@ type Options struct {
 	PrometheusURL      string
 	PrometheusTimeout  time.Duration
 	SeriesSelector     string // parsed by Validate and again by run
+	PodSeriesSelector  string // likewise
+	MetricsConfig      string // a metric table file, loaded by Validate
 	RefreshInterval    time.Duration
 	MaxStaleness       time.Duration
 	MinPodDataShare    float64
 	LiveQuery          bool
 	SelfMetricsAddress string
+	// metrics is the metric table Validate loaded.
+	metrics []metrictable.Row
 	// Certs: the self-managed serving certificate (certs.go).
 	Certs       certOptions
 	Verbosity   int
@@ -72,8 +78,18 @@ func (o *Options) ownFlags() *pflag.FlagSet {
 			"(the chart's ServiceMonitor/PodMonitor use the exporter Service's name). Comma-separated, braces optional, e.g. 'job=\"spillway-gpu-exporter\",cluster=\"a\"'. "+
 			"Required: series from any other target (a tenant's pod can publish the same metric names) are never read. "+
 			"Each series' Hostname must also be the node its pod is bound to; others are dropped and counted in spillway_metrics_adapter_series_rejected_total.")
+	fs.StringVar(&o.PodSeriesSelector, "pod-series-selector", o.PodSeriesSelector,
+		"PromQL label matchers added to the query for series the pods publish themselves (metric table rows of origin Pod: vLLM, SGLang and TGI gauges), "+
+			"e.g. 'job=\"kubernetes-pods\"'. Optional: whatever job scraped them, such a series counts only when the host of its instance label is its pod's IP "+
+			"(the address Prometheus scraped), so keep instance as Prometheus sets it.")
+	fs.StringVar(&o.MetricsConfig, "metrics-config", o.MetricsConfig,
+		"Metric table file (YAML): rows added to the built-in table (the exporter's five DCGM_CUSTOM_PROCESS_* metrics, vLLM's num_requests_waiting, num_requests_running, "+
+			"kv_cache_usage_perc and gpu_cache_usage_perc, SGLang's num_queue_reqs and num_running_reqs, TGI's queue_size and batch_current_size), or replacing it "+
+			"with replaceDefaults: true. Each row: name (served to the HPA), series (Prometheus name; default name), namespaceLabels and podLabels "+
+			"(default NamespaceName,namespace and PodName,pod), combine (MeanOfCappedGPUs, SumOfGPUs, Sum or Max), origin (Exporter or Pod; default Pod). "+
+			"Validated at start; see docs/adapter.md.")
 	fs.DurationVar(&o.RefreshInterval, "refresh-interval", o.RefreshInterval,
-		"How often the adapter runs its one query for all spillway series and swaps in a new in-memory snapshot. Requests never wait for Prometheus.")
+		"How often the adapter queries Prometheus (one query for the exporter's series, one for the pods' own) and swaps in a new in-memory snapshot. Requests never wait for Prometheus.")
 	fs.DurationVar(&o.MaxStaleness, "max-staleness", o.MaxStaleness,
 		"Oldest value the adapter serves. If Prometheus cannot be reached, the last snapshot is served until it is this old; after that every request fails "+
 			"with 503 naming the snapshot's age (the HPA then keeps its current scale). /readyz stays ready: it only waits for the first snapshot, so an outage "+
@@ -119,6 +135,19 @@ func (o *Options) Validate() error {
 	if _, err := promquery.ParseSeriesSelector(o.SeriesSelector); err != nil {
 		errs = append(errs, fmt.Errorf("--series-selector: %w", err))
 	}
+	if o.PodSeriesSelector != "" {
+		if _, err := promquery.ParseSeriesSelector(o.PodSeriesSelector); err != nil {
+			errs = append(errs, fmt.Errorf("--pod-series-selector: %w", err))
+		}
+	}
+	o.metrics = metrictable.Defaults()
+	if o.MetricsConfig != "" {
+		rows, err := loadMetrics(o.MetricsConfig)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-config: %w", err))
+		}
+		o.metrics = rows
+	}
 	if o.RefreshInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--refresh-interval must be positive, got %s", o.RefreshInterval))
 	}
@@ -141,4 +170,14 @@ func (o *Options) Validate() error {
 		errs = append(errs, o.Adapter.Validate()...)
 	}
 	return errors.Join(errs...)
+}
+
+// loadMetrics reads a metric table file.
+func loadMetrics(path string) ([]metrictable.Row, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	return metrictable.Load(path, f)
 }

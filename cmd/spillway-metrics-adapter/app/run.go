@@ -91,7 +91,13 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("--series-selector: %w", err)
 	}
-	prom, err := promquery.New(promquery.Config{URL: o.PrometheusURL, Timeout: o.PrometheusTimeout, SeriesSelector: identity})
+	var podIdentity promquery.SeriesSelector
+	if o.PodSeriesSelector != "" {
+		if podIdentity, err = promquery.ParseSeriesSelector(o.PodSeriesSelector); err != nil {
+			return fmt.Errorf("--pod-series-selector: %w", err)
+		}
+	}
+	prom, err := promquery.New(promquery.Config{URL: o.PrometheusURL, Timeout: o.PrometheusTimeout, SeriesSelector: identity, PodSeriesSelector: podIdentity})
 	if err != nil {
 		return err
 	}
@@ -108,6 +114,7 @@ func run(ctx context.Context, o *Options) error {
 		MaxStaleness:    o.MaxStaleness,
 		MinPodDataShare: o.MinPodDataShare,
 		LiveQuery:       o.LiveQuery,
+		Metrics:         o.metrics,
 	})
 	if err != nil {
 		return err
@@ -145,7 +152,7 @@ func run(ctx context.Context, o *Options) error {
 		mode = "live-query (benchmark only)"
 	}
 	log.Info("Starting", "version", version.String(binaryName), "mode", mode, "prometheus", o.PrometheusURL,
-		"seriesSelector", identity.String(), "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness, "minPodDataShare", o.MinPodDataShare)
+		"seriesSelector", identity.String(), "podSeriesSelector", podIdentity.String(), "metrics", len(o.metrics), "metricsConfig", o.MetricsConfig, "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness, "minPodDataShare", o.MinPodDataShare)
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }
 
@@ -169,8 +176,9 @@ func podLister(o *Options) (provider.PodLister, func() bool, error) {
 }
 
 // slimPod drops everything but name, namespace, labels, deletion mark,
-// node, phase and start time: with thousands of pods the informer would
-// otherwise hold full specs.
+// node, phase, start time and pod IP (the provenance check of the pods' own
+// series): with thousands of pods the informer would otherwise hold full
+// specs.
 func slimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -186,7 +194,7 @@ func slimPod(obj any) (any, error) {
 			DeletionTimestamp: pod.DeletionTimestamp,
 		},
 		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName},
-		Status: corev1.PodStatus{Phase: pod.Status.Phase, StartTime: pod.Status.StartTime},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase, StartTime: pod.Status.StartTime, PodIP: pod.Status.PodIP},
 	}, nil
 }
 

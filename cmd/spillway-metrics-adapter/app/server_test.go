@@ -30,6 +30,7 @@ import (
 	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 	"github.com/spillway-dev/spillway/pkg/provider"
 )
@@ -253,8 +254,8 @@ func TestServedOverHTTP(t *testing.T) {
 		if err := json.Unmarshal(body, &rl); err != nil {
 			t.Fatal(err)
 		}
-		if len(rl.APIResources) != len(metricnames.ProcessMetrics) {
-			t.Errorf("%s lists %d resources, want %d: %s", path, len(rl.APIResources), len(metricnames.ProcessMetrics), body)
+		if want := len(metrictable.Defaults()); len(rl.APIResources) != want {
+			t.Errorf("%s lists %d resources, want %d: %s", path, len(rl.APIResources), want, body)
 		}
 	}
 }
