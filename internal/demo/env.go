@@ -164,7 +164,25 @@ func binary(dir, name string) (string, error) {
 type Exporter struct {
 	MetricsAddr string // host:port of /metrics
 	LoadURL     string // base URL of the sim load input
-	Proc        *localcluster.Process
+	// ModelServerAddr is host:port of the simulated model servers
+	// (/pods/<namespace>/<name>/metrics); ModelServers scrapes them.
+	ModelServerAddr string
+	Proc            *localcluster.Process
+}
+
+// ModelServerPort is the port a predictor's model server listens on in a
+// real pod (vLLM's default): the port of the instance label pod discovery
+// gives the simulated servers' series.
+const ModelServerPort = 8000
+
+// ModelServers is the pod-discovery scrape job for the simulated model
+// servers of the pods labelled app=<app> ("" for every pod).
+func (e *Exporter) ModelServers(job, app string) localcluster.ScrapeTarget {
+	d := &localcluster.PodDiscovery{Label: "app", Value: app, Port: ModelServerPort}
+	if app == "" {
+		d.Label, d.Value = "", ""
+	}
+	return localcluster.ScrapeTarget{Job: job, Address: e.ModelServerAddr, Pods: d}
 }
 
 // StartExporter runs spillway-gpu-exporter with the sim backend for all
@@ -175,13 +193,14 @@ func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, 
 	if err != nil {
 		return nil, err
 	}
-	ports, err := FreePorts(2)
+	ports, err := FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
 	e := &Exporter{
-		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		LoadURL:     fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		MetricsAddr:     fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		LoadURL:         fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		ModelServerAddr: fmt.Sprintf("127.0.0.1:%d", ports[2]),
 	}
 	e.Proc, err = c.StartProcess("spillway-gpu-exporter", bin, append([]string{
 		"--backend=sim",
@@ -189,6 +208,7 @@ func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, 
 		"--kubeconfig=" + c.KubeconfigPath(),
 		"--listen-address=" + e.MetricsAddr,
 		"--sim-load-address=127.0.0.1:" + itoa(ports[1]),
+		"--sim-model-server-address=" + e.ModelServerAddr,
 		fmt.Sprintf("--sim-replica-capacity=%g", SeedCapacityRPS),
 		"--collect-interval=" + interval.String(),
 	}, extraArgs...), nil)

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -18,6 +20,25 @@ type ScrapeTarget struct {
 	// HonorLabels keeps the target's own job, instance and other
 	// conflicting labels instead of renaming them to exported_*.
 	HonorLabels bool
+	// Pods, when set, makes this a pod-discovery job instead of a static
+	// target: see PodDiscovery.
+	Pods *PodDiscovery
+}
+
+// PodDiscovery scrapes the cluster's pods the way a real cluster's
+// Prometheus does (kubernetes_sd_configs, role pod, against this cluster's
+// API server): one target per running pod with an IP, labelled namespace
+// and pod, with instance = <pod IP>:Port. kwok pods have no network, so the
+// address scraped is rewritten to Address (the simulated model servers) and
+// the path to /pods/<namespace>/<name>/metrics; instance keeps the pod's
+// IP, exactly what the adapter's provenance check reads.
+type PodDiscovery struct {
+	// Label is a label key=value a pod must carry to be scraped; an empty
+	// Label scrapes every pod.
+	Label, Value string
+	// Port is the port instance names (the model server's port in a real
+	// pod).
+	Port int
 }
 
 // Prometheus is a real Prometheus server (Debian's package binary) started
@@ -48,6 +69,10 @@ func (c *Cluster) StartPrometheus(ctx context.Context, name string, interval tim
 		path := t.Path
 		if path == "" {
 			path = "/metrics"
+		}
+		if t.Pods != nil {
+			writePodDiscovery(&b, t, c.KubeconfigPath())
+			continue
 		}
 		fmt.Fprintf(&b, "- job_name: %q\n  metrics_path: %q\n  honor_labels: %t\n  static_configs:\n  - targets: [%q]\n", t.Job, path, t.HonorLabels, t.Address)
 	}
@@ -101,4 +126,56 @@ func (p *Prometheus) Stop() error {
 		return nil
 	}
 	return p.proc.Stop()
+}
+
+// writePodDiscovery writes a kubernetes_sd job for t (see PodDiscovery).
+func writePodDiscovery(b *strings.Builder, t ScrapeTarget, kubeconfig string) {
+	keep := ""
+	if t.Pods.Label != "" {
+		keep = fmt.Sprintf("\n  - source_labels: [__meta_kubernetes_pod_label_%s]\n    regex: %s\n    action: keep", sdLabelName(t.Pods.Label), regexpQuote(t.Pods.Value))
+	}
+	fmt.Fprintf(b, `- job_name: %q
+  honor_labels: %t
+  kubernetes_sd_configs:
+  - role: pod
+    kubeconfig_file: %q
+  relabel_configs:%s
+  - source_labels: [__meta_kubernetes_pod_phase]
+    regex: Running
+    action: keep
+  - source_labels: [__meta_kubernetes_pod_ip]
+    regex: (.+)
+    action: keep
+  - source_labels: [__meta_kubernetes_pod_ip]
+    regex: (.+)
+    replacement: ${1}:%d
+    target_label: instance
+  - source_labels: [__meta_kubernetes_namespace]
+    target_label: namespace
+  - source_labels: [__meta_kubernetes_pod_name]
+    target_label: pod
+  - source_labels: [__meta_kubernetes_namespace, __meta_kubernetes_pod_name]
+    separator: /
+    regex: (.+)
+    replacement: /pods/${1}/metrics
+    target_label: __metrics_path__
+  - replacement: %q
+    target_label: __address__
+`, t.Job, t.HonorLabels, kubeconfig, keep, t.Pods.Port, t.Address)
+}
+
+// sdLabelName is how Prometheus's pod discovery spells a label key in its
+// meta label: every character outside [a-zA-Z0-9_] becomes '_'.
+func sdLabelName(key string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, key)
+}
+
+// regexpQuote quotes a literal for a relabel regex, as a YAML string.
+func regexpQuote(v string) string {
+	return strconv.Quote(regexp.QuoteMeta(v))
 }

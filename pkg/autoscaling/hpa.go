@@ -70,9 +70,27 @@ func DesiredHPA(s *v1alpha1.InferenceScaler, in Inputs) (*autoscalingv2.Horizont
 	if spec.MinReplicas != nil && *spec.MinReplicas > spec.MaxReplicas {
 		errs = append(errs, fmt.Errorf("minReplicas %d is above maxReplicas %d", *spec.MinReplicas, spec.MaxReplicas))
 	}
-	metric, err := metricSpec(spec.Metric, in.PodSelector)
+	if spec.Metric != nil && len(spec.Metrics) > 0 {
+		errs = append(errs, errors.New("set metric or metrics, not both"))
+	}
+	if spec.Behavior != nil && spec.BehaviorPreset != "" {
+		errs = append(errs, errors.New("set behavior or behaviorPreset, not both"))
+	}
+	behavior, err := Behavior(spec)
 	if err != nil {
 		errs = append(errs, err)
+	}
+	var metrics []autoscalingv2.MetricSpec
+	for i, m := range Metrics(spec) {
+		ms, err := metricSpec(m, in.PodSelector)
+		if err != nil {
+			if len(spec.Metrics) > 0 {
+				err = fmt.Errorf("metrics[%d]: %w", i, err)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		metrics = append(metrics, ms)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -111,14 +129,84 @@ func DesiredHPA(s *v1alpha1.InferenceScaler, in Inputs) (*autoscalingv2.Horizont
 			},
 			MinReplicas: ptr.To(minReplicas),
 			MaxReplicas: maxReplicas,
-			Metrics:     []autoscalingv2.MetricSpec{metric},
-			Behavior:    spec.Behavior.DeepCopy(),
+			Metrics:     metrics,
+			Behavior:    behavior,
 		},
 	}
 	return hpa, nil
 }
 
-// metricSpec renders the one metric. Both types use an AverageValue target:
+// Metrics are the scaler's metrics with defaults filled in: spec.metrics,
+// or the one spec.metric (arena's shape), or without either the default
+// metric (SM utilization, type Pods, target 50).
+func Metrics(spec *v1alpha1.InferenceScalerSpec) []v1alpha1.ScalerMetric {
+	var in []v1alpha1.ScalerMetric
+	switch {
+	case len(spec.Metrics) > 0:
+		in = spec.Metrics
+	case spec.Metric != nil:
+		in = []v1alpha1.ScalerMetric{*spec.Metric}
+	default:
+		in = []v1alpha1.ScalerMetric{{}}
+	}
+	out := make([]v1alpha1.ScalerMetric, len(in))
+	for i, m := range in {
+		m = *m.DeepCopy()
+		if m.Name == "" {
+			m.Name = v1alpha1.DefaultMetricName
+		}
+		if m.Type == "" {
+			m.Type = v1alpha1.PodsMetric
+		}
+		if m.Target == nil {
+			t := resource.MustParse(v1alpha1.DefaultMetricTarget)
+			m.Target = &t
+		}
+		out[i] = m
+	}
+	return out
+}
+
+// Behavior is the HPA's behavior: spec.behavior as given, a preset's, or
+// nil (the HPA's defaults).
+func Behavior(spec *v1alpha1.InferenceScalerSpec) (*autoscalingv2.HorizontalPodAutoscalerBehavior, error) {
+	switch spec.BehaviorPreset {
+	case "":
+		return spec.Behavior.DeepCopy(), nil
+	case v1alpha1.BehaviorLLMServing:
+		return LLMServingBehavior(), nil
+	}
+	return nil, fmt.Errorf("behaviorPreset %q is not %s", spec.BehaviorPreset, v1alpha1.BehaviorLLMServing)
+}
+
+// LLMServingBehavior scales up at once and down slowly. Up is the HPA's own
+// default, spelled out so it cannot drift: no stabilization, doubling or 4
+// pods per 15 s, whichever adds more (a saturated queue says capacity is
+// short, not by how much). Down keeps the default 5-minute window of
+// recommendations but removes one pod a minute instead of every surplus pod
+// at once: a replica takes minutes to load a model, and an emptied queue
+// refills as soon as capacity goes.
+func LLMServingBehavior() *autoscalingv2.HorizontalPodAutoscalerBehavior {
+	return &autoscalingv2.HorizontalPodAutoscalerBehavior{
+		ScaleUp: &autoscalingv2.HPAScalingRules{
+			StabilizationWindowSeconds: ptr.To(int32(0)),
+			SelectPolicy:               ptr.To(autoscalingv2.MaxChangePolicySelect),
+			Policies: []autoscalingv2.HPAScalingPolicy{
+				{Type: autoscalingv2.PercentScalingPolicy, Value: 100, PeriodSeconds: 15},
+				{Type: autoscalingv2.PodsScalingPolicy, Value: 4, PeriodSeconds: 15},
+			},
+		},
+		ScaleDown: &autoscalingv2.HPAScalingRules{
+			StabilizationWindowSeconds: ptr.To(int32(300)),
+			SelectPolicy:               ptr.To(autoscalingv2.MaxChangePolicySelect),
+			Policies: []autoscalingv2.HPAScalingPolicy{
+				{Type: autoscalingv2.PodsScalingPolicy, Value: 1, PeriodSeconds: 60},
+			},
+		},
+	}
+}
+
+// metricSpec renders one metric. Both types use an AverageValue target:
 // for Pods it is the per-pod value the arena chart sets; for External the
 // adapter returns one item per selected pod and the HPA divides their sum by
 // the replica count, so the same number means the same per-pod load.

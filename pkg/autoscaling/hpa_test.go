@@ -68,6 +68,7 @@ func TestDesiredHPAGolden(t *testing.T) {
 		{"tidal-window-and-fallback", "tidal", Inputs{ScheduleFloor: 3, FallbackActive: true}},
 		{"tidal-paused", "tidal", Inputs{ScheduleFloor: 3, FallbackActive: true, PausedReplicas: ptr.To[int32](2)}},
 		{"tidal-paused-above-max", "tidal", Inputs{PausedReplicas: ptr.To[int32](7)}},
+		{"queue-and-utilization", "queue-and-utilization", Inputs{PodSelector: podSelector}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -130,6 +131,33 @@ func TestBehaviorPassedThrough(t *testing.T) {
 	}
 }
 
+// Two metrics become two HPA metrics in spec order, defaults filled in; the
+// preset becomes the behavior, checked field by field.
+func TestSeveralMetricsAndPreset(t *testing.T) {
+	s := loadScaler(t, "queue-and-utilization")
+	hpa, err := DesiredHPA(s, Inputs{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hpa.Spec.Metrics
+	if len(m) != 2 || m[0].Type != autoscalingv2.ExternalMetricSourceType || m[0].External.Metric.Name != "vllm:num_requests_waiting" ||
+		m[0].External.Target.AverageValue.String() != "5" || m[0].External.Metric.Selector.MatchLabels["app"] != "x" ||
+		m[1].Type != autoscalingv2.PodsMetricSourceType || m[1].Pods.Metric.Name != v1alpha1.DefaultMetricName || m[1].Pods.Target.AverageValue.String() != "50" {
+		t.Errorf("metrics:\n%s", manifest(t, hpa))
+	}
+	b := hpa.Spec.Behavior
+	if b == nil || *b.ScaleUp.StabilizationWindowSeconds != 0 || len(b.ScaleUp.Policies) != 2 ||
+		*b.ScaleDown.StabilizationWindowSeconds != 300 || len(b.ScaleDown.Policies) != 1 ||
+		b.ScaleDown.Policies[0] != (autoscalingv2.HPAScalingPolicy{Type: autoscalingv2.PodsScalingPolicy, Value: 1, PeriodSeconds: 60}) {
+		t.Errorf("behavior:\n%s", manifest(t, hpa))
+	}
+	// Without metric and metrics: the arena default.
+	def := Metrics(&v1alpha1.InferenceScalerSpec{})
+	if len(def) != 1 || def[0].Name != v1alpha1.DefaultMetricName || def[0].Type != v1alpha1.PodsMetric || def[0].Target.String() != "50" {
+		t.Errorf("default metrics = %+v", def)
+	}
+}
+
 func TestDesiredHPARejects(t *testing.T) {
 	base := func() *v1alpha1.InferenceScaler {
 		return &v1alpha1.InferenceScaler{
@@ -148,18 +176,30 @@ func TestDesiredHPARejects(t *testing.T) {
 		want   string
 		is     error
 	}{
-		{"external without any selector", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric.Type = v1alpha1.ExternalMetric }, Inputs{}, "pod selector is unknown", ErrPodSelectorUnknown},
+		{"external without any selector", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric = &v1alpha1.ScalerMetric{Type: v1alpha1.ExternalMetric} }, Inputs{}, "pod selector is unknown", ErrPodSelectorUnknown},
 		{"statefulset", func(s *v1alpha1.InferenceScaler) { s.Spec.ScaleTargetRef.Kind = "StatefulSet" }, Inputs{}, "is not an apps/v1 Deployment", nil},
-		{"zero target", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric.Target = &zero }, Inputs{}, "metric.target 0 is not above zero", nil},
+		{"zero target", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric = &v1alpha1.ScalerMetric{Target: &zero} }, Inputs{}, "metric.target 0 is not above zero", nil},
 		{"selector with pods", func(s *v1alpha1.InferenceScaler) {
-			s.Spec.Metric.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"a": "b"}}
+			s.Spec.Metric = &v1alpha1.ScalerMetric{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"a": "b"}}}
 		}, Inputs{}, "only allowed with type External", nil},
-		{"object metric", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric.Type = "Object" }, Inputs{}, `metric.type "Object"`, nil},
+		{"object metric", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric = &v1alpha1.ScalerMetric{Type: "Object"} }, Inputs{}, `metric.type "Object"`, nil},
 		{"min above max", func(s *v1alpha1.InferenceScaler) { s.Spec.MinReplicas = ptr.To[int32](4) }, Inputs{}, "minReplicas 4 is above maxReplicas 3", nil},
 		{"no max", func(s *v1alpha1.InferenceScaler) { s.Spec.MaxReplicas = 0 }, Inputs{}, "maxReplicas 0 is below 1", nil},
+		{"metric and metrics", func(s *v1alpha1.InferenceScaler) {
+			s.Spec.Metric = &v1alpha1.ScalerMetric{}
+			s.Spec.Metrics = []v1alpha1.ScalerMetric{{Name: "q"}}
+		}, Inputs{}, "set metric or metrics, not both", nil},
+		{"a bad second metric", func(s *v1alpha1.InferenceScaler) {
+			s.Spec.Metrics = []v1alpha1.ScalerMetric{{Name: "q"}, {Name: "r", Target: &zero}}
+		}, Inputs{}, "metrics[1]: metric.target 0 is not above zero", nil},
+		{"preset and behavior", func(s *v1alpha1.InferenceScaler) {
+			s.Spec.BehaviorPreset = v1alpha1.BehaviorLLMServing
+			s.Spec.Behavior = &autoscalingv2.HorizontalPodAutoscalerBehavior{}
+		}, Inputs{}, "set behavior or behaviorPreset, not both", nil},
+		{"unknown preset", func(s *v1alpha1.InferenceScaler) { s.Spec.BehaviorPreset = "Fast" }, Inputs{}, `behaviorPreset "Fast"`, nil},
 		{"all problems at once", func(s *v1alpha1.InferenceScaler) {
 			s.Spec.ScaleTargetRef.Kind = "Job"
-			s.Spec.Metric.Target = &zero
+			s.Spec.Metric = &v1alpha1.ScalerMetric{Target: &zero}
 		}, Inputs{}, "is not an apps/v1 Deployment", nil},
 	}
 	for _, tt := range tests {

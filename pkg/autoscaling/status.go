@@ -8,17 +8,27 @@ import (
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
 
-// CurrentMetricValue is the HPA's last reading of the named metric, or nil
-// when it has none. A failed read leaves an empty entry in the HPA's status;
-// that is reported as nil, never as zero.
-func CurrentMetricValue(st autoscalingv2.HorizontalPodAutoscalerStatus, name string) *resource.Quantity {
-	for _, m := range st.CurrentMetrics {
+// CurrentMetrics is the HPA's last reading of each metric, in order; a
+// metric the HPA has no reading of has no value (never zero).
+func CurrentMetrics(st autoscalingv2.HorizontalPodAutoscalerStatus, metrics []v1alpha1.ScalerMetric) []v1alpha1.MetricReading {
+	out := make([]v1alpha1.MetricReading, len(metrics))
+	for i, m := range metrics {
+		out[i] = v1alpha1.MetricReading{Name: m.Name, Type: m.Type, Value: currentValue(st, m)}
+	}
+	return out
+}
+
+// currentValue is the HPA's last reading of one metric, or nil when it has
+// none. A failed read leaves an empty entry in the HPA's status; that is
+// reported as nil, never as zero.
+func currentValue(st autoscalingv2.HorizontalPodAutoscalerStatus, m v1alpha1.ScalerMetric) *resource.Quantity {
+	for _, cm := range st.CurrentMetrics {
 		var cur *autoscalingv2.MetricValueStatus
 		switch {
-		case m.Type == autoscalingv2.PodsMetricSourceType && m.Pods != nil && m.Pods.Metric.Name == name:
-			cur = &m.Pods.Current
-		case m.Type == autoscalingv2.ExternalMetricSourceType && m.External != nil && m.External.Metric.Name == name:
-			cur = &m.External.Current
+		case m.Type == v1alpha1.PodsMetric && cm.Type == autoscalingv2.PodsMetricSourceType && cm.Pods != nil && cm.Pods.Metric.Name == m.Name:
+			cur = &cm.Pods.Current
+		case m.Type == v1alpha1.ExternalMetric && cm.Type == autoscalingv2.ExternalMetricSourceType && cm.External != nil && cm.External.Metric.Name == m.Name:
+			cur = &cm.External.Current
 		default:
 			continue
 		}

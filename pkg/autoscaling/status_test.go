@@ -11,42 +11,52 @@ import (
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
 
-func TestCurrentMetricValue(t *testing.T) {
+func TestCurrentMetrics(t *testing.T) {
 	q := func(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
 	const name = "DCGM_CUSTOM_PROCESS_SM_UTIL"
 	tests := []struct {
 		name    string
 		metrics []autoscalingv2.MetricStatus
+		typ     v1alpha1.MetricType
 		want    string // "" means nil
 	}{
-		{"no status yet", nil, ""},
+		{"no status yet", nil, v1alpha1.PodsMetric, ""},
 		{"pods average", []autoscalingv2.MetricStatus{{
 			Type: autoscalingv2.PodsMetricSourceType,
 			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}, Current: autoscalingv2.MetricValueStatus{AverageValue: q("62500m")}},
-		}}, "62500m"},
+		}}, v1alpha1.PodsMetric, "62500m"},
 		{"pods zero is a real zero", []autoscalingv2.MetricStatus{{
 			Type: autoscalingv2.PodsMetricSourceType,
 			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}, Current: autoscalingv2.MetricValueStatus{AverageValue: q("0")}},
-		}}, "0"},
+		}}, v1alpha1.PodsMetric, "0"},
 		{"external value", []autoscalingv2.MetricStatus{{
 			Type:     autoscalingv2.ExternalMetricSourceType,
 			External: &autoscalingv2.ExternalMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}, Current: autoscalingv2.MetricValueStatus{Value: q("40")}},
-		}}, "40"},
+		}}, v1alpha1.ExternalMetric, "40"},
 		// The HPA leaves an empty entry when a read fails: that is no
 		// reading, not zero.
-		{"failed read", []autoscalingv2.MetricStatus{{}}, ""},
+		{"failed read", []autoscalingv2.MetricStatus{{}}, v1alpha1.PodsMetric, ""},
 		{"pods entry without values", []autoscalingv2.MetricStatus{{
 			Type: autoscalingv2.PodsMetricSourceType,
 			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}},
-		}}, ""},
+		}}, v1alpha1.PodsMetric, ""},
 		{"another metric", []autoscalingv2.MetricStatus{{
 			Type: autoscalingv2.PodsMetricSourceType,
 			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: "other"}, Current: autoscalingv2.MetricValueStatus{AverageValue: q("7")}},
-		}}, ""},
+		}}, v1alpha1.PodsMetric, ""},
+		// The same name read through the other API is another metric.
+		{"pods reading of an external metric", []autoscalingv2.MetricStatus{{
+			Type: autoscalingv2.PodsMetricSourceType,
+			Pods: &autoscalingv2.PodsMetricStatus{Metric: autoscalingv2.MetricIdentifier{Name: name}, Current: autoscalingv2.MetricValueStatus{AverageValue: q("7")}},
+		}}, v1alpha1.ExternalMetric, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := CurrentMetricValue(autoscalingv2.HorizontalPodAutoscalerStatus{CurrentMetrics: tt.metrics}, name)
+			readings := CurrentMetrics(autoscalingv2.HorizontalPodAutoscalerStatus{CurrentMetrics: tt.metrics}, []v1alpha1.ScalerMetric{{Name: name, Type: tt.typ}})
+			if len(readings) != 1 || readings[0].Name != name || readings[0].Type != tt.typ {
+				t.Fatalf("readings = %+v", readings)
+			}
+			got := readings[0].Value
 			switch {
 			case tt.want == "" && got != nil:
 				t.Errorf("got %s, want none", got)

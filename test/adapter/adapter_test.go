@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,7 +48,18 @@ type pipeline struct {
 	exporter *demo.Exporter
 	prom     *localcluster.Prometheus
 	adapter  *demo.Adapter
+	// forger is a scrape target (honor_labels: true, like a tenant's pod
+	// a careless job scrapes) that publishes whatever the test sets.
+	forger *forger
 }
+
+// configuredRow is the metric table row the adapter loads from a file: the
+// simulated servers' own time-in-queue gauge, served under another name.
+const (
+	configuredRow   = "sim_queue_seconds"
+	metricsConfig   = "metrics:\n- name: " + configuredRow + "\n  series: spillway_sim_queue_time_seconds\n  combine: Max\n"
+	modelServersJob = "model-servers"
+)
 
 var (
 	setupOnce sync.Once
@@ -68,13 +80,22 @@ func setup(t *testing.T) *pipeline {
 		if p.exporter, setupErr = demo.StartExporter(ctx, cluster, "../../bin", 2*time.Second); setupErr != nil {
 			return
 		}
+		if p.forger, setupErr = startForger(); setupErr != nil {
+			return
+		}
 		if p.prom, setupErr = cluster.StartPrometheus(ctx, "prometheus", 2*time.Second, []localcluster.ScrapeTarget{
 			{Job: "spillway-gpu-exporter", Address: p.exporter.MetricsAddr},
+			p.exporter.ModelServers(modelServersJob, app),
+			{Job: "tenant", Address: p.forger.addr, HonorLabels: true},
 		}); setupErr != nil {
 			return
 		}
+		cfg := filepath.Join(cluster.Dir(), "metrics.yaml")
+		if setupErr = os.WriteFile(cfg, []byte(metricsConfig), 0o644); setupErr != nil {
+			return
+		}
 		if p.adapter, setupErr = demo.StartAdapter(ctx, cluster, "../../bin", p.prom.URL, 2*time.Second,
-			[]string{"--max-staleness=" + staleness.String()}); setupErr != nil {
+			[]string{"--max-staleness=" + staleness.String(), "--metrics-config=" + cfg}); setupErr != nil {
 			return
 		}
 		pipe = p

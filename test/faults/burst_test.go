@@ -278,7 +278,7 @@ type webhookCounts struct {
 func scrapeWebhook(ctx context.Context, addr string) (webhookCounts, error) {
 	c := webhookCounts{duration: map[string]float64{}}
 	ns := `namespace="` + burstNS + `"`
-	err := scrapeMetrics(ctx, addr, func(series string, v float64) {
+	err := framework.ScrapeMetrics(ctx, addr, func(series string, v float64) {
 		switch {
 		case strings.HasPrefix(series, "spillway_placement_pods_total{") && strings.Contains(series, ns):
 			c.placed += v

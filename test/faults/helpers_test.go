@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -469,40 +468,12 @@ func startAll(t *testing.T, h *demo.HA) {
 // every label combination).
 func adapterRequests(ctx context.Context, r *demo.Replica) (float64, error) {
 	var total float64
-	err := scrapeMetrics(ctx, r.MetricsAddr, func(series string, v float64) {
+	err := framework.ScrapeMetrics(ctx, r.MetricsAddr, func(series string, v float64) {
 		if strings.HasPrefix(series, "spillway_metrics_adapter_requests_total{") {
 			total += v
 		}
 	})
 	return total, err
-}
-
-// scrapeMetrics reads the plain-HTTP /metrics at addr and calls sample with
-// each sample's series (name and labels) and value; comments and lines
-// without a number are skipped.
-func scrapeMetrics(ctx context.Context, addr string, sample func(series string, v float64)) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[sp+1:], 64); err == nil {
-			sample(line[:sp], v)
-		}
-	}
-	return sc.Err()
 }
 
 // waitPlacing creates probe pods named <prefix>-<n>, one per interval,

@@ -5,10 +5,13 @@
 package framework
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -163,4 +166,32 @@ func ReadObjects(t *testing.T, path string) []*unstructured.Unstructured {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return objs
+}
+
+// ScrapeMetrics reads the plain-HTTP /metrics at addr and calls sample with
+// each sample's series (name and labels) and value; comments and lines
+// without a number are skipped.
+func ScrapeMetrics(ctx context.Context, addr string, sample func(series string, v float64)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[sp+1:], 64); err == nil {
+			sample(line[:sp], v)
+		}
+	}
+	return sc.Err()
 }

@@ -54,6 +54,9 @@ type SimOptions struct {
 	GPUModel       string
 	MemoryMiB      float64
 	Resource       string
+	// ModelServerAddress serves the simulated model servers' gauges.
+	ModelServerAddress string
+	ServiceTime        time.Duration
 }
 
 // NewOptions returns the defaults; the node name defaults to $NODE_NAME,
@@ -75,6 +78,7 @@ func NewOptions() *Options {
 			GPUModel:      "NVIDIA H100 80GB HBM3",
 			MemoryMiB:     16384,
 			Resource:      string(sim.DefaultResource),
+			ServiceTime:   2 * time.Second,
 		},
 	}
 }
@@ -109,6 +113,12 @@ func (o *Options) flags() (*pflag.FlagSet, *pflag.FlagSet) {
 	sf.StringVar(&s.GPUModel, "sim-gpu-model", s.GPUModel, "modelName label of simulated GPUs.")
 	sf.Float64Var(&s.MemoryMiB, "sim-memory-mib", s.MemoryMiB, "GPU memory each simulated process uses on each of its GPUs, in MiB.")
 	sf.StringVar(&s.Resource, "sim-resource", s.Resource, "Extended resource that makes a pod a GPU pod.")
+	sf.StringVar(&s.ModelServerAddress, "sim-model-server-address", s.ModelServerAddress,
+		"Address that serves a simulated continuous-batching model server per running GPU pod, at /pods/<namespace>/<name>/metrics: vLLM's "+
+			"num_requests_waiting, num_requests_running and kv_cache_usage_perc, and spillway_sim_queue_time_seconds, from a fluid queue fed by the same load "+
+			"(see docs/exporter.md). Point Prometheus's pod discovery here, keeping the pod's IP as instance. Empty disables it.")
+	sf.DurationVar(&s.ServiceTime, "sim-service-time", s.ServiceTime,
+		"How long one simulated request runs: a replica has --sim-replica-capacity × this many batch slots.")
 	return fs, sf
 }
 
@@ -168,6 +178,14 @@ func (s *SimOptions) validate() []error {
 	}
 	if s.Resource == "" {
 		errs = append(errs, errors.New("--sim-resource is empty"))
+	}
+	if s.ModelServerAddress != "" {
+		if _, _, err := net.SplitHostPort(s.ModelServerAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--sim-model-server-address %q: %w", s.ModelServerAddress, err))
+		}
+	}
+	if s.ServiceTime <= 0 {
+		errs = append(errs, fmt.Errorf("--sim-service-time must be positive, got %s", s.ServiceTime))
 	}
 	if s.LoadAddress != "" {
 		if _, _, err := net.SplitHostPort(s.LoadAddress); err != nil {

@@ -78,6 +78,8 @@ type backend struct {
 	resolver exporter.PodResolver
 	// loadHandler serves the simulator's load endpoint; nil otherwise.
 	loadHandler http.Handler
+	// models is the simulator's model servers; nil otherwise.
+	models *sim.Server
 }
 
 func serve(ctx context.Context, o *Options, log *slog.Logger) error {
@@ -128,6 +130,9 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	if b.loadHandler != nil && o.Sim.LoadAddress != "" {
 		servers = append(servers, &server{name: "sim load", addr: o.Sim.LoadAddress, handler: b.loadHandler})
 	}
+	if b.models != nil && o.Sim.ModelServerAddress != "" {
+		servers = append(servers, &server{name: "sim model servers", addr: o.Sim.ModelServerAddress, handler: b.models})
+	}
 	// Bind everything before starting, so a taken port fails the start.
 	for _, s := range servers {
 		if err := s.listen(); err != nil {
@@ -145,6 +150,9 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	}
 	done := make(chan struct{})
 	go func() { exp.Run(ctx); close(done) }()
+	if b.models != nil && o.Sim.ModelServerAddress != "" {
+		go stepModels(ctx, b.models, log)
+	}
 	log.Info("started", "version", version.Version, "backend", o.Backend, "node", o.NodeName, "interval", o.CollectInterval)
 
 	var runErr error
@@ -297,11 +305,36 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 	if err != nil {
 		return nil, err
 	}
+	models, err := sim.NewServer(sim.ServerConfig{CapacityRPS: s.ReplicaCapRPS, ServiceTime: s.ServiceTime, MaxStep: 5 * time.Second}, pods, load)
+	if err != nil {
+		return nil, err
+	}
 	return &backend{
 		sampler:     sampler,
 		close:       func() error { return nil },
 		loadHandler: sim.Handler(load, sampler),
+		models:      models,
 	}, nil
+}
+
+// stepModels advances the simulated model servers every second: their
+// queues integrate load over time, whoever scrapes them and how often.
+func stepModels(ctx context.Context, models *sim.Server, log *slog.Logger) {
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	failing := false
+	for {
+		err := models.Step(time.Now())
+		if err != nil && !failing {
+			log.Warn("stepping the simulated model servers", "err", err)
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
 }
 
 func startIndex(ctx context.Context, idx *podindex.Index, log *slog.Logger) error {

@@ -159,7 +159,7 @@ func (r *Controller) evaluate(ctx context.Context, s *v1alpha1.InferenceScaler, 
 	}
 
 	var in autoscaling.Inputs
-	if m := s.Spec.Metric; m.Type == v1alpha1.ExternalMetric && m.Selector == nil {
+	if needsPodSelector(&s.Spec) {
 		d := &appsv1.Deployment{}
 		switch err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: target}, d); {
 		case apierrors.IsNotFound(err):
@@ -286,7 +286,12 @@ func (r *Controller) mirror(s *v1alpha1.InferenceScaler, hpa *autoscalingv2.Hori
 	}
 	st.CurrentReplicas = hs.CurrentReplicas
 	st.DesiredReplicas = hs.DesiredReplicas
-	st.CurrentMetricValue = autoscaling.CurrentMetricValue(hs, metricName(s))
+	st.CurrentMetrics = autoscaling.CurrentMetrics(hs, autoscaling.Metrics(&s.Spec))
+	st.CurrentMetricValue = nil
+	if len(st.CurrentMetrics) > 0 && st.CurrentMetrics[0].Value != nil {
+		v := st.CurrentMetrics[0].Value.DeepCopy()
+		st.CurrentMetricValue = &v
+	}
 	for _, c := range autoscaling.MirrorConditions(hs.Conditions, s.Generation, now) {
 		c.Message = truncate(c.Message)
 		meta.SetStatusCondition(&st.Conditions, c)
@@ -426,11 +431,24 @@ func splitNames(s string) []string {
 	return strings.Split(s, ",")
 }
 
+// metricName names the scaler's metrics for messages.
 func metricName(s *v1alpha1.InferenceScaler) string {
-	if s.Spec.Metric.Name != "" {
-		return s.Spec.Metric.Name
+	var names []string
+	for _, m := range autoscaling.Metrics(&s.Spec) {
+		names = append(names, m.Name)
 	}
-	return v1alpha1.DefaultMetricName
+	return strings.Join(names, " and ")
+}
+
+// needsPodSelector: an External metric without a selector reads the
+// target Deployment's pod selector.
+func needsPodSelector(spec *v1alpha1.InferenceScalerSpec) bool {
+	for _, m := range autoscaling.Metrics(spec) {
+		if m.Type == v1alpha1.ExternalMetric && m.Selector == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // isDeploymentRef: an HPA target that is a Deployment, however its API

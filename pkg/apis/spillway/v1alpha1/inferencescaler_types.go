@@ -125,6 +125,16 @@ type ScalerMetric struct {
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 }
 
+// MetricReading is the HPA's last reading of one metric.
+type MetricReading struct {
+	// Name and Type identify the metric as in spec.
+	Name string     `json:"name"`
+	Type MetricType `json:"type"`
+	// Value is the per-pod average the HPA read; absent while it has none.
+	// +optional
+	Value *resource.Quantity `json:"value,omitempty"`
+}
+
 // Schedule is a recurring window that raises the replica floor: the tidal
 // pre-warm before a known daily peak.
 type Schedule struct {
@@ -171,7 +181,15 @@ type Fallback struct {
 	Replicas int32 `json:"replicas"`
 }
 
+// BehaviorPreset names a ready-made HPA behavior.
+type BehaviorPreset string
+
+// BehaviorLLMServing: fast up, slow down (see spec.behaviorPreset).
+const BehaviorLLMServing BehaviorPreset = "LLMServing"
+
 // InferenceScalerSpec is the desired scaling of one predictor.
+// +kubebuilder:validation:XValidation:rule="!has(self.metric) || !has(self.metrics)",message="set metric or metrics, not both"
+// +kubebuilder:validation:XValidation:rule="!has(self.behavior) || !has(self.behaviorPreset)",message="set behavior or behaviorPreset, not both"
 // +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="minReplicas must be less than or equal to maxReplicas"
 // +kubebuilder:validation:XValidation:rule="!has(self.schedules) || self.schedules.all(s, s.minReplicas <= self.maxReplicas)",message="every schedule's minReplicas must be less than or equal to maxReplicas"
 // +kubebuilder:validation:XValidation:rule="!has(self.fallback) || self.fallback.replicas <= self.maxReplicas",message="fallback.replicas must be less than or equal to maxReplicas"
@@ -186,12 +204,29 @@ type InferenceScalerSpec struct {
 	// MaxReplicas caps every floor and the HPA.
 	// +kubebuilder:validation:Minimum=1
 	MaxReplicas int32 `json:"maxReplicas"`
-	// Metric is what the HPA scales on.
-	// +kubebuilder:default={}
+	// Metric is the one metric the HPA scales on (arena's shape). Without
+	// metric and metrics: DCGM_CUSTOM_PROCESS_SM_UTIL, type Pods, target 50.
 	// +optional
-	Metric ScalerMetric `json:"metric,omitempty"`
+	Metric *ScalerMetric `json:"metric,omitempty"`
+	// Metrics are several metrics for one HPA, e.g. vLLM's waiting requests
+	// with SM utilization as a second signal: the HPA computes a replica
+	// count for each and takes the largest. Set metric or metrics, not both.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:XValidation:rule="self.all(m, self.exists_one(n, n.name == m.name && n.type == m.type))",message="metrics must not name the same metric and type twice"
+	// +listType=atomic
+	// +optional
+	Metrics []ScalerMetric `json:"metrics,omitempty"`
+	// BehaviorPreset fills the HPA's behavior when spec.behavior is unset:
+	// LLMServing scales up at once (the HPA's default: doubling or 4 pods
+	// every 15 s) and down slowly (after 5 minutes of lower
+	// recommendations, one pod a minute rather than all surplus at once),
+	// because a model server's replica takes minutes to start and a queue
+	// refills as soon as capacity goes. Empty: the HPA's defaults.
+	// +kubebuilder:validation:Enum=LLMServing
+	// +optional
+	BehaviorPreset BehaviorPreset `json:"behaviorPreset,omitempty"`
 	// Behavior is copied unchanged into the HPA (stabilization windows,
-	// policies, tolerance).
+	// policies, tolerance). It excludes behaviorPreset.
 	// +optional
 	Behavior *autoscalingv2.HorizontalPodAutoscalerBehavior `json:"behavior,omitempty"`
 	// Schedules raise the floor during recurring windows; overlapping windows
@@ -230,10 +265,15 @@ type InferenceScalerStatus struct {
 	CurrentReplicas int32 `json:"currentReplicas,omitempty"`
 	// +optional
 	DesiredReplicas int32 `json:"desiredReplicas,omitempty"`
-	// CurrentMetricValue is the HPA's last reading of the metric; absent
-	// (never zero) while the HPA has none.
+	// CurrentMetricValue is the HPA's last reading of the (first) metric;
+	// absent (never zero) while the HPA has none.
 	// +optional
 	CurrentMetricValue *resource.Quantity `json:"currentMetricValue,omitempty"`
+	// CurrentMetrics is the HPA's last reading of each metric, in spec
+	// order; a metric the HPA could not read has no value.
+	// +listType=atomic
+	// +optional
+	CurrentMetrics []MetricReading `json:"currentMetrics,omitempty"`
 	// EffectiveMinReplicas is the floor last written to the HPA.
 	// +optional
 	EffectiveMinReplicas int32 `json:"effectiveMinReplicas,omitempty"`
