@@ -297,6 +297,7 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 			// KEDA's APIService is not the adapter's to write.
 			checkSelfManagedAdapterTLS(t, r, names)
 		}},
+		{"adapter-metric-table", func(t *testing.T, r rendered) { checkAdapterMetricTable(t, r.objs) }},
 		{"prometheus-adapter-owns-all-metrics-apis", func(t *testing.T, r rendered) {
 			if n := r.count("APIService"); n != 0 {
 				t.Errorf("%d APIServices rendered with both groups off", n)

@@ -33,6 +33,11 @@ func Variants() []Variant {
 			"exporter.nvmlLibrary=/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", "exporter.logLevel=debug",
 		}},
 		{Name: "keda-owns-external-metrics", Set: []string{"adapter.apiServices.externalMetrics.enabled=false"}},
+		{Name: "adapter-metric-table", Set: []string{
+			"adapter.metrics[0].name=my_server_queue", "adapter.metrics[0].combine=Sum",
+			"adapter.metrics[0].podLabels[0]=kubernetes_pod_name", "adapter.metrics[0].namespaceLabels[0]=kubernetes_namespace",
+			`adapter.podSeriesSelector=job="kubernetes-pods"`,
+		}},
 		{Name: "prometheus-adapter-owns-all-metrics-apis", Set: []string{
 			"adapter.apiServices.customMetrics.enabled=false", "adapter.apiServices.externalMetrics.enabled=false",
 		}},

@@ -261,7 +261,8 @@ func (w *failingWatch) lastMessage() string {
 }
 
 // startPipeline starts the sim exporter with the workload's load set, a
-// Prometheus scraping it and the adapter (registering the metrics
+// Prometheus scraping it (and, through pod discovery, the simulated model
+// servers of every GPU pod) and the adapter (registering the metrics
 // APIServices), and returns the exporter's load URL. Cleanup stops them and unregisters the APIServices, so the
 // cluster is left without a metrics API as it was found.
 func startPipeline(t *testing.T, ctx context.Context, workload string, rps float64) string {
@@ -290,6 +291,7 @@ func startPipeline(t *testing.T, ctx context.Context, workload string, rps float
 	setLoad(t, exp.LoadURL, workload, rps)
 	prom, err := cluster.StartPrometheus(ctx, "prometheus", pipelineInterval, []localcluster.ScrapeTarget{
 		{Job: "spillway-gpu-exporter", Address: exp.MetricsAddr},
+		exp.ModelServers("model-servers", ""),
 	})
 	if err != nil {
 		t.Fatal(err)
