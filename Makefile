@@ -17,7 +17,7 @@ BIN     := $(CURDIR)/bin
 BINARIES := spillway-gpu-exporter spillway-metrics-adapter spillway-controller
 # Cluster-backed packages run one at a time: two control planes on 2 cores starve each other.
 E2E_TIMEOUT ?= 60m
-# Real time one compressed day takes in make bench-tidal (4 runs of it: ~50 min at 12m).
+# Real time one compressed day takes in make bench-tidal (6 runs of it: ~75 min at 12m).
 # A shorter day inflates fixed real-time lags: Karpenter removes an empty node ~25 s after
 # it empties (up to 10 s polling + 15 s validation + termination), which at 4m per day is
 # ~150 day-minutes of an idle cloud GPU per scale-in, at 12m ~50.
@@ -151,7 +151,7 @@ bench: control-plane build ## Go benchmarks (exporter collect+render, adapter se
 	go run ./test/bench/adaptercluster --bin-dir $(BIN)
 
 .PHONY: bench-tidal
-bench-tidal: control-plane build ## The tidal-day trace three ways: spillway, baseline HPA, oracle (~50 min; TIDAL_DAY=12m per run).
+bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run).
 	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --day-duration $(TIDAL_DAY)
 
 ##@ Packaging

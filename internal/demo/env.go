@@ -25,12 +25,15 @@ const SystemNamespace = "spillway-system"
 
 // Env is a cluster with spillway running against it.
 type Env struct {
-	Cluster     *localcluster.Cluster
-	Prometheus  *localcluster.Prometheus
-	LoadURL     string // the sim exporter's load endpoint
-	AdapterPort int
-	WebhookPort int
-	log         io.Writer
+	Cluster    *localcluster.Cluster
+	Prometheus *localcluster.Prometheus
+	LoadURL    string // the sim exporter's load endpoint
+	// ModelServerURL is the base URL of the simulated model servers
+	// (GET /pods lists their queues).
+	ModelServerURL string
+	AdapterPort    int
+	WebhookPort    int
+	log            io.Writer
 
 	// AdapterSelfMetricsAddr is host:port of the adapter's plain-HTTP
 	// /metrics (its own metrics, e.g. series rejections).
@@ -83,6 +86,7 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 		return nil, err
 	}
 	e.LoadURL = exp.LoadURL
+	e.ModelServerURL = "http://" + exp.ModelServerAddr
 	ctrl, err := StartController(ctx, c, o.BinDir, ctrlArgs)
 	if err != nil {
 		return nil, err
@@ -91,6 +95,7 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 	prom, err := c.StartPrometheus(ctx, "prometheus", o.CollectInterval, append([]localcluster.ScrapeTarget{
 		{Job: "spillway-gpu-exporter", Address: exp.MetricsAddr},
 		{Job: "spillway-controller", Address: ctrl.MetricsAddr},
+		exp.ModelServers("model-servers", PredictorApp),
 	}, o.ExtraScrapeTargets...))
 	if err != nil {
 		return nil, err

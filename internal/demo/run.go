@@ -18,6 +18,7 @@ import (
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/internal/scenario"
+	"github.com/spillway-dev/spillway/pkg/gpu/sim"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
@@ -43,8 +44,24 @@ type Run struct {
 	// ScaleDownWindow is the HPA's scale-down stabilization window; by
 	// default the HPA's own 5 minutes, compressed like the day.
 	ScaleDownWindow time.Duration
-	Table           io.Writer // live table; nil for none
+	// OnQueue scales on the model servers' queue (QueueScaling) instead
+	// of SM utilization alone.
+	OnQueue bool
+	Table   io.Writer // live table; nil for none
 }
+
+// QueueScaling is the InferenceScaler's metrics when a run scales on the
+// queue: vLLM's waiting requests (QueueTarget per pod) with SM utilization
+// kept as a second metric at QueueRunUtilTarget. A queue only forms past a
+// replica's capacity, so with the second metric at the SM-only run's 50 %
+// the queue would never act; the point of scaling on it is to let
+// utilization run hotter and count on the queue when load outruns it.
+const (
+	QueueTarget        = 2
+	QueueRunUtilTarget = 80
+	// QueueSLO is the time in queue above which a minute is over the SLO.
+	QueueSLO = 2 * time.Second
+)
 
 // Result is what a run recorded.
 type Result struct {
@@ -61,6 +78,15 @@ type Result struct {
 // SeedObjects are the seed's predictor Deployment, ResourcePolicy and
 // InferenceScaler for a namespace.
 func SeedObjects(ns string, withPolicy bool, scaleDownWindow time.Duration) string {
+	return seedObjects(ns, withPolicy, false, scaleDownWindow)
+}
+
+func seedObjects(ns string, withPolicy, onQueue bool, scaleDownWindow time.Duration) string {
+	metric := fmt.Sprintf("metric: {name: %s, type: Pods, target: 50}", metricnames.ProcessSMUtil)
+	if onQueue {
+		metric = fmt.Sprintf("metrics:\n  - {name: %q, type: Pods, target: %d}\n  - {name: %s, type: Pods, target: %d}",
+			metricnames.VLLMRequestsWaiting, QueueTarget, metricnames.ProcessSMUtil, QueueRunUtilTarget)
+	}
 	objs := fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata:
@@ -97,7 +123,7 @@ spec:
   scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: %[2]s}
   minReplicas: 1
   maxReplicas: 3
-  metric: {name: %[4]s, type: Pods, target: 50}
+  %[4]s
   behavior:
     scaleUp:
       stabilizationWindowSeconds: 0
@@ -105,7 +131,7 @@ spec:
     scaleDown:
       stabilizationWindowSeconds: %[5]d
       policies: [{type: Pods, value: 1, periodSeconds: 5}]
-`, ns, Predictor, PredictorApp, metricnames.ProcessSMUtil, int(scaleDownWindow.Seconds()))
+`, ns, Predictor, PredictorApp, metric, int(scaleDownWindow.Seconds()))
 	if withPolicy {
 		objs += fmt.Sprintf(`---
 apiVersion: spillway.dev/v1alpha1
@@ -144,7 +170,7 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 	if r.ScaleDownWindow == 0 {
 		r.ScaleDownWindow = CompressedWindow(5*time.Minute, r.DayDuration)
 	}
-	if err := e.Cluster.Apply(ctx, []byte(SeedObjects(r.Namespace, r.WithPolicy, r.ScaleDownWindow))); err != nil {
+	if err := e.Cluster.Apply(ctx, []byte(seedObjects(r.Namespace, r.WithPolicy, r.OnQueue, r.ScaleDownWindow))); err != nil {
 		return nil, err
 	}
 	first, last := r.Trace.Span()
@@ -237,7 +263,7 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 		case <-tick.C:
 		}
 	}
-	res.Figures = tl.Compute(scenario.Seed.TargetUtil, scenario.Seed.OnPremSlots)
+	res.Figures = tl.Compute(scenario.Seed.TargetUtil, scenario.Seed.OnPremSlots, QueueSLO)
 	return res, nil
 }
 
@@ -306,7 +332,47 @@ func (e *Env) sample(ctx context.Context, ns string) (s scenario.Sample, seen []
 		s.Ready = int(d.Status.ReadyReplicas)
 	}
 	s.PodUtil = e.podUtil(ctx, ns)
+	s.QueueSeconds = e.queueSeconds(ctx, ns)
 	return s, seen, live, nil
+}
+
+// queueSeconds is the mean time in queue of a request arriving now at the
+// namespace's predictors: the simulated model servers' queue times weighted
+// by their arrival rates (0 when nothing arrives). NaN when unknown.
+func (e *Env) queueSeconds(ctx context.Context, ns string) float64 {
+	if e.ModelServerURL == "" {
+		return math.NaN()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.ModelServerURL+"/pods", nil)
+	if err != nil {
+		return math.NaN()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return math.NaN()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var states []sim.ServerState
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&states) != nil {
+		return math.NaN()
+	}
+	var weighted, rate float64
+	seen := false
+	for _, st := range states {
+		if st.Namespace != ns {
+			continue
+		}
+		seen = true
+		weighted += st.ArrivalRPS * st.QueueTime
+		rate += st.ArrivalRPS
+	}
+	switch {
+	case !seen:
+		return math.NaN()
+	case rate == 0:
+		return 0
+	}
+	return weighted / rate
 }
 
 func hasTaint(taints []corev1.Taint, key string) bool {

@@ -39,7 +39,8 @@ func (s Sizing) Util(rps float64, replicas int) float64 {
 // replicas, on-prem first, cloud nodes that appear and vanish instantly.
 func Oracle(t *Trace, s Sizing) Figures {
 	first, last := t.Span()
-	// The oracle is never over target, so it has no time to elastic.
+	// The oracle is never over target, so it has no time to elastic; its
+	// replicas never pass capacity, so nothing ever queues.
 	f := Figures{TimeToElastic: -1}
 	var onPremBusy, onPremTotal float64
 	prev := -1

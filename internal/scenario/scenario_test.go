@@ -129,7 +129,7 @@ func TestTimelineCompute(t *testing.T) {
 		Removals:            []Removal{{Pod: "b", Pool: "elastic", Reason: ReasonNodeRemoved}},
 		FirstElasticRunning: 10 * time.Second,
 	}
-	f := tl.Compute(50, 1)
+	f := tl.Compute(50, 1, 2*time.Second)
 	if f.CloudGPUMinutes != 20 {
 		t.Errorf("cloud GPU-minutes = %v, want 20", f.CloudGPUMinutes)
 	}
@@ -150,6 +150,35 @@ func TestTimelineCompute(t *testing.T) {
 	}
 	if f.ElasticRemovals != 1 || f.OnPremRemovals != 0 || f.Evictions != 1 {
 		t.Errorf("removals = %d elastic %d on-prem %d evicted", f.ElasticRemovals, f.OnPremRemovals, f.Evictions)
+	}
+}
+
+// Time in queue: minutes over the SLO and the 95th percentile weigh each
+// sample by the day minutes it holds; samples without a reading are left
+// out, and a run with none has no figure (NaN), never 0.
+func TestQueueFigures(t *testing.T) {
+	at := func(minute, q float64) Sample { return Sample{DayMinute: minute, QueueSeconds: q} }
+	tl := &Timeline{Samples: []Sample{at(0, 0), at(50, 3), at(54, math.NaN()), at(60, 1), at(100, 0)}}
+	f := tl.Compute(50, 1, 2*time.Second)
+	// 50 min at 0, 4 at 3 s, 40 at 1 s (the NaN sample's 6 minutes are out).
+	if f.MinutesOverSLO != 4 {
+		t.Errorf("minutes over SLO = %v, want 4", f.MinutesOverSLO)
+	}
+	// Of 94 minutes, 95 % is 89.3: 50 at 0 s and 40 at 1 s reach it.
+	if f.QueueP95 != 1 {
+		t.Errorf("p95 = %v, want 1", f.QueueP95)
+	}
+	// With the 1 s minutes shorter, the 3 s minutes hold the 95th percentile.
+	tl.Samples[3].DayMinute, tl.Samples[4].DayMinute = 60, 70
+	if g := tl.Compute(50, 1, 2*time.Second); g.QueueP95 != 3 {
+		t.Errorf("p95 = %v, want 3", g.QueueP95)
+	}
+	none := (&Timeline{Samples: []Sample{at(0, math.NaN()), at(10, math.NaN())}}).Compute(50, 1, time.Second)
+	if !math.IsNaN(none.MinutesOverSLO) || !math.IsNaN(none.QueueP95) {
+		t.Errorf("without readings: %v, %v; want NaN", none.MinutesOverSLO, none.QueueP95)
+	}
+	if o := Oracle(&Trace{Points: []Point{{0, 2}, {10, 13}}}, Seed); o.MinutesOverSLO != 0 || o.QueueP95 != 0 {
+		t.Errorf("oracle queue figures = %v, %v; want 0 (it never exceeds capacity)", o.MinutesOverSLO, o.QueueP95)
 	}
 }
 

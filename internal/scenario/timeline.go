@@ -31,6 +31,10 @@ type Sample struct {
 	// nodes: the cloud time the autoscaling decisions asked for, without
 	// the time nodes take to appear and to go.
 	ElasticPodGPUs int
+	// QueueSeconds is how long a request arriving now waits for a batch
+	// slot, on average over the requests arriving (the model servers'
+	// queue times weighted by their arrival rates); NaN when unknown.
+	QueueSeconds float64
 }
 
 // MeanUtil is the mean served utilization, or NaN when none was served.
@@ -89,12 +93,20 @@ type Figures struct {
 	ElasticRemovals int
 	// Evictions are removals whose node was being removed under the pod.
 	Evictions int
+	// MinutesOverSLO are day minutes whose QueueSeconds exceeded the SLO;
+	// QueueP95 is the 95th percentile of QueueSeconds over day minutes.
+	// Both are NaN when no sample had a queue reading.
+	MinutesOverSLO float64
+	QueueP95       float64
 }
 
 // Compute derives the figures from a timeline. Each sample's state is held
-// until the next sample (left Riemann sum over day minutes).
-func (tl *Timeline) Compute(target float64, onPremGPUs int) Figures {
-	f := Figures{TimeToElastic: -1}
+// until the next sample (left Riemann sum over day minutes). slo is the
+// time in queue above which a minute counts as over the SLO.
+func (tl *Timeline) Compute(target float64, onPremGPUs int, slo time.Duration) Figures {
+	f := Figures{TimeToElastic: -1, MinutesOverSLO: math.NaN(), QueueP95: math.NaN()}
+	type weighted struct{ q, dt float64 }
+	var queue []weighted
 	var busy, total float64
 	firstOver := time.Duration(-1)
 	for i, s := range tl.Samples {
@@ -117,6 +129,9 @@ func (tl *Timeline) Compute(target float64, onPremGPUs int) Figures {
 		if !math.IsNaN(mean) && mean > target {
 			f.MinutesOverTarget += dt
 		}
+		if !math.IsNaN(s.QueueSeconds) {
+			queue = append(queue, weighted{s.QueueSeconds, dt})
+		}
 		if onPremGPUs > 0 {
 			total += float64(onPremGPUs) * dt
 			if !math.IsNaN(mean) {
@@ -126,6 +141,25 @@ func (tl *Timeline) Compute(target float64, onPremGPUs int) Figures {
 	}
 	if total > 0 {
 		f.OnPremUtilization = busy / total * 100
+	}
+	if len(queue) > 0 {
+		f.MinutesOverSLO = 0
+		var all float64
+		for _, w := range queue {
+			all += w.dt
+			if w.q > slo.Seconds() {
+				f.MinutesOverSLO += w.dt
+			}
+		}
+		sort.Slice(queue, func(i, j int) bool { return queue[i].q < queue[j].q })
+		var acc float64
+		for _, w := range queue {
+			acc += w.dt
+			if acc >= 0.95*all {
+				f.QueueP95 = w.q
+				break
+			}
+		}
 	}
 	if firstOver >= 0 && tl.FirstElasticRunning > 0 {
 		f.TimeToElastic = max(0, tl.FirstElasticRunning-firstOver)
@@ -148,13 +182,17 @@ func (tl *Timeline) Compute(target float64, onPremGPUs int) Figures {
 func (tl *Timeline) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write([]string{"elapsed_s", "day_minute", "day_time", "demand_rps", "mean_util", "pod_utils",
-		"desired", "ready", "pods_onprem", "pods_elastic", "pods_pending", "nodes_onprem", "nodes_elastic", "elastic_gpus", "elastic_pod_gpus"}); err != nil {
+		"desired", "ready", "pods_onprem", "pods_elastic", "pods_pending", "nodes_onprem", "nodes_elastic", "elastic_gpus", "elastic_pod_gpus", "queue_s"}); err != nil {
 		return err
 	}
 	for _, s := range tl.Samples {
 		mean := ""
 		if m := s.MeanUtil(); !math.IsNaN(m) {
 			mean = strconv.FormatFloat(m, 'f', 1, 64)
+		}
+		queue := ""
+		if !math.IsNaN(s.QueueSeconds) {
+			queue = strconv.FormatFloat(s.QueueSeconds, 'f', 2, 64)
 		}
 		if err := cw.Write([]string{
 			strconv.FormatFloat(s.Elapsed.Seconds(), 'f', 1, 64),
@@ -165,7 +203,7 @@ func (tl *Timeline) WriteCSV(w io.Writer) error {
 			PodUtils(s.PodUtil),
 			strconv.Itoa(s.Desired), strconv.Itoa(s.Ready),
 			strconv.Itoa(s.PodsOnPrem), strconv.Itoa(s.PodsElastic), strconv.Itoa(s.PodsPending),
-			strconv.Itoa(s.NodesOnPrem), strconv.Itoa(s.NodesElastic), strconv.Itoa(s.ElasticGPUs), strconv.Itoa(s.ElasticPodGPUs),
+			strconv.Itoa(s.NodesOnPrem), strconv.Itoa(s.NodesElastic), strconv.Itoa(s.ElasticGPUs), strconv.Itoa(s.ElasticPodGPUs), queue,
 		}); err != nil {
 			return err
 		}

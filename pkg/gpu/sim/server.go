@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -196,10 +197,16 @@ const QueueTimeMetric = "spillway_sim_queue_time_seconds"
 // ServeHTTP serves GET /pods/<namespace>/<name>/metrics: the pod's server
 // gauges in vLLM's names, as Prometheus would scrape them from the pod
 // itself (pod discovery rewrites the address to this server and keeps the
-// pod's IP as instance). Unknown pods are 404.
+// pod's IP as instance). Unknown pods are 404. GET /pods lists every pod's
+// ServerState as JSON (benchmarks read time in queue from it).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		http.Error(w, "only GET", http.StatusMethodNotAllowed)
+		return
+	}
+	if strings.Trim(r.URL.Path, "/") == "pods" {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.States())
 		return
 	}
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")

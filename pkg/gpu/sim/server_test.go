@@ -109,6 +109,7 @@ func TestServerHTTP(t *testing.T) {
 			"# TYPE " + QueueTimeMetric + " gauge",
 		}},
 		{"/pods/llm/b/metrics", 404, []string{"no running GPU pod llm/b"}},
+		{"/pods", 200, []string{`"namespace":"llm","name":"a","arrivalRPS":4,"waiting":0,"running":4,"kvCacheUsage":0.4`}},
 		{"/metrics", 404, []string{"want /pods/<namespace>/<name>/metrics"}},
 	} {
 		resp, err := http.Get(srv.URL + c.path)

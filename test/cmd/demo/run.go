@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,7 +162,7 @@ type row struct {
 }
 
 func figuresTable(w io.Writer, rows []row, oracle scenario.Figures) {
-	fmt.Fprintf(w, "| run | cloud GPU-min | ratio to oracle | of which pods held | on-prem util %% | min over target | scale events | first over-target → elastic pod Running | removed on-prem / elastic | evicted by node removal |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| run | cloud GPU-min | ratio to oracle | of which pods held | on-prem util %% | min over target | min over %s in queue | p95 time in queue | scale events | first over-target → elastic pod Running | removed on-prem / elastic | evicted by node removal |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n", demo.QueueSLO)
 	for _, r := range rows {
 		ratio := "-"
 		if oracle.CloudGPUMinutes > 0 {
@@ -171,26 +172,36 @@ func figuresTable(w io.Writer, rows []row, oracle scenario.Figures) {
 		if r.f.TimeToElastic >= 0 {
 			tte = r.f.TimeToElastic.Round(time.Second).String()
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %s | %.0f | %.1f | %.0f | %d | %s | %d / %d | %d |\n", r.name, r.f.CloudGPUMinutes, ratio, r.f.CloudPodGPUMinutes,
-			r.f.OnPremUtilization, r.f.MinutesOverTarget, r.f.ScaleEvents, tte, r.f.OnPremRemovals, r.f.ElasticRemovals, r.f.Evictions)
+		slo, p95 := "-", "-"
+		if !math.IsNaN(r.f.MinutesOverSLO) {
+			slo, p95 = fmt.Sprintf("%.0f", r.f.MinutesOverSLO), fmt.Sprintf("%.1f s", r.f.QueueP95)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %.0f | %.1f | %.0f | %s | %s | %d | %s | %d / %d | %d |\n", r.name, r.f.CloudGPUMinutes, ratio, r.f.CloudPodGPUMinutes,
+			r.f.OnPremUtilization, r.f.MinutesOverTarget, slo, p95, r.f.ScaleEvents, tte, r.f.OnPremRemovals, r.f.ElasticRemovals, r.f.Evictions)
 	}
 }
 
 func bench(ctx context.Context, env *demo.Env, o options, traces map[string]*scenario.Trace) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# tidal benchmark\n\n24 h compressed into %s per run (one real second is %.1f day-minutes); figures in day-minutes. HPA scale-down window %s.\n",
-		o.dayDuration, 24*60/o.dayDuration.Seconds(), demo.CompressedWindow(5*time.Minute, o.dayDuration))
+	fmt.Fprintf(&b, "# tidal benchmark\n\n24 h compressed into %s per run (one real second is %.1f day-minutes); figures in day-minutes. HPA scale-down window %s.\n"+
+		"Time in queue is the simulated model servers' (real seconds: the servers run in real time), averaged over the requests arriving; the SLO is %s.\n",
+		o.dayDuration, 24*60/o.dayDuration.Seconds(), demo.CompressedWindow(5*time.Minute, o.dayDuration), demo.QueueSLO)
 	for _, name := range []string{"tidal-day", "tidal-day-restart"} {
 		trace := traces[name]
 		oracle := scenario.Oracle(trace, scenario.Seed)
 		rows := []row{}
 		for _, v := range []struct {
-			label  string
-			policy bool
-		}{{"spillway (ResourcePolicy + InferenceScaler)", true}, {"baseline (same HPA, no ResourcePolicy)", false}} {
-			ns := fmt.Sprintf("bench-%s-%t", name, v.policy)
+			label   string
+			policy  bool
+			onQueue bool
+		}{
+			{"spillway (ResourcePolicy + InferenceScaler on SM util)", true, false},
+			{fmt.Sprintf("spillway on the queue (waiting %d/pod, SM util %d as second metric)", demo.QueueTarget, demo.QueueRunUtilTarget), true, true},
+			{"baseline (same HPA on SM util, no ResourcePolicy)", false, false},
+		} {
+			ns := fmt.Sprintf("bench-%s-%t-%t", name, v.policy, v.onQueue)
 			fmt.Fprintf(os.Stderr, "== %s: %s\n", name, v.label)
-			res, err := env.Play(ctx, demo.Run{Namespace: ns, Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: v.policy, Table: os.Stderr})
+			res, err := env.Play(ctx, demo.Run{Namespace: ns, Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: v.policy, OnQueue: v.onQueue, Table: os.Stderr})
 			if err != nil {
 				return err
 			}
