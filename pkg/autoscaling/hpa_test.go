@@ -176,7 +176,9 @@ func TestDesiredHPARejects(t *testing.T) {
 		want   string
 		is     error
 	}{
-		{"external without any selector", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric = &v1alpha1.ScalerMetric{Type: v1alpha1.ExternalMetric} }, Inputs{}, "pod selector is unknown", ErrPodSelectorUnknown},
+		{"external without any selector", func(s *v1alpha1.InferenceScaler) {
+			s.Spec.Metric = &v1alpha1.ScalerMetric{Type: v1alpha1.ExternalMetric}
+		}, Inputs{}, "pod selector is unknown", ErrPodSelectorUnknown},
 		{"statefulset", func(s *v1alpha1.InferenceScaler) { s.Spec.ScaleTargetRef.Kind = "StatefulSet" }, Inputs{}, "is not an apps/v1 Deployment", nil},
 		{"zero target", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric = &v1alpha1.ScalerMetric{Target: &zero} }, Inputs{}, "metric.target 0 is not above zero", nil},
 		{"selector with pods", func(s *v1alpha1.InferenceScaler) {

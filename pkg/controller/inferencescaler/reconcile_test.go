@@ -521,7 +521,9 @@ func TestInvalidSpecReported(t *testing.T) {
 			s.Spec.Schedules = []v1alpha1.Schedule{{Name: "peak", Cron: "0 9 * * *", TimeZone: "Mars/Olympus", Duration: metav1.Duration{Duration: time.Hour}, MinReplicas: 2}}
 		}, []string{`timeZone "Mars/Olympus" is not a known IANA zone`}},
 		{"unknown kind", func(s *v1alpha1.InferenceScaler) { s.Spec.ScaleTargetRef.Kind = "StatefulSet" }, []string{"is not an apps/v1 Deployment"}},
-		{"zero target", func(s *v1alpha1.InferenceScaler) { s.Spec.Metric = &v1alpha1.ScalerMetric{Target: ptr.To(resource.MustParse("0"))} }, []string{"metric.target 0 is not above zero"}},
+		{"zero target", func(s *v1alpha1.InferenceScaler) {
+			s.Spec.Metric = &v1alpha1.ScalerMetric{Target: ptr.To(resource.MustParse("0"))}
+		}, []string{"metric.target 0 is not above zero"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
