@@ -68,6 +68,22 @@ func Fleet() Dashboard {
 	l.add(12, 8, timeseries("GPU memory used by pod", "Sum over the pod's processes and GPUs.", "decmbytes",
 		target(fmt.Sprintf(`sum by (%s) (%s%s)`, podBy, mn.ProcessMemUsed, gpuSel), podLegend)))
 
+	// LLM servers' own gauges, as pod discovery labels them (namespace, pod):
+	// the queue signal the adapter serves next to SM utilization.
+	llmSel := `{namespace=~"$namespace"}`
+	l.row("LLM servers: queue and KV cache")
+	l.add(8, 8, timeseries("Requests waiting by pod",
+		fmt.Sprintf("%s: requests queued for a batch slot, summed over the pod's series (what the adapter serves). Past a replica's capacity SM utilization stays near 100 %% while this keeps growing.", mn.VLLMRequestsWaiting),
+		"short", target(fmt.Sprintf(`sum by (namespace, pod) (%s%s)`, mn.VLLMRequestsWaiting, llmSel), "{{namespace}}/{{pod}}")))
+	l.add(8, 8, timeseries("Requests running by pod",
+		fmt.Sprintf("%s: requests in the running batch.", mn.VLLMRequestsRunning),
+		"short", target(fmt.Sprintf(`sum by (namespace, pod) (%s%s)`, mn.VLLMRequestsRunning, llmSel), "{{namespace}}/{{pod}}")))
+	kv := timeseries("KV-cache usage by pod",
+		fmt.Sprintf("%s (a fraction despite its name), the fullest of the pod's series: near 1 a replica is about to queue.", mn.VLLMKVCacheUsage),
+		"percentunit", target(fmt.Sprintf(`max by (namespace, pod) (%s%s)`, mn.VLLMKVCacheUsage, llmSel), "{{namespace}}/{{pod}}"))
+	kv.FieldConfig.Defaults.Min, kv.FieldConfig.Defaults.Max = ptr(0.0), ptr(1.0)
+	l.add(8, 8, kv)
+
 	// Placement: pods carry spillway.dev/unit and spillway.dev/policy, which
 	// kube-state-metrics exposes as label_spillway_dev_unit/_policy once
 	// allowed (--metric-labels-allowlist=pods=[spillway.dev/unit,spillway.dev/policy]).

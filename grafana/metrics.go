@@ -77,7 +77,7 @@ func SpillwayMetrics() []Metric {
 
 // ThirdPartyMetrics are the families from outside spillway that dashboards
 // and alerts may read: kube-state-metrics (HPAs, pods, the exporter's
-// DaemonSet) and Prometheus's own per-target series.
+// DaemonSet), Prometheus's own per-target series, and vLLM's gauges.
 var ThirdPartyMetrics = []Metric{
 	{"up", Gauge},
 	{"kube_horizontalpodautoscaler_status_desired_replicas", Gauge},
@@ -92,6 +92,10 @@ var ThirdPartyMetrics = []Metric{
 	{"kube_pod_info", Gauge},
 	{"kube_daemonset_status_desired_number_scheduled", Gauge},
 	{"kube_daemonset_status_number_ready", Gauge},
+	// Model servers' own gauges (vLLM), scraped from the pods.
+	{mn.VLLMRequestsWaiting, Gauge},
+	{mn.VLLMRequestsRunning, Gauge},
+	{mn.VLLMKVCacheUsage, Gauge},
 }
 
 // SeriesNames expands families into the series names a query may select:
