@@ -46,6 +46,15 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	procs []*Process
+	// stops end the cluster's background work (pod discovery) on Stop.
+	stops []func()
+}
+
+// onStop registers f to run when the cluster stops.
+func (c *Cluster) onStop(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stops = append(c.stops, f)
 }
 
 type ports struct {
@@ -74,9 +83,12 @@ func (c *Cluster) Host() string { return c.cfg.Host }
 // the temporary directory when it made one.
 func (c *Cluster) Stop() error {
 	c.mu.Lock()
-	procs := c.procs
-	c.procs = nil
+	procs, stops := c.procs, c.stops
+	c.procs, c.stops = nil, nil
 	c.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
 	var errs []error
 	for i := len(procs) - 1; i >= 0; i-- {
 		if err := procs[i].Stop(); err != nil {

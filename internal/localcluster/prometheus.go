@@ -2,14 +2,18 @@ package localcluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // ScrapeTarget is one job Prometheus scrapes over plain HTTP.
@@ -26,12 +30,14 @@ type ScrapeTarget struct {
 }
 
 // PodDiscovery scrapes the cluster's pods the way a real cluster's
-// Prometheus does (kubernetes_sd_configs, role pod, against this cluster's
-// API server): one target per running pod with an IP, labelled namespace
-// and pod, with instance = <pod IP>:Port. kwok pods have no network, so the
-// address scraped is rewritten to Address (the simulated model servers) and
-// the path to /pods/<namespace>/<name>/metrics; instance keeps the pod's
-// IP, exactly what the adapter's provenance check reads.
+// Prometheus does with Kubernetes pod discovery and the usual relabeling:
+// one target per running pod with an IP, labelled namespace and pod, with
+// instance = <pod IP>:Port. Debian's Prometheus is built without
+// Kubernetes discovery, so the cluster plays that part: it lists the pods
+// every second into a file-discovery file. kwok pods have no network, so
+// the address scraped is Address (the simulated model servers) and the
+// path /pods/<namespace>/<name>/metrics; instance keeps the pod's IP,
+// exactly what the adapter's provenance check reads.
 type PodDiscovery struct {
 	// Label is a label key=value a pod must carry to be scraped; an empty
 	// Label scrapes every pod.
@@ -71,7 +77,14 @@ func (c *Cluster) StartPrometheus(ctx context.Context, name string, interval tim
 			path = "/metrics"
 		}
 		if t.Pods != nil {
-			writePodDiscovery(&b, t, c.KubeconfigPath())
+			file := filepath.Join(dir, fmt.Sprintf("%s-%d-targets.json", t.Job, port))
+			if err := os.WriteFile(file, []byte("[]"), 0o644); err != nil {
+				return nil, err
+			}
+			writePodDiscovery(&b, t, file)
+			dctx, cancel := context.WithCancel(context.Background())
+			c.onStop(cancel)
+			go c.discoverPods(dctx, *t.Pods, t.Address, file)
 			continue
 		}
 		fmt.Fprintf(&b, "- job_name: %q\n  metrics_path: %q\n  honor_labels: %t\n  static_configs:\n  - targets: [%q]\n", t.Job, path, t.HonorLabels, t.Address)
@@ -128,54 +141,62 @@ func (p *Prometheus) Stop() error {
 	return p.proc.Stop()
 }
 
-// writePodDiscovery writes a kubernetes_sd job for t (see PodDiscovery).
-func writePodDiscovery(b *strings.Builder, t ScrapeTarget, kubeconfig string) {
-	keep := ""
-	if t.Pods.Label != "" {
-		keep = fmt.Sprintf("\n  - source_labels: [__meta_kubernetes_pod_label_%s]\n    regex: %s\n    action: keep", sdLabelName(t.Pods.Label), regexpQuote(t.Pods.Value))
+// writePodDiscovery writes a file-discovery job for t (see PodDiscovery)
+// reading targets from file.
+func writePodDiscovery(b *strings.Builder, t ScrapeTarget, file string) {
+	fmt.Fprintf(b, "- job_name: %q\n  honor_labels: %t\n  file_sd_configs:\n  - files: [%q]\n    refresh_interval: 1s\n", t.Job, t.HonorLabels, file)
+}
+
+// fileTarget is one entry of a Prometheus file-discovery file.
+type fileTarget struct {
+	Targets []string          `json:"targets"`
+	Labels  map[string]string `json:"labels"`
+}
+
+// discoverPods keeps file listing, once a second until ctx ends, one target
+// per running pod with an IP that carries the discovery's label: what
+// Kubernetes pod discovery with the usual relabeling yields (namespace,
+// pod, instance = <pod IP>:port), with the address and path pointed at the
+// simulated servers. The file is replaced atomically.
+func (c *Cluster) discoverPods(ctx context.Context, d PodDiscovery, address, file string) {
+	sel := ""
+	if d.Label != "" {
+		sel = d.Label + "=" + d.Value
 	}
-	fmt.Fprintf(b, `- job_name: %q
-  honor_labels: %t
-  kubernetes_sd_configs:
-  - role: pod
-    kubeconfig_file: %q
-  relabel_configs:%s
-  - source_labels: [__meta_kubernetes_pod_phase]
-    regex: Running
-    action: keep
-  - source_labels: [__meta_kubernetes_pod_ip]
-    regex: (.+)
-    action: keep
-  - source_labels: [__meta_kubernetes_pod_ip]
-    regex: (.+)
-    replacement: ${1}:%d
-    target_label: instance
-  - source_labels: [__meta_kubernetes_namespace]
-    target_label: namespace
-  - source_labels: [__meta_kubernetes_pod_name]
-    target_label: pod
-  - source_labels: [__meta_kubernetes_namespace, __meta_kubernetes_pod_name]
-    separator: /
-    regex: (.+)
-    replacement: /pods/${1}/metrics
-    target_label: __metrics_path__
-  - replacement: %q
-    target_label: __address__
-`, t.Job, t.HonorLabels, kubeconfig, keep, t.Pods.Port, t.Address)
-}
-
-// sdLabelName is how Prometheus's pod discovery spells a label key in its
-// meta label: every character outside [a-zA-Z0-9_] becomes '_'.
-func sdLabelName(key string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
-			return r
+	write := func() {
+		pods, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			return
 		}
-		return '_'
-	}, key)
-}
-
-// regexpQuote quotes a literal for a relabel regex, as a YAML string.
-func regexpQuote(v string) string {
-	return strconv.Quote(regexp.QuoteMeta(v))
+		targets := []fileTarget{}
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || p.DeletionTimestamp != nil {
+				continue
+			}
+			targets = append(targets, fileTarget{Targets: []string{address}, Labels: map[string]string{
+				"namespace":        p.Namespace,
+				"pod":              p.Name,
+				"instance":         net.JoinHostPort(p.Status.PodIP, strconv.Itoa(d.Port)),
+				"__metrics_path__": "/pods/" + p.Namespace + "/" + p.Name + "/metrics",
+			}})
+		}
+		data, err := json.Marshal(targets)
+		if err != nil {
+			return
+		}
+		tmp := file + ".tmp"
+		if os.WriteFile(tmp, data, 0o644) == nil {
+			_ = os.Rename(tmp, file)
+		}
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		write()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

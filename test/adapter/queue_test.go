@@ -71,8 +71,8 @@ func queueHPA(ns string, external bool) *autoscalingv2.HorizontalPodAutoscaler {
 // TestQueueMetricScalesThroughBothAPIs: the real HPA scales a predictor on
 // vllm:num_requests_waiting (a name with a colon, as vLLM spells it)
 // through custom.metrics.k8s.io and external.metrics.k8s.io. The series
-// come from the simulated model servers, found by Prometheus's own pod
-// discovery against the cluster, with instance = the pod's IP. At 24 req/s
+// come from the simulated model servers, scraped as pod targets with
+// instance = the pod's IP (localcluster.PodDiscovery). At 24 req/s
 // one replica (10 req/s) queues 14 more each second: 1 → 3; at 3 req/s the
 // queue stays empty: back to 1.
 func TestQueueMetricScalesThroughBothAPIs(t *testing.T) {
