@@ -107,11 +107,19 @@ func TestConfiguredRowAndForgedSeries(t *testing.T) {
 	createPredictor(t, ns)
 	setLoad(t, ns, 24) // one replica, no HPA: its queue grows 14 per second
 	ctx := context.Background()
-	pods, err := cluster.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
-	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("predictor pods: %v, %v", pods, err)
-	}
-	pod := pods.Items[0].Name
+	var pod string
+	framework.Eventually(t, time.Minute, time.Second, "the predictor pod running with an IP", func(ctx context.Context) (bool, string) {
+		pods, err := cluster.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range pods.Items {
+			if p.Status.PodIP != "" {
+				pod = p.Name
+			}
+		}
+		return pod != "", fmt.Sprintf("%d pods", len(pods.Items))
+	})
 	p.forger.set(fmt.Sprintf("%s{namespace=%q,pod=%q} 100000\n%s{namespace=%q} 100000\n",
 		metricnames.VLLMRequestsWaiting, ns, pod, metricnames.VLLMRequestsWaiting, ns))
 	t.Cleanup(func() { p.forger.set("") })
