@@ -61,15 +61,17 @@ type Result struct {
 	Warnings []string
 }
 
-// processKey tells series apart. Hostname and Instance are part of it so
-// that a series claiming another host never replaces the real one here,
-// before the adapter has checked provenance: it stays a separate series, and
-// is rejected. For series that are not per GPU, rest is every other label
-// but job, so that one target scraped by two jobs counts once, while a
-// server's series per model (a model_name label, say) stay apart.
+// processKey tells series apart. Hostname is part of it so that a series
+// claiming another host never replaces the real one here, before the
+// adapter has checked provenance: it stays a separate series, and is
+// rejected. For series that are not per GPU, rest fingerprints every label
+// but job (instance included, to the same end), so that one target scraped
+// by two jobs counts once, while a server's series per model (a model_name
+// label, say) stay apart. The key stays within 128 bytes: a bigger map key
+// is stored out of line, one allocation per series.
 type processKey struct {
-	metric, namespace, pod, gpu, pid, container, hostname, instance string
-	rest                                                            model.Fingerprint
+	metric, namespace, pod, gpu, pid, container, hostname string
+	rest                                                  model.Fingerprint
 }
 
 // Decode validates an instant-query result for q. Anything but a vector is
@@ -129,7 +131,7 @@ func Decode(v model.Value, q Query) (Result, error) {
 			Timestamp: s.Timestamp.Time(),
 		}
 		key := processKey{metric: name, namespace: ns, pod: pod, gpu: gpu, pid: sample.PID, container: sample.Container,
-			hostname: sample.Hostname, instance: sample.Instance}
+			hostname: sample.Hostname}
 		if !r.PerGPU {
 			key.rest = withoutJob(s.Metric)
 		}

@@ -52,8 +52,8 @@ func (r *rejection) total() int {
 // scraped at this pod's IP, so it cannot speak for this pod.
 func (p *Provider) checkProvenance(samples []tagged) ([]tagged, rejection) {
 	type lookup struct {
-		node, ip string
-		known    bool
+		node, ip        string
+		known, ipLoaded bool
 	}
 	pods := make(map[types.NamespacedName]lookup)
 	var rej rejection
@@ -62,32 +62,35 @@ func (p *Provider) checkProvenance(samples []tagged) ([]tagged, rejection) {
 		fromPod := p.specs[s.spec].row.Origin == metrictable.Pod
 		switch {
 		case !fromPod && s.Hostname == "":
-			rej.add(metricnames.RejectedMissingHostname, s.Sample)
+			rej.add(metricnames.RejectedMissingHostname, *s.Sample)
 			continue
 		case fromPod && s.Instance == "":
-			rej.add(metricnames.RejectedMissingInstance, s.Sample)
+			rej.add(metricnames.RejectedMissingInstance, *s.Sample)
 			continue
 		}
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Pod}
 		l, ok := pods[key]
 		if !ok {
 			l.node, l.known = p.pods.PodNode(s.Namespace, s.Pod)
-			if l.known {
-				l.ip = p.pods.PodIP(s.Namespace, s.Pod)
-			}
+		}
+		// Only the pods' own series need the IP: most pods are only GPU pods.
+		if fromPod && l.known && !l.ipLoaded {
+			l.ip, l.ipLoaded = p.pods.PodIP(s.Namespace, s.Pod), true
+		}
+		if !ok || fromPod {
 			pods[key] = l
 		}
 		switch {
 		case !l.known:
-			rej.add(metricnames.RejectedUnknownPod, s.Sample)
+			rej.add(metricnames.RejectedUnknownPod, *s.Sample)
 		case l.node == "":
-			rej.add(metricnames.RejectedUnscheduledPod, s.Sample)
+			rej.add(metricnames.RejectedUnscheduledPod, *s.Sample)
 		case !fromPod && l.node != s.Hostname:
-			rej.add(metricnames.RejectedHostnameMismatch, s.Sample)
+			rej.add(metricnames.RejectedHostnameMismatch, *s.Sample)
 		case fromPod && l.ip == "":
-			rej.add(metricnames.RejectedNoPodIP, s.Sample)
+			rej.add(metricnames.RejectedNoPodIP, *s.Sample)
 		case fromPod && instanceHost(s.Instance) != l.ip:
-			rej.add(metricnames.RejectedInstanceMismatch, s.Sample)
+			rej.add(metricnames.RejectedInstanceMismatch, *s.Sample)
 		default:
 			kept = append(kept, s)
 		}

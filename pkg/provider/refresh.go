@@ -122,20 +122,26 @@ func (p *Provider) queries(specs []int, namespace string, pods []string) []promq
 // gather runs the queries, tags each sample with its spec and keeps those
 // whose provenance checks out.
 func (p *Provider) gather(ctx context.Context, queries []promquery.Query) ([]tagged, promquery.Skipped, error) {
-	var samples []tagged
 	var skipped promquery.Skipped
-	for _, q := range queries {
+	results := make([]promquery.Result, len(queries))
+	total := 0
+	for i, q := range queries {
 		res, err := p.source.Samples(ctx, q)
 		if err != nil {
 			return nil, skipped, err
 		}
+		results[i] = res
+		total += len(res.Samples)
+	}
+	samples := make([]tagged, 0, total)
+	for i, res := range results {
 		origin := metrictable.Exporter
-		if q.Scope == promquery.ScopePods {
+		if queries[i].Scope == promquery.ScopePods {
 			origin = metrictable.Pod
 		}
-		for _, s := range res.Samples {
-			if i, ok := p.bySeries[seriesKey{origin, s.Metric}]; ok {
-				samples = append(samples, tagged{spec: i, Sample: s})
+		for j := range res.Samples {
+			if k, ok := p.bySeries[seriesKey{origin, res.Samples[j].Metric}]; ok {
+				samples = append(samples, tagged{spec: k, Sample: &res.Samples[j]})
 			}
 		}
 		skipped.MissingLabels += res.Skipped.MissingLabels

@@ -21,15 +21,25 @@ type snapshot struct {
 	// observedAt is the adapter's clock when the query that built the
 	// snapshot was sent.
 	observedAt time.Time
-	pods       map[types.NamespacedName][]value
-	series     int
-	skipped    promquery.Skipped
+	// pods holds each pod's values of the metrics it has, few per pod (a
+	// GPU pod has the exporter's, a model server the queue gauges), so a
+	// linear scan beats an index sized by the whole table.
+	pods    map[types.NamespacedName][]metricValue
+	series  int
+	skipped promquery.Skipped
 }
 
-// tagged is a sample with the index of the spec it feeds.
+type metricValue struct {
+	metric int
+	value
+}
+
+// tagged is a sample with the index of the spec it feeds. It points into
+// the query result instead of copying it: a refresh reads tens of
+// thousands of samples.
 type tagged struct {
 	spec int
-	promquery.Sample
+	*promquery.Sample
 }
 
 type gpuKey struct {
@@ -45,22 +55,21 @@ type gpuSum struct {
 
 // podAcc accumulates one pod's value of one metric.
 type podAcc struct {
+	metric   int
 	sum, max float64
 	n        int
 	ts       time.Time
-	seen     bool
 }
 
 func (a *podAcc) add(v float64, ts time.Time) {
-	a.sum += v
-	if !a.seen || v > a.max {
+	if a.n == 0 || v > a.max {
 		a.max = v
 	}
-	a.n++
-	if !a.seen || ts.Before(a.ts) {
+	if a.n == 0 || ts.Before(a.ts) {
 		a.ts = ts
 	}
-	a.seen = true
+	a.sum += v
+	a.n++
 }
 
 // buildSnapshot turns validated samples into per-pod values, each by its
@@ -74,13 +83,22 @@ func (a *podAcc) add(v float64, ts time.Time) {
 func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time) *snapshot {
 	gpus := make(map[gpuKey]*gpuSum, len(samples))
 	accs := make(map[types.NamespacedName][]podAcc)
-	acc := func(pod types.NamespacedName, metric int) *podAcc {
-		a := accs[pod]
-		if a == nil {
-			a = make([]podAcc, len(specs))
-			accs[pod] = a
+	add := func(pod types.NamespacedName, metric int, v float64, ts time.Time) {
+		list := accs[pod]
+		for i := range list {
+			if list[i].metric == metric {
+				list[i].add(v, ts)
+				return
+			}
 		}
-		return &a[metric]
+		if list == nil {
+			// Room for the usual pair (SM utilization and memory, or a
+			// queue and its cache), so most pods allocate once.
+			list = make([]podAcc, 0, 2)
+		}
+		a := podAcc{metric: metric}
+		a.add(v, ts)
+		accs[pod] = append(list, a)
 	}
 	for _, s := range samples {
 		ts := s.Timestamp
@@ -89,7 +107,7 @@ func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time) *
 		}
 		pod := types.NamespacedName{Namespace: s.Namespace, Name: s.Pod}
 		if !specs[s.spec].row.Combine.PerGPU() {
-			acc(pod, s.spec).add(s.Value, ts)
+			add(pod, s.spec, s.Value, ts)
 			continue
 		}
 		k := gpuKey{pod, s.spec, s.GPU}
@@ -108,28 +126,25 @@ func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time) *
 		if specs[k.metric].row.Combine == metrictable.MeanOfCappedGPUs && v > 100 {
 			v = 100
 		}
-		acc(k.pod, k.metric).add(v, g.ts)
+		add(k.pod, k.metric, v, g.ts)
 	}
 
 	snap := &snapshot{
 		observedAt: observedAt,
-		pods:       make(map[types.NamespacedName][]value, len(accs)),
+		pods:       make(map[types.NamespacedName][]metricValue, len(accs)),
 		series:     len(samples),
 	}
-	for pod, acc := range accs {
-		vals := make([]value, len(specs))
-		for i, a := range acc {
-			if !a.seen {
-				continue
-			}
+	for pod, list := range accs {
+		vals := make([]metricValue, len(list))
+		for i, a := range list {
 			v := a.sum
-			switch specs[i].row.Combine {
+			switch specs[a.metric].row.Combine {
 			case metrictable.MeanOfCappedGPUs:
 				v /= float64(a.n)
 			case metrictable.Max:
 				v = a.max
 			}
-			vals[i] = value{v: v, ts: a.ts}
+			vals[i] = metricValue{metric: a.metric, value: value{v: v, ts: a.ts}}
 		}
 		snap.pods[pod] = vals
 	}
@@ -138,13 +153,14 @@ func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time) *
 
 // lookup returns a pod's value and whether it is fresh at now.
 func (s *snapshot) lookup(pod types.NamespacedName, metric int, now time.Time, maxStaleness time.Duration) (value, bool) {
-	vals, ok := s.pods[pod]
-	if !ok {
-		return value{}, false
+	for _, mv := range s.pods[pod] {
+		if mv.metric != metric {
+			continue
+		}
+		if mv.ts.IsZero() || now.Sub(mv.ts) > maxStaleness {
+			return value{}, false
+		}
+		return mv.value, true
 	}
-	v := vals[metric]
-	if v.ts.IsZero() || now.Sub(v.ts) > maxStaleness {
-		return value{}, false
-	}
-	return v, true
+	return value{}, false
 }
