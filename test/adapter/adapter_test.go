@@ -269,6 +269,15 @@ func hpaState(ctx context.Context, ns string) string {
 // 1..3) and the External shape with a pod-label selector both scale 1 → 3
 // at ~80 % per pod and back to 1 at ~10 %.
 func TestHPAScalesOnTheMetric(t *testing.T) {
+	// 24 req/s: 80 % per pod once three replicas share it; 3 req/s over
+	// three replicas: 10 %.
+	scalesUpAndDown(t, hpa)
+}
+
+// scalesUpAndDown runs, for the Pods and the External shape of an HPA that
+// build makes, a predictor at 24 req/s until it has 3 replicas, then at
+// 3 req/s until it is back to 1.
+func scalesUpAndDown(t *testing.T, build func(ns string, external bool) *autoscalingv2.HorizontalPodAutoscaler) {
 	setup(t)
 	for _, external := range []bool{false, true} {
 		name := "pods"
@@ -278,13 +287,11 @@ func TestHPAScalesOnTheMetric(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ns := framework.Namespace(t, cluster)
 			createPredictor(t, ns)
-			if _, err := cluster.Client().AutoscalingV2().HorizontalPodAutoscalers(ns).Create(context.Background(), hpa(ns, external), metav1.CreateOptions{}); err != nil {
+			if _, err := cluster.Client().AutoscalingV2().HorizontalPodAutoscalers(ns).Create(context.Background(), build(ns, external), metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			// 24 req/s: 80 % per pod once three replicas share it.
 			setLoad(t, ns, 24)
 			waitReplicas(t, ns, 3)
-			// 3 req/s over three replicas: 10 %.
 			setLoad(t, ns, 3)
 			waitReplicas(t, ns, 1)
 		})

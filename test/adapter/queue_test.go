@@ -76,24 +76,7 @@ func queueHPA(ns string, external bool) *autoscalingv2.HorizontalPodAutoscaler {
 // one replica (10 req/s) queues 14 more each second: 1 → 3; at 3 req/s the
 // queue stays empty: back to 1.
 func TestQueueMetricScalesThroughBothAPIs(t *testing.T) {
-	setup(t)
-	for _, external := range []bool{false, true} {
-		name := "pods"
-		if external {
-			name = "external"
-		}
-		t.Run(name, func(t *testing.T) {
-			ns := framework.Namespace(t, cluster)
-			createPredictor(t, ns)
-			if _, err := cluster.Client().AutoscalingV2().HorizontalPodAutoscalers(ns).Create(context.Background(), queueHPA(ns, external), metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			setLoad(t, ns, 24)
-			waitReplicas(t, ns, 3)
-			setLoad(t, ns, 3)
-			waitReplicas(t, ns, 1)
-		})
-	}
+	scalesUpAndDown(t, queueHPA)
 }
 
 // TestConfiguredRowAndForgedSeries: a row added by --metrics-config is
