@@ -3,6 +3,8 @@ package grafana
 import (
 	"fmt"
 
+	"k8s.io/utils/ptr"
+
 	mn "github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
@@ -49,7 +51,7 @@ func Fleet() Dashboard {
 		target(fmt.Sprintf(`count(count by (%s) (%s%s))`, podBy, mn.ProcessSMUtil, gpuSel), "")))
 	l.add(6, 4, stat("Mean SM utilization (GPUs in use)", "Mean over GPUs in use of the summed SM utilization of their processes.", "percent",
 		target(fmt.Sprintf(`avg(%s)`, perGPU(mn.ProcessSMUtil, mn.LabelUUID)), ""),
-		step("blue", nil), step("green", ptr(30.0)), step("orange", ptr(85.0))))
+		step("blue", nil), step("green", ptr.To(30.0)), step("orange", ptr.To(85.0))))
 	l.add(6, 4, stat("GPU memory in use", "Memory used by GPU processes in pods, summed.", "decmbytes",
 		target(fmt.Sprintf(`sum(%s%s)`, mn.ProcessMemUsed, gpuSel), "")))
 
@@ -81,7 +83,7 @@ func Fleet() Dashboard {
 	kv := timeseries("KV-cache usage by pod",
 		fmt.Sprintf("%s (a fraction despite its name), the fullest of the pod's series: near 1 a replica is about to queue.", mn.VLLMKVCacheUsage),
 		"percentunit", target(fmt.Sprintf(`max by (namespace, pod) (%s%s)`, mn.VLLMKVCacheUsage, llmSel), "{{namespace}}/{{pod}}"))
-	kv.FieldConfig.Defaults.Min, kv.FieldConfig.Defaults.Max = ptr(0.0), ptr(1.0)
+	kv.FieldConfig.Defaults.Min, kv.FieldConfig.Defaults.Max = ptr.To(0.0), ptr.To(1.0)
 	l.add(8, 8, kv)
 
 	// Placement: pods carry spillway.dev/unit and spillway.dev/policy, which
@@ -121,7 +123,7 @@ func Fleet() Dashboard {
 		target(`max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas`+hpaSel+`)`, "{{namespace}}/{{horizontalpodautoscaler}} max")))
 	l.add(8, 9, stat("HPAs at their max", "HPAs whose current replicas reached spec.maxReplicas: demand beyond what they may scale to.", "short",
 		target(`count(max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_current_replicas`+hpaSel+`) >= on (namespace, horizontalpodautoscaler) max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas`+hpaSel+`)) or vector(0)`, ""),
-		step("green", nil), step("orange", ptr(1.0))))
+		step("green", nil), step("orange", ptr.To(1.0))))
 	l.add(24, 8, timeseries("HPA metric: current vs target",
 		fmt.Sprintf("The value the HPA last read for %s (per pod, from spillway's metrics API) and its target.", mn.ProcessSMUtil),
 		"short",
@@ -176,7 +178,7 @@ func Components() Dashboard {
 		target(fmt.Sprintf(`sum(%s{job=~"$exporter_job"})`, mn.ExporterDevices), "")))
 	l.add(6, 4, stat("Oldest collection", "Age of the oldest last successful collection across exporters.", "s",
 		target(fmt.Sprintf(`max(%s{job=~"$exporter_job"})`, mn.ExporterLastSuccessAge), ""),
-		step("green", nil), step("orange", ptr(15.0)), step("red", ptr(60.0))))
+		step("green", nil), step("orange", ptr.To(15.0)), step("red", ptr.To(60.0))))
 	l.add(6, 4, stat("Processes not mapped to a pod", "GPU processes of the last collections that no pod owns (host daemons, pods not yet in the watch, unreadable /proc).", "short",
 		target(fmt.Sprintf(`sum(%s{job=~"$exporter_job"})`, mn.ExporterProcessesUnmapped), "")))
 	l.add(8, 8, timeseries("Collections by result", "Background collections per second, successful and failed.", "ops",

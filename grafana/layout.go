@@ -1,5 +1,7 @@
 package grafana
 
+import "k8s.io/utils/ptr"
+
 // promDS is the data source of every panel and query: the dashboard's
 // "datasource" variable, so one dashboard works with any Prometheus.
 var promDS = &Datasource{Type: "prometheus", UID: "${datasource}"}
@@ -64,8 +66,6 @@ func withRefIDs(ts []Target) []Target {
 	return ts
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // timeseries is a line chart in unit (Grafana unit ids: percent, s, short,
 // decmbytes, reqps...).
 func timeseries(title, description, unit string, targets ...Target) Panel {
@@ -96,8 +96,8 @@ func stacked(title, description, unit string, targets ...Target) Panel {
 
 // percent0to100 fixes the axis of utilization panels.
 func percent0to100(p Panel) Panel {
-	p.FieldConfig.Defaults.Min = ptr(0.0)
-	p.FieldConfig.Defaults.Max = ptr(100.0)
+	p.FieldConfig.Defaults.Min = ptr.To(0.0)
+	p.FieldConfig.Defaults.Max = ptr.To(100.0)
 	return p
 }
 

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
@@ -47,36 +48,36 @@ func TestChoose(t *testing.T) {
 		{"first unit with room", three(lack, "", nil), []UnitState{room, room, room}, 0, "n", false, false, nil},
 		{"no room spills", three(lack, "", nil), []UnitState{none, room, none}, 1, "n", false, false, []SkipReason{SkipNoRoom}},
 		{"last unit needs no room", three(lack, "", nil), []UnitState{none, none, none}, 2, "", false, false, []SkipReason{SkipNoRoom, SkipNoRoom}},
-		{"max reached spills", three(lack, "", ptr[int32](2)), []UnitState{{Count: 2, Room: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
-		{"max 0 never used", three(lack, "", ptr[int32](0)), []UnitState{room, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
-		{"under max stays", three(lack, "", ptr[int32](2)), []UnitState{{Count: 1, Room: true, RoomNode: "a"}, room, none}, 0, "a", false, false, nil},
+		{"max reached spills", three(lack, "", ptr.To[int32](2)), []UnitState{{Count: 2, Room: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
+		{"max 0 never used", three(lack, "", ptr.To[int32](0)), []UnitState{room, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
+		{"under max stays", three(lack, "", ptr.To[int32](2)), []UnitState{{Count: 1, Room: true, RoomNode: "a"}, room, none}, 0, "a", false, false, nil},
 		{"cooling down spills", three(lack, "", nil), []UnitState{{Room: true, CoolingDown: true}, room, none}, 1, "n", false, false, []SkipReason{SkipCoolingDown}},
 		{"last unit ignores cooldown", three(lack, "", nil), []UnitState{none, none, {CoolingDown: true}}, 2, "", false, false, []SkipReason{SkipNoRoom, SkipNoRoom}},
 		{"exceed max ignores room", three(exceed, "", nil), []UnitState{none, none, none}, 0, "", false, false, nil},
 		{"timeout ignores room", three(timeout, "", nil), []UnitState{none, none, none}, 0, "", false, false, nil},
-		{"exceed max spills at max", three(exceed, "", ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 3}, none}, 2, "", false, false, []SkipReason{SkipAtMax, SkipAtMax}},
-		{"last at max: wait in first unit under max", three(lack, "", nil, nil, ptr[int32](1)), []UnitState{none, none, {Count: 1}}, 0, "", false, true,
+		{"exceed max spills at max", three(exceed, "", ptr.To[int32](1), ptr.To[int32](1)), []UnitState{{Count: 1}, {Count: 3}, none}, 2, "", false, false, []SkipReason{SkipAtMax, SkipAtMax}},
+		{"last at max: wait in first unit under max", three(lack, "", nil, nil, ptr.To[int32](1)), []UnitState{none, none, {Count: 1}}, 0, "", false, true,
 			[]SkipReason{SkipNoRoom, SkipNoRoom, SkipAtMax}},
-		{"all at max, prefer: outside", three(lack, v1alpha1.StrategyPrefer, ptr[int32](1), ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", false, false,
+		{"all at max, prefer: outside", three(lack, v1alpha1.StrategyPrefer, ptr.To[int32](1), ptr.To[int32](1), ptr.To[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", false, false,
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
-		{"all at max, default strategy is prefer", three(lack, "", ptr[int32](0), ptr[int32](0), ptr[int32](0)), []UnitState{none, none, none}, Outside, "", false, false,
+		{"all at max, default strategy is prefer", three(lack, "", ptr.To[int32](0), ptr.To[int32](0), ptr.To[int32](0)), []UnitState{none, none, none}, Outside, "", false, false,
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
 		{"no terminating: wait where pods are leaving", three(noTerm, "", nil), []UnitState{draining, room, none}, 0, "", false, true, nil},
 		{"no terminating: room first", three(noTerm, "", nil), []UnitState{{Room: true, RoomNode: "a", Terminating: true}, room, none}, 0, "a", false, false, nil},
 		{"no terminating: spills once none leaves", three(noTerm, "", nil), []UnitState{none, room, none}, 1, "n", false, false, []SkipReason{SkipNoRoom}},
-		{"no terminating: max still spills", three(noTerm, "", ptr[int32](1)), []UnitState{{Count: 1, Terminating: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
+		{"no terminating: max still spills", three(noTerm, "", ptr.To[int32](1)), []UnitState{{Count: 1, Terminating: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMax}},
 		{"terminating ignored by lack resource", three(lack, "", nil), []UnitState{draining, room, none}, 1, "n", false, false, []SkipReason{SkipNoRoom}},
 		{"over maxResources spills", three(lack, "", nil), []UnitState{{Room: true, RoomNode: "a", OverMaxResources: true}, room, none}, 1, "n", false, false, []SkipReason{SkipAtMaxResources}},
-		{"every unit over its caps, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](5)), []UnitState{{OverMaxResources: true}, {OverMaxResources: true}, {OverMaxResources: true}}, Outside, "", true, false,
+		{"every unit over its caps, required: deny", three(lack, v1alpha1.StrategyRequired, ptr.To[int32](5)), []UnitState{{OverMaxResources: true}, {OverMaxResources: true}, {OverMaxResources: true}}, Outside, "", true, false,
 			[]SkipReason{SkipAtMaxResources, SkipAtMaxResources, SkipAtMaxResources}},
 		{"a fixed last unit needs room: wait in the first", func() *v1alpha1.ResourcePolicySpec {
 			s := three(lack, "", nil)
-			s.Units[2].Autoscaled = ptr(false)
+			s.Units[2].Autoscaled = ptr.To(false)
 			return s
 		}(), []UnitState{none, none, none}, 0, "", false, true, []SkipReason{SkipNoRoom, SkipNoRoom, SkipNoRoom}},
 		{"an autoscaled middle unit needs no room", func() *v1alpha1.ResourcePolicySpec {
 			s := three(lack, "", nil)
-			s.Units[1].Autoscaled = ptr(true)
+			s.Units[1].Autoscaled = ptr.To(true)
 			return s
 		}(), []UnitState{none, none, none}, 1, "", false, false, []SkipReason{SkipNoRoom}},
 		{"a virtual middle unit needs no room", func() *v1alpha1.ResourcePolicySpec {
@@ -101,7 +102,7 @@ func TestChoose(t *testing.T) {
 			}
 			return s
 		}(), []UnitState{room, room, room}, Outside, "", false, false, []SkipReason{SkipUnmatchable, SkipUnmatchable, SkipUnmatchable}},
-		{"all at max, required: deny", three(lack, v1alpha1.StrategyRequired, ptr[int32](1), ptr[int32](1), ptr[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", true, false,
+		{"all at max, required: deny", three(lack, v1alpha1.StrategyRequired, ptr.To[int32](1), ptr.To[int32](1), ptr.To[int32](1)), []UnitState{{Count: 1}, {Count: 1}, {Count: 1}}, Outside, "", true, false,
 			[]SkipReason{SkipAtMax, SkipAtMax, SkipAtMax}},
 	}
 	for _, c := range cases {

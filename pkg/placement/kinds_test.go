@@ -3,6 +3,8 @@ package placement
 import (
 	"testing"
 
+	"k8s.io/utils/ptr"
+
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
 
@@ -15,10 +17,10 @@ func TestKind(t *testing.T) {
 		{v1alpha1.Unit{}, FixedUnit},
 		{v1alpha1.Unit{Resource: "idc"}, FixedUnit},
 		{v1alpha1.Unit{Resource: "elastic"}, AutoscaledUnit},
-		{v1alpha1.Unit{Resource: "elastic", Autoscaled: ptr(false)}, FixedUnit},
-		{v1alpha1.Unit{Resource: "ecs", Autoscaled: ptr(true)}, AutoscaledUnit},
+		{v1alpha1.Unit{Resource: "elastic", Autoscaled: ptr.To(false)}, FixedUnit},
+		{v1alpha1.Unit{Resource: "ecs", Autoscaled: ptr.To(true)}, AutoscaledUnit},
 		{v1alpha1.Unit{Resource: "eci"}, VirtualUnit},
-		{v1alpha1.Unit{Resource: "acs", Autoscaled: ptr(false)}, VirtualUnit},
+		{v1alpha1.Unit{Resource: "acs", Autoscaled: ptr.To(false)}, VirtualUnit},
 	}
 	for _, c := range cases {
 		if got := Kind(&c.unit); got != c.want {

@@ -8,13 +8,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
-func ptr[T any](v T) *T { return &v }
 
 // seedPolicy is the seed's ACK ResourcePolicy with apiVersion changed.
 func seedPolicy() *v1alpha1.ResourcePolicy {
@@ -171,7 +170,7 @@ func TestUnitOfAndCounted(t *testing.T) {
 	before := pod("before", nil)
 	before.CreationTimestamp = metav1.NewTime(t0.Add(-time.Minute))
 	terminating := pod("terminating", nil)
-	terminating.DeletionTimestamp = ptr(metav1.NewTime(t0.Add(time.Hour)))
+	terminating.DeletionTimestamp = ptr.To(metav1.NewTime(t0.Add(time.Hour)))
 	done := pod("done", nil)
 	done.Status.Phase = corev1.PodSucceeded
 	counted := []struct {
@@ -182,9 +181,9 @@ func TestUnitOfAndCounted(t *testing.T) {
 		want              bool
 	}{
 		{"plain", pod("p", nil), false, nil, true},
-		{"finished never counts", done, false, ptr(false), false},
+		{"finished never counts", done, false, ptr.To(false), false},
 		{"terminating ignored by default", terminating, false, nil, false},
-		{"terminating counted when asked", terminating, false, ptr(false), true},
+		{"terminating counted when asked", terminating, false, ptr.To(false), true},
 		{"previous counted by default", before, false, nil, true},
 		{"previous ignored when asked", before, true, nil, false},
 	}

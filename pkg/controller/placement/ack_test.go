@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
@@ -18,7 +19,7 @@ import (
 // that carry them count toward its max.
 func TestUnitPodMarks(t *testing.T) {
 	rp := seed(func(rp *v1alpha1.ResourcePolicy) {
-		rp.Spec.Units[0].Max = ptr[int32](1)
+		rp.Spec.Units[0].Max = ptr.To[int32](1)
 		rp.Spec.Units[0].PodLabels = map[string]string{"tier": "onprem"}
 		rp.Spec.Units[0].PodAnnotations = map[string]string{"cost-center": "gpu"}
 	})
@@ -52,7 +53,7 @@ func TestUnitPodMarks(t *testing.T) {
 // refused with a message naming it.
 func TestMatchLabelKeys(t *testing.T) {
 	rp := seed(func(rp *v1alpha1.ResourcePolicy) {
-		rp.Spec.Units[0].Max = ptr[int32](1)
+		rp.Spec.Units[0].Max = ptr.To[int32](1)
 		rp.Spec.MatchLabelKeys = []string{"pod-template-hash"}
 	})
 	old := predictor("old-1")

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -28,7 +29,7 @@ func TestDryRunReservesNothing(t *testing.T) {
 	e := newEnv(t, nil, seed(), gpuNode("onprem-1", onPremPool, 1))
 	for range 5 {
 		req := createRequest(t, predictor("dry"))
-		req.DryRun = ptr(true)
+		req.DryRun = ptr.To(true)
 		resp := e.hook.Handle(context.Background(), req)
 		placed := &corev1.Pod{}
 		if err := json.Unmarshal(applyPatch(t, resp, req.Object.Raw), placed); err != nil {

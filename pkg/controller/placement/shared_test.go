@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -68,7 +69,7 @@ func TestMaxAcrossReplicas(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("share=%v", tc.share), func(t *testing.T) {
 			rs := replicas(t, 2, tc.share, nil,
-				seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](2) }), gpuNode("onprem-1", onPremPool, 8))
+				seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr.To[int32](2) }), gpuNode("onprem-1", onPremPool, 8))
 			var got []string
 			for i := range 6 {
 				_, placed := rs[i%2].admit(t, predictor(fmt.Sprintf("p-%d", i)))
@@ -89,7 +90,7 @@ func TestSharedConflictsSpill(t *testing.T) {
 		return apierrors.NewConflict(schema.GroupResource{Group: "spillway.dev", Resource: "resourcepolicies"}, obj.GetName(), fmt.Errorf("busy"))
 	}}
 	rs := replicas(t, 1, true, funcs,
-		seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](2) }), gpuNode("onprem-1", onPremPool, 8))
+		seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr.To[int32](2) }), gpuNode("onprem-1", onPremPool, 8))
 	_, placed := rs[0].admit(t, predictor("p-0"))
 	if u := unitOf(placed); u != "1" {
 		t.Errorf("unit = %s, want 1 (the unit with a max treated as full)", u)
@@ -118,7 +119,7 @@ func TestPodSeenWhileDeciding(t *testing.T) {
 		return c.Get(ctx, key, obj, opts...)
 	}}
 	rs := replicas(t, 2, true, funcs,
-		seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](2) }), gpuNode("onprem-1", onPremPool, 8))
+		seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr.To[int32](2) }), gpuNode("onprem-1", onPremPool, 8))
 	var fromB []*corev1.Pod
 	for i := range 2 {
 		_, placed := rs[1].admit(t, predictor(fmt.Sprintf("b-%d", i)))
@@ -161,7 +162,7 @@ func (l laggingCache) List(ctx context.Context, list client.ObjectList, opts ...
 // reservation and over-fills the unit.
 func TestLaggingCacheOfAnotherReplica(t *testing.T) {
 	rs := replicas(t, 1, true, nil,
-		seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](3) }), gpuNode("onprem-1", onPremPool, 8))
+		seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr.To[int32](3) }), gpuNode("onprem-1", onPremPool, 8))
 	a := rs[0]
 	c := a.hook.reader.(client.Client)
 	for i := range 2 {

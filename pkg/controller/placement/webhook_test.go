@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -226,7 +227,7 @@ func TestHandle(t *testing.T) {
 			return p
 		}()}, predictor("p"), "1", "", ""},
 		{"no on-prem node at all", []client.Object{seed()}, predictor("p"), "1", "", ""},
-		{"max reached by a pod placed earlier", []client.Object{seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](1) }),
+		{"max reached by a pod placed earlier", []client.Object{seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr.To[int32](1) }),
 			gpuNode("onprem-1", onPremPool, 4), func() *corev1.Pod {
 				p := boundTo(predictor("old"), "onprem-1")
 				p.Labels[rules.LabelPolicy], p.Labels[rules.LabelUnit] = "qwen-chat", "0"
@@ -237,10 +238,10 @@ func TestHandle(t *testing.T) {
 		}), gpuNode("onprem-1", onPremPool, 1)}, predictor("p"), "onprem", "onprem-1", ""},
 		{"required and all at max: denied", []client.Object{seed(func(rp *v1alpha1.ResourcePolicy) {
 			rp.Spec.Strategy = v1alpha1.StrategyRequired
-			rp.Spec.Units[0].Max, rp.Spec.Units[1].Max = ptr[int32](0), ptr[int32](0)
+			rp.Spec.Units[0].Max, rp.Spec.Units[1].Max = ptr.To[int32](0), ptr.To[int32](0)
 		})}, predictor("p"), "denied", "", "every unit is at its max"},
 		{"prefer and all at max: outside", []client.Object{seed(func(rp *v1alpha1.ResourcePolicy) {
-			rp.Spec.Units[0].Max, rp.Spec.Units[1].Max = ptr[int32](0), ptr[int32](0)
+			rp.Spec.Units[0].Max, rp.Spec.Units[1].Max = ptr.To[int32](0), ptr.To[int32](0)
 		})}, predictor("p"), rules.UnitNone, "", ""},
 		{"placement keys written by the creator are replaced", []client.Object{seed(), gpuNode("onprem-1", onPremPool, 1)}, func() *corev1.Pod {
 			p := predictor("p")
@@ -355,7 +356,7 @@ func TestBurst(t *testing.T) {
 
 // TestBurstWithMax checks in-flight placements count toward max.
 func TestBurstWithMax(t *testing.T) {
-	e := newEnv(t, nil, seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](2) }), gpuNode("onprem-1", onPremPool, 4))
+	e := newEnv(t, nil, seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr.To[int32](2) }), gpuNode("onprem-1", onPremPool, 4))
 	var got []string
 	for i := range 5 {
 		_, placed := e.admit(t, predictor(fmt.Sprintf("p-%d", i)))
@@ -372,7 +373,7 @@ func TestReservationReleasedWhenSeen(t *testing.T) {
 	visible := boundTo(predictor("first"), "onprem-1")
 	visible.Labels[rules.LabelPolicy], visible.Labels[rules.LabelUnit] = "qwen-chat", "0"
 	visible.Annotations = map[string]string{rules.AnnotationPlacementID: "req-visible"}
-	e := newEnv(t, nil, seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr[int32](2) }), gpuNode("onprem-1", onPremPool, 4), visible)
+	e := newEnv(t, nil, seed(func(rp *v1alpha1.ResourcePolicy) { rp.Spec.Units[0].Max = ptr.To[int32](2) }), gpuNode("onprem-1", onPremPool, 4), visible)
 	tx := e.tracker.Begin(nil)
 	tx.Reserve(rules.Reservation{ID: "req-visible", Policy: "default/qwen-chat", Unit: "0", Node: "onprem-1", Requests: rules.PodRequests(visible)})
 	tx.Done()
@@ -447,8 +448,6 @@ func TestReadFailureAdmitsUnplaced(t *testing.T) {
 		t.Errorf("read errors = %v", got)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // TestStatusCooldownSpills checks a cooldown recorded by the leader in the
 // policy's status steers this replica's webhook too.

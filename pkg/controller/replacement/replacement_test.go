@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -24,8 +25,6 @@ import (
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
-func ptr[T any](v T) *T { return &v }
 
 func policy(mutate ...func(*v1alpha1.ResourcePolicy)) *v1alpha1.ResourcePolicy {
 	rp := &v1alpha1.ResourcePolicy{
@@ -51,7 +50,7 @@ func stuck(name, unit string, created time.Time, mutate ...func(*corev1.Pod)) *c
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: "default", UID: types.UID("uid-" + name), CreationTimestamp: metav1.NewTime(created),
 			Labels:          map[string]string{"app": "qwen", placement.LabelPolicy: "qwen-chat", placement.LabelUnit: unit},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "qwen-abc", UID: "rs", Controller: ptr(true)}},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "qwen-abc", UID: "rs", Controller: ptr.To(true)}},
 		},
 		Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
 			Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
@@ -110,10 +109,10 @@ func TestReconcile(t *testing.T) {
 			p.Spec.NodeName, p.DeletionTimestamp, p.Finalizers = "spot-1", &metav1.Time{Time: now}, []string{"example.com/hold"}
 		})}, true, 0, "Replaced"},
 		{"later units at max: wait", policy(func(rp *v1alpha1.ResourcePolicy) {
-			rp.Spec.Units[1].Max, rp.Spec.Units[2].Max = ptr[int32](1), ptr[int32](0)
+			rp.Spec.Units[1].Max, rp.Spec.Units[2].Max = ptr.To[int32](1), ptr.To[int32](0)
 		}), stuck("p", "onprem", old), []client.Object{stuck("q", "spot", old, func(p *corev1.Pod) { p.Spec.NodeName = "spot-1" })}, false, 30 * time.Second, "NotReplaced"},
 		{"later unit under max: re-placed", policy(func(rp *v1alpha1.ResourcePolicy) {
-			rp.Spec.Units[1].Max, rp.Spec.Units[2].Max = ptr[int32](2), ptr[int32](0)
+			rp.Spec.Units[1].Max, rp.Spec.Units[2].Max = ptr.To[int32](2), ptr.To[int32](0)
 		}), stuck("p", "onprem", old), []client.Object{stuck("q", "spot", old, func(p *corev1.Pod) { p.Spec.NodeName = "spot-1" })}, true, 0, "Replaced"},
 	}
 	for _, c := range cases {
