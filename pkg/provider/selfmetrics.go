@@ -10,11 +10,9 @@ import (
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
-// Self-metric names. They describe the adapter itself, not GPUs, so they
-// live here rather than in metricnames.
+// Values of the requests' api label. The metric names themselves live in
+// metricnames, with every other name dashboards and alerts read.
 const (
-	selfPrefix = "spillway_metrics_adapter_"
-
 	apiCustom   = "custom"
 	apiExternal = "external"
 )
@@ -34,32 +32,32 @@ type selfMetrics struct {
 func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*selfMetrics, error) {
 	m := &selfMetrics{
 		refreshDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    selfPrefix + "refresh_duration_seconds",
+			Name:    metricnames.AdapterRefreshDuration,
 			Help:    "Time to query Prometheus for all spillway series and build a snapshot, failed refreshes included.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
 		refreshErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: selfPrefix + "refresh_errors_total",
+			Name: metricnames.AdapterRefreshErrors,
 			Help: "Refreshes that failed; the previous snapshot stays until it is stale.",
 		}),
 		series: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: selfPrefix + "snapshot_series",
+			Name: metricnames.AdapterSnapshotSeries,
 			Help: "Per-process series used to build the current snapshot.",
 		}),
 		pods: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: selfPrefix + "snapshot_pods",
+			Name: metricnames.AdapterSnapshotPods,
 			Help: "Pods with at least one value in the current snapshot.",
 		}),
 		skipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: selfPrefix + "snapshot_skipped_series",
+			Name: metricnames.AdapterSnapshotSkippedSeries,
 			Help: "Series read in the last successful refresh but not used, by reason.",
 		}, []string{"reason"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: selfPrefix + "requests_total",
+			Name: metricnames.AdapterRequests,
 			Help: "Metric requests served, by API (custom or external) and outcome (OK or the Kubernetes status reason).",
 		}, []string{"api", "outcome"}),
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    selfPrefix + "request_duration_seconds",
+			Name:    metricnames.AdapterRequestDuration,
 			Help:    "Time spent in the provider per metric request, by API.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 		}, []string{"api"}),
@@ -78,7 +76,7 @@ func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*sel
 		m.seriesRejected.WithLabelValues(r)
 	}
 	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: selfPrefix + "snapshot_age_seconds",
+		Name: metricnames.AdapterSnapshotAge,
 		Help: "Age of the served snapshot (time since start while none was loaded). Past --max-staleness every request fails with 503; readiness does not change.",
 	}, snapshotAge)
 	for _, c := range []prometheus.Collector{m.refreshDuration, m.refreshErrors, m.series, m.pods, m.skipped, m.requests, m.requestDuration, m.seriesRejected, m.partialRefusals, age} {
