@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -59,22 +59,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, reg.Register(m.Adopted)
 }
 
-// EventRecorder is the part of the events.k8s.io recorder used here.
-type EventRecorder interface {
-	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
-}
-
 // Reconciler keeps the annotation of one pod right, and adopts it when it
 // was admitted unplaced.
 type Reconciler struct {
 	client   client.Client
-	recorder EventRecorder
+	recorder events.EventRecorder
 	metrics  *Metrics
 	virtual  placement.VirtualNodes
 }
 
 // New returns the reconciler.
-func New(c client.Client, recorder EventRecorder, metrics *Metrics) *Reconciler {
+func New(c client.Client, recorder events.EventRecorder, metrics *Metrics) *Reconciler {
 	return &Reconciler{client: c, recorder: recorder, metrics: metrics, virtual: placement.DefaultVirtualNodes()}
 }
 

@@ -21,9 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -70,12 +70,6 @@ const targetIndex = "spillway.dev/target-deployment"
 // inferenceServiceGVK is read as unstructured: spillway does not import KServe.
 var inferenceServiceGVK = schema.FromAPIVersionAndKind(v1alpha1.InferenceServiceAPIVersion, v1alpha1.InferenceServiceKind)
 
-// EventRecorder is the part of the events API recorder the controller uses
-// (controller-runtime's manager.GetEventRecorder satisfies it).
-type EventRecorder interface {
-	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...interface{})
-}
-
 // Options configures the controller.
 type Options struct {
 	// HPASyncPeriod must equal kube-controller-manager's
@@ -91,7 +85,7 @@ type Options struct {
 // Controller reconciles InferenceScalers.
 type Controller struct {
 	client     client.Client
-	recorder   EventRecorder
+	recorder   events.EventRecorder
 	clock      clock.PassiveClock
 	syncPeriod time.Duration
 	retry      time.Duration
@@ -104,7 +98,7 @@ type Controller struct {
 
 // NewController builds the reconciler. reg receives its metrics (the
 // manager's registry in the binary, a fresh registry in tests).
-func NewController(c client.Client, recorder EventRecorder, reg prometheus.Registerer, opts Options) (*Controller, error) {
+func NewController(c client.Client, recorder events.EventRecorder, reg prometheus.Registerer, opts Options) (*Controller, error) {
 	var errs []error
 	if c == nil {
 		errs = append(errs, errors.New("inferencescaler: nil client"))

@@ -20,7 +20,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -37,11 +37,6 @@ const (
 	// IndexPlacementID indexes pods by rules.AnnotationPlacementID.
 	IndexPlacementID = "spillway.dev/placement-id"
 )
-
-// EventRecorder is the part of the events.k8s.io recorder the webhook uses.
-type EventRecorder interface {
-	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
-}
 
 // Reasons of the errors metric: why a request was answered without a
 // placement.
@@ -68,7 +63,7 @@ type Webhook struct {
 	reader    client.Reader
 	decoder   admission.Decoder
 	tracker   *rules.Tracker
-	recorder  EventRecorder
+	recorder  events.EventRecorder
 	metrics   *Metrics
 	clock     clock.PassiveClock
 	keySource KeySource
@@ -93,7 +88,7 @@ func (w *Webhook) ShareReservations(apiReader client.Reader, c client.Client) *W
 // manager's cache, after Register's IndexField calls). tracker is shared
 // with the re-placement controller. keys supplies the secret the placement
 // signing key is derived from; every replica must get the same secret.
-func New(reader client.Reader, decoder admission.Decoder, tracker *rules.Tracker, recorder EventRecorder, metrics *Metrics, clk clock.PassiveClock, keys KeySource) *Webhook {
+func New(reader client.Reader, decoder admission.Decoder, tracker *rules.Tracker, recorder events.EventRecorder, metrics *Metrics, clk clock.PassiveClock, keys KeySource) *Webhook {
 	return &Webhook{reader: reader, decoder: decoder, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk,
 		keySource: keys, keys: rules.NewKeyring(clk, PreviousKeyGrace), virtual: rules.DefaultVirtualNodes()}
 }

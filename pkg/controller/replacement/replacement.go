@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/tools/events"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -45,23 +45,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, reg.Register(m.Replacements)
 }
 
-// EventRecorder is the part of the events.k8s.io recorder used here.
-type EventRecorder interface {
-	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
-}
-
 // Reconciler watches placed pods.
 type Reconciler struct {
 	client   client.Client
 	tracker  *placement.Tracker
-	recorder EventRecorder
+	recorder events.EventRecorder
 	metrics  *Metrics
 	clock    clock.PassiveClock
 	virtual  placement.VirtualNodes
 }
 
 // New returns the reconciler; tracker is the one the webhook uses.
-func New(c client.Client, tracker *placement.Tracker, recorder EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Reconciler {
+func New(c client.Client, tracker *placement.Tracker, recorder events.EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Reconciler {
 	return &Reconciler{client: c, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk, virtual: placement.DefaultVirtualNodes()}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/tools/events"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 	corev1 "k8s.io/api/core/v1"
@@ -22,7 +23,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -51,15 +51,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, reg.Register(m.Unplaced)
 }
 
-// EventRecorder is the part of the events.k8s.io recorder used here.
-type EventRecorder interface {
-	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
-}
-
 // Reconciler keeps one policy's status.
 type Reconciler struct {
 	client   client.Client
-	recorder EventRecorder
+	recorder events.EventRecorder
 	metrics  *Metrics
 	clock    clock.PassiveClock
 	virtual  placement.VirtualNodes
@@ -71,7 +66,7 @@ type Reconciler struct {
 }
 
 // New returns the reconciler.
-func New(c client.Client, recorder EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Reconciler {
+func New(c client.Client, recorder events.EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Reconciler {
 	return &Reconciler{client: c, recorder: recorder, metrics: metrics, clock: clk, reported: map[types.NamespacedName]map[types.UID]bool{},
 		virtual: placement.DefaultVirtualNodes()}
 }
