@@ -198,7 +198,7 @@ func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, 
 	if err != nil {
 		return nil, err
 	}
-	ports, err := FreePorts(3)
+	ports, err := localcluster.FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +242,7 @@ func StartController(ctx context.Context, c *localcluster.Cluster, binDir string
 	if err != nil {
 		return nil, err
 	}
-	ports, err := FreePorts(3)
+	ports, err := localcluster.FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +295,7 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 	if err != nil {
 		return nil, err
 	}
-	ports, err := FreePorts(2)
+	ports, err := localcluster.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -460,23 +460,6 @@ func waitHTTP(ctx context.Context, url string) error {
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
-}
-
-// FreePorts returns n distinct free loopback ports.
-func FreePorts(n int) ([]int, error) {
-	out := make([]int, 0, n)
-	seen := map[int]bool{}
-	for len(out) < n {
-		p, err := localcluster.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
-		}
-	}
-	return out, nil
 }
 
 var systemNamespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + SystemNamespace + "\n"

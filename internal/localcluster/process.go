@@ -94,21 +94,22 @@ func (p *Process) Stop() error {
 // FreePort asks the kernel for an unused loopback TCP port. A port can be
 // taken between this call and its use; components fail loudly then.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := FreePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct unused loopback TCP ports, with FreePort's
+// caveat.
+func FreePorts(n int) ([]int, error) {
 	// Hold all listeners open until every port is chosen so the kernel does
 	// not hand the same port out twice.
 	ls := make([]net.Listener, 0, n)
 	defer func() {
 		for _, l := range ls {
-			l.Close()
+			_ = l.Close()
 		}
 	}()
 	out := make([]int, 0, n)

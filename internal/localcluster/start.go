@@ -54,7 +54,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if c.bins, err = EnsureBinaries(ctx, c.log()); err != nil {
 		return nil, err
 	}
-	p, err := freePorts(8)
+	p, err := FreePorts(8)
 	if err != nil {
 		return nil, err
 	}

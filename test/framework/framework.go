@@ -79,18 +79,25 @@ func Namespace(t *testing.T, c *localcluster.Cluster) string {
 // passes; on timeout the test fails with the last message cond gave.
 func Eventually(t *testing.T, timeout, interval time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	if err := Poll(context.Background(), timeout, interval, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// Poll is Eventually for cleanups, which must not stop at the first
+// failure: it returns an error naming the last message instead of failing
+// the test.
+func Poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx context.Context) (bool, string)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	last := ""
 	for {
 		ok, msg := cond(ctx)
 		if ok {
-			return
+			return nil
 		}
-		last = msg
 		select {
 		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
+			return fmt.Errorf("timed out after %s; last: %s", timeout, msg)
 		case <-time.After(interval):
 		}
 	}

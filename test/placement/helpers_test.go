@@ -149,7 +149,7 @@ func (p *pools) remove(t *testing.T) {
 	defer func() {
 		t.Logf("cleanup: pools %s and %s removed in %s", p.onPrem, p.elastic, time.Since(start).Round(time.Second))
 	}()
-	err := poll(ctx, karpenterBound, func(ctx context.Context) (bool, string) {
+	err := framework.Poll(ctx, karpenterBound, time.Second, func(ctx context.Context) (bool, string) {
 		nodes, err := framework.NodesOfPool(ctx, cluster, p.elastic)
 		if err != nil {
 			return false, err.Error()
@@ -173,24 +173,6 @@ func (p *pools) remove(t *testing.T) {
 	}
 }
 
-// poll is framework.Eventually for cleanups, which must not stop at the first
-// failure: it returns an error instead of failing the test.
-func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) (bool, string)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		ok, msg := cond(ctx)
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("timed out after %s; last: %s", timeout, msg)
-		case <-time.After(time.Second):
-		}
-	}
-}
-
 // createDeployment creates the Deployment; its cleanup deletes it and waits
 // until its pods are gone, so the pools' cleanup finds the nodes empty.
 func createDeployment(t *testing.T, d *appsv1.Deployment) {
@@ -206,7 +188,7 @@ func createDeployment(t *testing.T, d *appsv1.Deployment) {
 		if err != nil && !apierrors.IsNotFound(err) {
 			t.Errorf("cleanup: deleting Deployment %s: %v", d.Name, err)
 		}
-		err = poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		err = framework.Poll(ctx, 2*time.Minute, time.Second, func(ctx context.Context) (bool, string) {
 			list, err := cluster.Client().CoreV1().Pods(d.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 			if err != nil {
 				return false, err.Error()

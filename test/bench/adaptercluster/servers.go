@@ -37,7 +37,7 @@ func checkPortFree(port int) error {
 // startServers runs the test-adapter and the two spillway adapters with the
 // admin kubeconfig for listing, authentication and authorization.
 func startServers(ctx context.Context, c *localcluster.Cluster, adapterBin, testAdapterBin, promURL string, aggregator bool) (*servers, error) {
-	ports, err := demo.FreePorts(5)
+	ports, err := localcluster.FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
