@@ -15,10 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
@@ -128,12 +128,6 @@ func (r Row) withDefaults() Row {
 	return r
 }
 
-var (
-	// Prometheus metric and label names.
-	metricNameRE = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
-	labelNameRE  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-)
-
 // validate reports every problem of one defaulted row, prefixed by where.
 func (r Row) validate(where string) []error {
 	var errs []error
@@ -143,14 +137,14 @@ func (r Row) validate(where string) []error {
 	// The served name is a path segment of the metrics APIs and an HPA's
 	// metric.name: the HPA refuses "/" and "%" there, "." and ".." are path
 	// tricks; a Prometheus name rules out all of them.
-	if !metricNameRE.MatchString(r.Name) {
+	if !model.LegacyValidation.IsValidMetricName(r.Name) {
 		bad("name %q is not a Prometheus metric name (letters, digits, '_' and ':', not starting with a digit)", r.Name)
 	}
-	if !metricNameRE.MatchString(r.Series) {
+	if !model.LegacyValidation.IsValidMetricName(r.Series) {
 		bad("series %q is not a Prometheus metric name", r.Series)
 	}
 	for _, l := range append(slices.Clone(r.NamespaceLabels), r.PodLabels...) {
-		if !labelNameRE.MatchString(l) || strings.HasPrefix(l, "__") {
+		if !model.LegacyValidation.IsValidLabelName(l) || strings.HasPrefix(l, "__") {
 			bad("label %q is not a Prometheus label name (or is reserved: it starts with \"__\")", l)
 		}
 	}

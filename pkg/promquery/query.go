@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
+
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
@@ -92,8 +94,6 @@ const (
 	filterPodLabel       = metricnames.LabelACKPod
 )
 
-var metricNameRE = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
-
 // Validate reports every problem with q at once.
 func (q Query) Validate() error {
 	var errs []error
@@ -101,7 +101,7 @@ func (q Query) Validate() error {
 		errs = append(errs, errors.New("query needs at least one metric name"))
 	}
 	for _, m := range q.Metrics {
-		if !metricNameRE.MatchString(m) {
+		if !model.LegacyValidation.IsValidMetricName(m) {
 			errs = append(errs, fmt.Errorf("invalid metric name %q", m))
 		}
 	}

@@ -38,8 +38,6 @@ type Matcher struct {
 // ParseSeriesSelector; the Client adds its matchers to every query.
 type SeriesSelector []Matcher
 
-var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-
 // ParseSeriesSelector reads a comma-separated list of PromQL label matchers,
 // optionally wrapped in braces: `job="spillway-gpu-exporter"` or
 // `{job="spillway-gpu-exporter",cluster=~"gpu-.*"}`. Values are PromQL
@@ -119,7 +117,7 @@ func (sel SeriesSelector) Validate() error {
 	for i := range sel {
 		m := &sel[i]
 		switch {
-		case !labelNameRE.MatchString(m.Label):
+		case !model.LegacyValidation.IsValidLabelName(m.Label):
 			errs = append(errs, fmt.Errorf("invalid label name %q", m.Label))
 			continue
 		case strings.HasPrefix(m.Label, "__"):
