@@ -168,8 +168,7 @@ func (failingLister) SelectPods(string, labels.Selector) ([]SelectedPod, error) 
 	return nil, errors.New("cache not synced")
 }
 
-func (failingLister) PodNode(string, string) (string, bool) { return "", false }
-func (failingLister) PodIP(string, string) string           { return "" }
+func (failingLister) PodAddress(string, string) (string, string, bool) { return "", "", false }
 
 func withLabel(pods []pod, name, k, v string) []pod {
 	out := make([]pod, len(pods))

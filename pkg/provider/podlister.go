@@ -120,30 +120,17 @@ func (l *InformerPods) candidates(namespace string, selector labels.Selector) ([
 	return l.indexer.ByIndex(cache.NamespaceIndex, namespace)
 }
 
-// PodNode returns the node the pod is bound to (spec.nodeName; "" while
-// unscheduled) and whether the informer knows the pod. The informer's
-// transform must keep spec.nodeName.
-func (l *InformerPods) PodNode(namespace, name string) (string, bool) {
+// PodAddress returns the node the pod is bound to (spec.nodeName; "" while
+// unscheduled), its IP (status.podIP; "" while it has none) and whether the
+// informer knows the pod. The informer's transform must keep both fields.
+func (l *InformerPods) PodAddress(namespace, name string) (node, ip string, known bool) {
 	obj, exists, err := l.indexer.GetByKey(namespace + "/" + name)
 	if err != nil || !exists {
-		return "", false
+		return "", "", false
 	}
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
-		return "", false
+		return "", "", false
 	}
-	return pod.Spec.NodeName, true
-}
-
-// PodIP returns the pod's IP (status.podIP; "" while it has none or the pod
-// is unknown). The informer's transform must keep status.podIP.
-func (l *InformerPods) PodIP(namespace, name string) string {
-	obj, exists, err := l.indexer.GetByKey(namespace + "/" + name)
-	if err != nil || !exists {
-		return ""
-	}
-	if pod, ok := obj.(*corev1.Pod); ok {
-		return pod.Status.PodIP
-	}
-	return ""
+	return pod.Spec.NodeName, pod.Status.PodIP, true
 }

@@ -47,13 +47,14 @@ func (r *rejection) total() int {
 // spec.nodeName), which a pod on another node cannot truthfully claim.
 //
 // A pod's own series: the host of the instance label must be the pod's IP.
-// Prometheus sets instance to the address it scraped; a target in another
-// pod (even one writing its own labels under honor_labels) cannot be
-// scraped at this pod's IP, so it cannot speak for this pod.
+// Prometheus sets instance to the address it scraped, and a target in
+// another pod is not scraped at this pod's IP, so it cannot speak for this
+// pod. This trusts instance: a job with honor_labels: true would let a
+// target write it, so the pods' job must keep the default (docs/adapter.md).
 func (p *Provider) checkProvenance(samples []tagged) ([]tagged, rejection) {
 	type lookup struct {
-		node, ip        string
-		known, ipLoaded bool
+		node, ip string
+		known    bool
 	}
 	pods := make(map[types.NamespacedName]lookup)
 	var rej rejection
@@ -71,13 +72,7 @@ func (p *Provider) checkProvenance(samples []tagged) ([]tagged, rejection) {
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Pod}
 		l, ok := pods[key]
 		if !ok {
-			l.node, l.known = p.pods.PodNode(s.Namespace, s.Pod)
-		}
-		// Only the pods' own series need the IP: most pods are only GPU pods.
-		if fromPod && l.known && !l.ipLoaded {
-			l.ip, l.ipLoaded = p.pods.PodIP(s.Namespace, s.Pod), true
-		}
-		if !ok || fromPod {
+			l.node, l.ip, l.known = p.pods.PodAddress(s.Namespace, s.Pod)
 			pods[key] = l
 		}
 		switch {

@@ -46,11 +46,10 @@ type SampleSource interface {
 type PodLister interface {
 	// SelectPods resolves a label selector to the pods of a namespace.
 	SelectPods(namespace string, selector labels.Selector) ([]SelectedPod, error)
-	// PodNode returns the node a pod is bound to ("" while unscheduled)
-	// and whether the pod is known at all.
-	PodNode(namespace, name string) (node string, known bool)
-	// PodIP returns the pod's IP (status.podIP; "" while it has none).
-	PodIP(namespace, name string) string
+	// PodAddress returns the node a pod is bound to ("" while
+	// unscheduled), its IP ("" while it has none) and whether the pod is
+	// known at all: what the provenance checks compare series with.
+	PodAddress(namespace, name string) (node, ip string, known bool)
 }
 
 // Config configures a Provider.
