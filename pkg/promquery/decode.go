@@ -54,6 +54,16 @@ func (s Skipped) Total() int {
 	return s.MissingLabels + s.InvalidValue + s.UnexpectedMetric + s.Duplicate
 }
 
+// Add returns the counts of s and o together.
+func (s Skipped) Add(o Skipped) Skipped {
+	return Skipped{
+		MissingLabels:    s.MissingLabels + o.MissingLabels,
+		InvalidValue:     s.InvalidValue + o.InvalidValue,
+		UnexpectedMetric: s.UnexpectedMetric + o.UnexpectedMetric,
+		Duplicate:        s.Duplicate + o.Duplicate,
+	}
+}
+
 // Result is what one query yielded.
 type Result struct {
 	Samples  []Sample

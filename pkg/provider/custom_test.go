@@ -189,7 +189,7 @@ func TestPodsBySelector(t *testing.T) {
 			if !slices.Equal(got, tt.wantPods) {
 				t.Errorf("pods = %v, want %v", got, tt.wantPods)
 			}
-			if n, want := len(e.prom.Queries()), len(e.p.queries(nil, "", nil)); n != want {
+			if n, want := len(e.prom.Queries()), len(e.p.refreshQueries); n != want {
 				t.Errorf("cache mode sent %d queries, want only the refresh's %d", n, want)
 			}
 		})

@@ -103,6 +103,7 @@ type Provider struct {
 	specs           []metricSpec
 	index           map[string]int
 	bySeries        map[seriesKey]int
+	refreshQueries  []promquery.Query
 	refreshInterval time.Duration
 	maxStaleness    time.Duration
 	minShare        float64
@@ -176,6 +177,7 @@ func New(cfg Config) (*Provider, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	p.refreshQueries = p.queries(nil, "", nil)
 	p.startedAt = p.now()
 	reg := cfg.Registry
 	if reg == nil {

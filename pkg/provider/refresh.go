@@ -65,7 +65,7 @@ func (p *Provider) Refresh(ctx context.Context) error {
 		p.lastErr.Store(&refreshFailure{err: err, at: observedAt})
 		return err
 	}
-	samples, skipped, err := p.gather(ctx, p.queries(nil, "", nil))
+	samples, skipped, err := p.gather(ctx, p.refreshQueries)
 	p.metrics.refreshDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		p.metrics.refreshErrors.Inc()
@@ -90,7 +90,8 @@ func (p *Provider) metricNames() []string {
 }
 
 // queries are the queries for the given specs (nil: every spec), one per
-// origin, optionally filtered to one namespace's pods.
+// origin, optionally filtered to one namespace's pods. The refresh's are
+// fixed by the table and built once, in New.
 func (p *Provider) queries(specs []int, namespace string, pods []string) []promquery.Query {
 	if specs == nil {
 		specs = make([]int, len(p.specs))
@@ -144,10 +145,7 @@ func (p *Provider) gather(ctx context.Context, queries []promquery.Query) ([]tag
 				samples = append(samples, tagged{spec: k, Sample: &res.Samples[j]})
 			}
 		}
-		skipped.MissingLabels += res.Skipped.MissingLabels
-		skipped.InvalidValue += res.Skipped.InvalidValue
-		skipped.UnexpectedMetric += res.Skipped.UnexpectedMetric
-		skipped.Duplicate += res.Skipped.Duplicate
+		skipped = skipped.Add(res.Skipped)
 	}
 	return p.admit(ctx, samples), skipped, nil
 }
