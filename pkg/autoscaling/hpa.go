@@ -206,25 +206,19 @@ func LLMServingBehavior() *autoscalingv2.HorizontalPodAutoscalerBehavior {
 	}
 }
 
-// metricSpec renders one metric. Both types use an AverageValue target:
+// metricSpec renders one metric, already defaulted by Metrics (name, type
+// and target set). Both types use an AverageValue target:
 // for Pods it is the per-pod value the arena chart sets; for External the
 // adapter returns one item per selected pod and the HPA divides their sum by
 // the replica count, so the same number means the same per-pod load.
 func metricSpec(m v1alpha1.ScalerMetric, podSelector *metav1.LabelSelector) (autoscalingv2.MetricSpec, error) {
-	name := m.Name
-	if name == "" {
-		name = v1alpha1.DefaultMetricName
-	}
-	target := resource.MustParse(v1alpha1.DefaultMetricTarget)
-	if m.Target != nil {
-		target = m.Target.DeepCopy()
-	}
+	name, target := m.Name, m.Target.DeepCopy()
 	if target.Sign() <= 0 {
 		return autoscalingv2.MetricSpec{}, fmt.Errorf("metric.target %s is not above zero", target.String())
 	}
 	mt := autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: &target}
 	switch m.Type {
-	case "", v1alpha1.PodsMetric:
+	case v1alpha1.PodsMetric:
 		if m.Selector != nil {
 			return autoscalingv2.MetricSpec{}, fmt.Errorf("metric.selector is only allowed with type External")
 		}
