@@ -78,7 +78,8 @@ type backend struct {
 	resolver exporter.PodResolver
 	// loadHandler serves the simulator's load endpoint; nil otherwise.
 	loadHandler http.Handler
-	// models is the simulator's model servers; nil otherwise.
+	// models is the simulator's model servers, when they are served; nil
+	// otherwise.
 	models *sim.Server
 }
 
@@ -130,7 +131,7 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	if b.loadHandler != nil && o.Sim.LoadAddress != "" {
 		servers = append(servers, &server{name: "sim load", addr: o.Sim.LoadAddress, handler: b.loadHandler})
 	}
-	if b.models != nil && o.Sim.ModelServerAddress != "" {
+	if b.models != nil {
 		servers = append(servers, &server{name: "sim model servers", addr: o.Sim.ModelServerAddress, handler: b.models})
 	}
 	// Bind everything before starting, so a taken port fails the start.
@@ -150,7 +151,7 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	}
 	done := make(chan struct{})
 	go func() { exp.Run(ctx); close(done) }()
-	if b.models != nil && o.Sim.ModelServerAddress != "" {
+	if b.models != nil {
 		go stepModels(ctx, b.models, log)
 	}
 	log.Info("started", "version", version.Version, "backend", o.Backend, "node", o.NodeName, "interval", o.CollectInterval)
@@ -305,16 +306,18 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 	if err != nil {
 		return nil, err
 	}
-	models, err := sim.NewServer(sim.ServerConfig{CapacityRPS: s.ReplicaCapRPS, ServiceTime: s.ServiceTime, MaxStep: 5 * time.Second}, pods, load)
-	if err != nil {
-		return nil, err
-	}
-	return &backend{
+	b := &backend{
 		sampler:     sampler,
 		close:       func() error { return nil },
 		loadHandler: sim.Handler(load, sampler),
-		models:      models,
-	}, nil
+	}
+	if s.ModelServerAddress != "" {
+		cfg := sim.ServerConfig{CapacityRPS: s.ReplicaCapRPS, ServiceTime: s.ServiceTime, MaxStep: 5 * time.Second}
+		if b.models, err = sim.NewServer(cfg, pods, load); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // stepModels advances the simulated model servers every second: their
