@@ -14,9 +14,9 @@ import (
 
 	"github.com/spillway-dev/spillway/pkg/controller/deletioncost"
 	"github.com/spillway-dev/spillway/pkg/controller/inferencescaler"
-	placementwebhook "github.com/spillway-dev/spillway/pkg/controller/placement"
-	"github.com/spillway-dev/spillway/pkg/controller/replacement"
+	"github.com/spillway-dev/spillway/pkg/controller/placementwebhook"
 	"github.com/spillway-dev/spillway/pkg/controller/resourcepolicy"
+	"github.com/spillway-dev/spillway/pkg/controller/spillover"
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
@@ -71,7 +71,7 @@ func Register(mgr manager.Manager, d Deps) error {
 	if err != nil {
 		return fmt.Errorf("placement metrics: %w", err)
 	}
-	replacementMetrics, err := replacement.NewMetrics(d.Registerer)
+	replacementMetrics, err := spillover.NewMetrics(d.Registerer)
 	if err != nil {
 		return fmt.Errorf("re-placement metrics: %w", err)
 	}
@@ -91,7 +91,7 @@ func Register(mgr manager.Manager, d Deps) error {
 		{"placement webhook", func() error {
 			return placementwebhook.Register(mgr, tracker, placementMetrics, d.Clock, d.PlacementKeys, d.WebhookClientAuth, d.VirtualNodes)
 		}},
-		{"re-placement", func() error { return replacement.Register(mgr, tracker, replacementMetrics, d.Clock, d.VirtualNodes) }},
+		{"re-placement", func() error { return spillover.Register(mgr, tracker, replacementMetrics, d.Clock, d.VirtualNodes) }},
 		{"deletion cost", func() error { return deletioncost.Register(mgr, costMetrics, d.VirtualNodes) }},
 		{"ResourcePolicy status", func() error { return resourcepolicy.Register(mgr, statusMetrics, d.Clock, d.VirtualNodes) }},
 		// InferenceScaler (issue 6): one HPA per InferenceScaler.

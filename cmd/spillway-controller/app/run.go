@@ -31,7 +31,7 @@ import (
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/controller"
 	"github.com/spillway-dev/spillway/pkg/controller/certs"
-	placementwebhook "github.com/spillway-dev/spillway/pkg/controller/placement"
+	"github.com/spillway-dev/spillway/pkg/controller/placementwebhook"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/pkg/placement"
 	"github.com/spillway-dev/spillway/pkg/version"

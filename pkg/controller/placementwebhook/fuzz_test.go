@@ -1,4 +1,4 @@
-package placement_test
+package placementwebhook_test
 
 import (
 	"context"
@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
-	"github.com/spillway-dev/spillway/pkg/controller/placement"
+	"github.com/spillway-dev/spillway/pkg/controller/placementwebhook"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	rules "github.com/spillway-dev/spillway/pkg/placement"
 )
@@ -114,10 +114,10 @@ func FuzzWebhookHandle(f *testing.F) {
 			fzPolicy("capped", "capped", v1alpha1.StrategyRequired, ptr.To[int32](0), ptr.To[int32](0)),
 			fzNode("onprem-1", "onprem"), fzNode("elastic-1", "elastic"),
 		).
-		WithIndex(&corev1.Pod{}, placement.IndexOccupiedNode, placement.IndexOccupiedNodeFunc).
-		WithIndex(&corev1.Pod{}, placement.IndexPlacementID, placement.IndexPlacementIDFunc).
+		WithIndex(&corev1.Pod{}, placementwebhook.IndexOccupiedNode, placementwebhook.IndexOccupiedNodeFunc).
+		WithIndex(&corev1.Pod{}, placementwebhook.IndexPlacementID, placementwebhook.IndexPlacementIDFunc).
 		Build()
-	metrics, err := placement.NewMetrics(prometheus.NewRegistry())
+	metrics, err := placementwebhook.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func FuzzWebhookHandle(f *testing.F) {
 		// A fresh tracker per request: reservations of earlier inputs
 		// would otherwise pile up (the fake clock never expires them).
 		tracker := rules.NewTracker(clk, time.Minute, 2*time.Minute)
-		hook := placement.New(reader, decoder, tracker, fzRecorder{}, metrics, clk, keys)
+		hook := placementwebhook.New(reader, decoder, tracker, fzRecorder{}, metrics, clk, keys)
 		n++
 		req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
 			UID:       types.UID(fmt.Sprintf("fuzz-%d", n)),

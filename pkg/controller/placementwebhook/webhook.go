@@ -1,4 +1,4 @@
-// Package placement is the mutating admission webhook that places a new pod
+// Package placementwebhook is the mutating admission webhook that places a new pod
 // selected by a ResourcePolicy on one of the policy's units: it pins the pod
 // there with a required node affinity and labels it with the policy and the
 // unit. The rules live in pkg/placement; this package reads the cluster
@@ -9,7 +9,7 @@
 // signed so that capacity accounting can tell it from a forgery, dry runs
 // reserve nothing, and the webhook can require the API server's client
 // certificate (ClientAuth) so that nobody else can post admission reviews.
-package placement
+package placementwebhook
 
 import (
 	"context"

@@ -1,9 +1,10 @@
-// Package replacement re-places pods that a ResourcePolicy put on a unit
-// where they cannot schedule: once such a pod has been unschedulable past
-// the policy's grace, it is deleted (only when a ReplicaSet owns it, so a
-// replacement comes), and the unit is treated as full for a cooldown so the
-// webhook puts the replacement on a later unit.
-package replacement
+// Package spillover is the re-placement controller: it lets a pod that a
+// ResourcePolicy put on a unit where it cannot schedule spill over to a
+// later unit. Once such a pod has been unschedulable past the policy's
+// grace, it is deleted (only when a ReplicaSet owns it, so a replacement
+// comes), and the unit is treated as full for a cooldown so the webhook
+// puts the replacement on a later unit.
+package spillover
 
 import (
 	"context"
