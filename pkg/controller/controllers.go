@@ -1,7 +1,23 @@
 // Package controller holds the single list of everything spillway-controller
-// runs on its manager. Each concern lives in its own package under
-// pkg/controller with a Register function; adding a controller is one line
-// in Register below.
+// runs on its manager: Register below. Adding a controller is one line in
+// that list.
+//
+// Every package under pkg/controller has the same shape:
+//
+//   - Options: its settings and the objects it shares with others (clock,
+//     placement tracker, virtual nodes); a zero field means its default.
+//   - New(client, recorder, reg, Options): builds the reconciler (or the
+//     webhook), with its own metrics registered on reg; unit tests call it
+//     with a fake client and a fresh registry.
+//   - Register(mgr, reg, Options): New on mgr's client and an event
+//     recorder named by the package's EventSource, then the method
+//     Register(mgr), which adds the watches (or the webhook) to mgr.
+//
+// The one exception is certs: its Manager serves the webhook's certificate,
+// so it is built before the manager (the webhook server's TLS options read
+// it) on a direct client, and its first chain is issued before the webhook
+// listens; the list below only adds it to the manager (Manager.Register) to
+// keep the chain current. It has no metrics.
 package controller
 
 import (
@@ -12,6 +28,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/spillway-dev/spillway/pkg/controller/certs"
 	"github.com/spillway-dev/spillway/pkg/controller/deletioncost"
 	"github.com/spillway-dev/spillway/pkg/controller/inferencescaler"
 	"github.com/spillway-dev/spillway/pkg/controller/placementwebhook"
@@ -26,6 +43,10 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Clock drives graces, cooldowns and reservation expiry.
 	Clock clock.Clock
+	// Certificates, when set, is the webhook's certificate manager, its
+	// first chain already issued (Ensure); nil when the certificate is
+	// mounted from files.
+	Certificates *certs.Manager
 	// UnitCooldown is how long a unit counts as full after a pod was
 	// re-placed away from it.
 	UnitCooldown time.Duration
@@ -57,46 +78,43 @@ type Deps struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=spillway-system
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=spillway-system
 
-// Register adds every controller and webhook to mgr. Webhooks are served by
-// every replica; controllers run on the elected leader.
+// Register adds every controller and webhook to mgr. Webhooks and the
+// certificate manager run on every replica; controllers run on the elected
+// leader.
 func Register(mgr manager.Manager, d Deps) error {
-	if len(d.VirtualNodes.Labels) == 0 {
-		d.VirtualNodes = placement.DefaultVirtualNodes()
-	}
+	virtual := d.VirtualNodes.OrDefault()
 	// One tracker, shared: the webhook reads the cooldowns the re-placement
 	// controller sets.
 	tracker := placement.NewTracker(d.Clock, d.ReservationTTL, d.UnitCooldown)
-
-	placementMetrics, err := placementwebhook.NewMetrics(d.Registerer)
-	if err != nil {
-		return fmt.Errorf("placement metrics: %w", err)
-	}
-	replacementMetrics, err := spillover.NewMetrics(d.Registerer)
-	if err != nil {
-		return fmt.Errorf("re-placement metrics: %w", err)
-	}
-	costMetrics, err := deletioncost.NewMetrics(d.Registerer)
-	if err != nil {
-		return fmt.Errorf("deletion-cost metrics: %w", err)
-	}
-	statusMetrics, err := resourcepolicy.NewMetrics(d.Registerer)
-	if err != nil {
-		return fmt.Errorf("ResourcePolicy metrics: %w", err)
-	}
+	reg := d.Registerer
 
 	steps := []struct {
 		name     string
 		register func() error
 	}{
-		{"placement webhook", func() error {
-			return placementwebhook.Register(mgr, tracker, placementMetrics, d.Clock, d.PlacementKeys, d.WebhookClientAuth, d.VirtualNodes)
+		{"webhook certificate", func() error {
+			if d.Certificates == nil {
+				return nil
+			}
+			return d.Certificates.Register(mgr)
 		}},
-		{"re-placement", func() error { return spillover.Register(mgr, tracker, replacementMetrics, d.Clock, d.VirtualNodes) }},
-		{"deletion cost", func() error { return deletioncost.Register(mgr, costMetrics, d.VirtualNodes) }},
-		{"ResourcePolicy status", func() error { return resourcepolicy.Register(mgr, statusMetrics, d.Clock, d.VirtualNodes) }},
+		{"placement webhook", func() error {
+			return placementwebhook.Register(mgr, reg, placementwebhook.Options{
+				Tracker: tracker, Clock: d.Clock, Keys: d.PlacementKeys, ClientAuth: d.WebhookClientAuth, VirtualNodes: virtual,
+			})
+		}},
+		{"re-placement", func() error {
+			return spillover.Register(mgr, reg, spillover.Options{Tracker: tracker, Clock: d.Clock, VirtualNodes: virtual})
+		}},
+		{"deletion cost", func() error {
+			return deletioncost.Register(mgr, reg, deletioncost.Options{VirtualNodes: virtual})
+		}},
+		{"ResourcePolicy status", func() error {
+			return resourcepolicy.Register(mgr, reg, resourcepolicy.Options{Clock: d.Clock, VirtualNodes: virtual})
+		}},
 		// InferenceScaler (issue 6): one HPA per InferenceScaler.
 		{"InferenceScaler", func() error {
-			return inferencescaler.Register(mgr, d.Registerer, inferencescaler.Options{HPASyncPeriod: d.HPASyncPeriod, Clock: d.Clock})
+			return inferencescaler.Register(mgr, reg, inferencescaler.Options{HPASyncPeriod: d.HPASyncPeriod, Clock: d.Clock})
 		}},
 	}
 	for _, s := range steps {

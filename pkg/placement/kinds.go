@@ -63,6 +63,15 @@ func DefaultVirtualNodes() VirtualNodes {
 	return VirtualNodes{Labels: map[string]string{"type": "virtual-kubelet"}, TaintKey: "virtual-kubelet.io/provider"}
 }
 
+// OrDefault returns v, or DefaultVirtualNodes when v names no label (a
+// virtual unit without a nodeSelector must select something).
+func (v VirtualNodes) OrDefault() VirtualNodes {
+	if len(v.Labels) == 0 {
+		return DefaultVirtualNodes()
+	}
+	return v
+}
+
 // Resolve returns rp itself, or, when it has virtual units without a
 // nodeSelector, a copy in which they select the virtual nodes. Every
 // reader of a policy resolves it before using its units.

@@ -168,14 +168,10 @@ func run(ctx context.Context, o *Options, cfg *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("building the manager: %w", err)
 	}
-	if certManager != nil {
-		if err := mgr.Add(certManager); err != nil {
-			return err
-		}
-	}
 	if err := controller.Register(mgr, controller.Deps{
 		Registerer:     metrics.Registry,
 		Clock:          clk,
+		Certificates:   certManager,
 		UnitCooldown:   o.UnitCooldown,
 		ReservationTTL: o.ReservationTTL,
 		PlacementKeys:  placementKeys,

@@ -39,6 +39,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
 
 // Keys of the Secret.
@@ -170,6 +171,14 @@ func (m *Manager) CABundle() []byte {
 		return s.bundle
 	}
 	return nil
+}
+
+// Register adds the manager to mgr, where it runs on every replica (see
+// NeedLeaderElection) and keeps the chain current. It does not issue the
+// first chain: call Ensure before mgr starts, since mgr starts its webhook
+// server before its other runnables.
+func (m *Manager) Register(mgr manager.Manager) error {
+	return mgr.Add(m)
 }
 
 // NeedLeaderElection is false: every replica serves.

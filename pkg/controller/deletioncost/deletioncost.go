@@ -31,8 +31,8 @@ import (
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
-// Metrics are the controller's instruments.
-type Metrics struct {
+// metrics are the controller's instruments.
+type metrics struct {
 	// Patches counts pod-deletion-cost patches by namespace, policy and
 	// result (ok, error).
 	Patches *prometheus.CounterVec
@@ -41,9 +41,9 @@ type Metrics struct {
 	Adopted *prometheus.CounterVec
 }
 
-// NewMetrics creates the instruments and registers them on reg.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{
+// newMetrics creates the instruments and registers them on reg.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
 		Patches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.DeletionCostPatches,
 			Help: "Patches of controller.kubernetes.io/pod-deletion-cost on selected pods, by result.",
@@ -64,21 +64,28 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 type Reconciler struct {
 	client   client.Client
 	recorder events.EventRecorder
-	metrics  *Metrics
+	metrics  *metrics
 	virtual  placement.VirtualNodes
 }
 
-// New returns the reconciler.
-func New(c client.Client, recorder events.EventRecorder, metrics *Metrics) *Reconciler {
-	return &Reconciler{client: c, recorder: recorder, metrics: metrics, virtual: placement.DefaultVirtualNodes()}
+// Options configures the reconciler.
+type Options struct {
+	// VirtualNodes are the virtual nodes' label and taint, which virtual
+	// units without a nodeSelector select; zero means virtual-kubelet's
+	// conventions.
+	VirtualNodes placement.VirtualNodes
 }
 
-// WithVirtualNodes sets the virtual nodes' label and taint (default:
-// virtual-kubelet's conventions), which virtual units without a
-// nodeSelector select.
-func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
-	r.virtual = v
-	return r
+// EventSource is the name events of this controller carry.
+const EventSource = "spillway-deletioncost"
+
+// New returns the reconciler; its metrics are registered on reg.
+func New(c client.Client, recorder events.EventRecorder, reg prometheus.Registerer, opts Options) (*Reconciler, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("deletioncost: %w", err)
+	}
+	return &Reconciler{client: c, recorder: recorder, metrics: m, virtual: opts.VirtualNodes.OrDefault()}, nil
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
@@ -86,12 +93,21 @@ func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
 // +kubebuilder:rbac:groups=spillway.dev,resources=resourcepolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
+// Register builds the reconciler on mgr's client and event recorder and
+// adds it to mgr: the form the controller wiring list uses.
+func Register(mgr ctrl.Manager, reg prometheus.Registerer, opts Options) error {
+	r, err := New(mgr.GetClient(), mgr.GetEventRecorder(EventSource), reg, opts)
+	if err != nil {
+		return err
+	}
+	return r.Register(mgr)
+}
+
 // Register adds the controller to the manager (leader only). A policy change
 // re-ranks every pod it selects. Every pod update is reconciled, so an
 // unplaced pod is adopted as soon as the scheduler binds it, and a new
 // leader adopts, on its first list, what was admitted while none ran.
-func Register(mgr ctrl.Manager, metrics *Metrics, virtual placement.VirtualNodes) error {
-	r := New(mgr.GetClient(), mgr.GetEventRecorder("spillway-deletioncost"), metrics).WithVirtualNodes(virtual)
+func (r *Reconciler) Register(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("deletioncost").
 		For(&corev1.Pod{}).

@@ -96,11 +96,11 @@ func TestReconcile(t *testing.T) {
 					}
 					return cl.Patch(ctx, obj, p, opts...)
 				}}).Build()
-			m, err := NewMetrics(prometheus.NewRegistry())
+			r, err := New(cl, nil, prometheus.NewRegistry(), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := New(cl, nil, m)
+			m := r.metrics
 			key := client.ObjectKeyFromObject(c.pod)
 			for range 2 { // the second pass must find nothing to do
 				if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
@@ -139,7 +139,10 @@ func TestPolicyMapsToItsPods(t *testing.T) {
 	other := pod("other", nil)
 	other.Labels["app"] = "other"
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(pod("a", nil), pod("b", placedOn("1")), other).Build()
-	r := New(cl, nil, nil)
+	r, err := New(cl, nil, prometheus.NewRegistry(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	reqs := r.podsOf(context.Background(), seed())
 	if len(reqs) != 2 {
 		t.Errorf("requests = %v, want the 2 selected pods", reqs)
@@ -177,12 +180,12 @@ func TestAdoption(t *testing.T) {
 				t.Fatal(err)
 			}
 			cl := fake.NewClientBuilder().WithScheme(s).WithObjects(append(nodes, seed(), c.pod)...).Build()
-			m, err := NewMetrics(prometheus.NewRegistry())
+			rec := events.NewFakeRecorder(10)
+			r, err := New(cl, rec, prometheus.NewRegistry(), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := events.NewFakeRecorder(10)
-			r := New(cl, rec, m)
+			m := r.metrics
 			key := client.ObjectKeyFromObject(c.pod)
 			for range 2 { // the second pass must find nothing to do
 				if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
@@ -229,11 +232,10 @@ func TestAdoptionWaitsForBinding(t *testing.T) {
 	p := pod("p", nil, func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(t0.Add(time.Minute)) })
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}}
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(seed(), n, p).Build()
-	m, err := NewMetrics(prometheus.NewRegistry())
+	r, err := New(cl, events.NewFakeRecorder(10), prometheus.NewRegistry(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(cl, events.NewFakeRecorder(10), m)
 	ctx, key := context.Background(), client.ObjectKeyFromObject(p)
 	reconcile := func() *corev1.Pod {
 		t.Helper()
@@ -273,11 +275,10 @@ func TestAdoptionFromAStaleView(t *testing.T) {
 	})
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}}
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(seed(), n, p).Build()
-	m, err := NewMetrics(prometheus.NewRegistry())
+	r, err := New(cl, nil, prometheus.NewRegistry(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(cl, nil, m)
 	ctx := context.Background()
 	stale := &corev1.Pod{}
 	if err := cl.Get(ctx, client.ObjectKeyFromObject(p), stale); err != nil {

@@ -96,9 +96,9 @@ type Controller struct {
 	watchesInferenceServices bool
 }
 
-// NewController builds the reconciler. reg receives its metrics (the
+// New builds the reconciler. reg receives its metrics (the
 // manager's registry in the binary, a fresh registry in tests).
-func NewController(c client.Client, recorder events.EventRecorder, reg prometheus.Registerer, opts Options) (*Controller, error) {
+func New(c client.Client, recorder events.EventRecorder, reg prometheus.Registerer, opts Options) (*Controller, error) {
 	var errs []error
 	if c == nil {
 		errs = append(errs, errors.New("inferencescaler: nil client"))
@@ -145,7 +145,7 @@ const EventSource = "spillway-inferencescaler"
 // Register builds the controller on mgr's client and event recorder and
 // adds it to mgr: the one-line form the controller wiring list uses.
 func Register(mgr ctrl.Manager, reg prometheus.Registerer, opts Options) error {
-	c, err := NewController(mgr.GetClient(), mgr.GetEventRecorder(EventSource), reg, opts)
+	c, err := New(mgr.GetClient(), mgr.GetEventRecorder(EventSource), reg, opts)
 	if err != nil {
 		return err
 	}

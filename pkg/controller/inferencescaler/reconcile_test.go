@@ -72,7 +72,7 @@ func newFixture(t *testing.T, objs ...client.Object) *fixture {
 		WithIndex(&v1alpha1.InferenceScaler{}, targetIndex, indexTarget).
 		Build()
 	f := &fixture{t: t, cl: cl, rec: &recorder{}, clock: testingclock.NewFakePassiveClock(t0), reg: prometheus.NewRegistry()}
-	c, err := NewController(cl, f.rec, f.reg, Options{HPASyncPeriod: 15 * time.Second, Clock: f.clock})
+	c, err := New(cl, f.rec, f.reg, Options{HPASyncPeriod: 15 * time.Second, Clock: f.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -646,7 +646,7 @@ func TestDeletedScalerIsIgnored(t *testing.T) {
 }
 
 func TestNewControllerValidates(t *testing.T) {
-	_, err := NewController(nil, nil, prometheus.NewRegistry(), Options{HPASyncPeriod: -time.Second})
+	_, err := New(nil, nil, prometheus.NewRegistry(), Options{HPASyncPeriod: -time.Second})
 	if err == nil {
 		t.Fatal("accepted nil client, nil recorder and a negative period")
 	}

@@ -10,7 +10,6 @@ import (
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -26,6 +25,7 @@ import (
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/controller/placementwebhook"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
+	"github.com/spillway-dev/spillway/pkg/metricnames"
 	rules "github.com/spillway-dev/spillway/pkg/placement"
 )
 
@@ -117,10 +117,6 @@ func FuzzWebhookHandle(f *testing.F) {
 		WithIndex(&corev1.Pod{}, placementwebhook.IndexOccupiedNode, placementwebhook.IndexOccupiedNodeFunc).
 		WithIndex(&corev1.Pod{}, placementwebhook.IndexPlacementID, placementwebhook.IndexPlacementIDFunc).
 		Build()
-	metrics, err := placementwebhook.NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		f.Fatal(err)
-	}
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	decoder := admission.NewDecoder(scheme)
 	secret := []byte("0123456789abcdef0123456789abcdef")
@@ -131,7 +127,12 @@ func FuzzWebhookHandle(f *testing.F) {
 		// A fresh tracker per request: reservations of earlier inputs
 		// would otherwise pile up (the fake clock never expires them).
 		tracker := rules.NewTracker(clk, time.Minute, 2*time.Minute)
-		hook := placementwebhook.New(reader, decoder, tracker, fzRecorder{}, metrics, clk, keys)
+		reg := prometheus.NewRegistry()
+		hook, err := placementwebhook.New(reader, decoder, fzRecorder{}, reg,
+			placementwebhook.Options{Tracker: tracker, Clock: clk, Keys: keys})
+		if err != nil {
+			t.Fatal(err)
+		}
 		n++
 		req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
 			UID:       types.UID(fmt.Sprintf("fuzz-%d", n)),
@@ -140,13 +141,13 @@ func FuzzWebhookHandle(f *testing.F) {
 			Namespace: "default", Operation: admissionv1.Create, DryRun: &dryRun,
 			Object: runtime.RawExtension{Raw: raw},
 		}}
-		panics := testutil.ToFloat64(metrics.Errors.WithLabelValues("panic"))
-		encodes := testutil.ToFloat64(metrics.Errors.WithLabelValues("encode"))
+		panics := fzErrors(t, reg, "panic")
+		encodes := fzErrors(t, reg, "encode")
 		resp := hook.Handle(context.Background(), req)
-		if d := testutil.ToFloat64(metrics.Errors.WithLabelValues("panic")) - panics; d != 0 {
+		if d := fzErrors(t, reg, "panic") - panics; d != 0 {
 			t.Fatalf("the handler panicked on %q", raw)
 		}
-		if d := testutil.ToFloat64(metrics.Errors.WithLabelValues("encode")) - encodes; d != 0 {
+		if d := fzErrors(t, reg, "encode") - encodes; d != 0 {
 			t.Fatalf("the handler could not encode its answer to %q", raw)
 		}
 		if !resp.Allowed {
@@ -236,4 +237,27 @@ func checkNoForgedKeys(t *testing.T, raw []byte, pod *corev1.Pod) {
 		}
 		t.Fatalf("admitted with annotation %s=%q: %s", k, v, raw)
 	}
+}
+
+// fzErrors reads the webhook's error counter for reason from its registry
+// (the webhook's instruments are its own).
+func fzErrors(t *testing.T, g prometheus.Gatherer, reason string) float64 {
+	t.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != metricnames.PlacementWebhookErrors {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == metricnames.LabelReason && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

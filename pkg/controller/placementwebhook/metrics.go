@@ -8,9 +8,9 @@ import (
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
-// Metrics are the webhook's instruments. They are registered on the
-// registry given to NewMetrics (the manager's), never on a global one.
-type Metrics struct {
+// metrics are the webhook's instruments. They are registered on the
+// registry given to New (the manager's), never on a global one.
+type metrics struct {
 	// Placements counts pods placed, by namespace, policy and unit label
 	// ("none" for pods placed outside every unit).
 	Placements *prometheus.CounterVec
@@ -24,9 +24,9 @@ type Metrics struct {
 	Errors *prometheus.CounterVec
 }
 
-// NewMetrics creates the instruments and registers them on reg.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{
+// newMetrics creates the instruments and registers them on reg.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
 		Placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.PlacementPods,
 			Help: "Pods placed by the ResourcePolicy webhook, by unit.",

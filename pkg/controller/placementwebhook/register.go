@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -28,13 +28,21 @@ const Path = "/spillway/v1/pods/placement"
 // +kubebuilder:rbac:groups=spillway.dev,resources=resourcepolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Register installs the pod field indexes on the manager's cache and serves
-// the webhook on the manager's webhook server. The webhook server runs on
-// every replica, leader or not. keys must give every replica the same
-// secret (see KeySource). With auth (whose Configure must also be among the
-// webhook server's TLS options), only clients with an accepted certificate
-// are served; nil serves any client.
-func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk clock.PassiveClock, keys KeySource, auth *ClientAuth, virtual rules.VirtualNodes) error {
+// Register builds the webhook on mgr's cache and event recorder and adds
+// it to mgr: the form the controller wiring list uses.
+func Register(mgr manager.Manager, reg prometheus.Registerer, opts Options) error {
+	w, err := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), mgr.GetEventRecorder(EventSource), reg, opts)
+	if err != nil {
+		return err
+	}
+	return w.Register(mgr)
+}
+
+// Register installs the pod field indexes on the manager's cache, shares
+// reservations through the API server, and serves the webhook on the
+// manager's webhook server. The webhook server runs on every replica,
+// leader or not.
+func (w *Webhook) Register(mgr manager.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	ctx := context.Background()
 	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexOccupiedNode, IndexOccupiedNodeFunc); err != nil {
@@ -62,7 +70,7 @@ func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk
 		}
 		if p, ok := obj.(*corev1.Pod); ok {
 			if id := p.Annotations[rules.AnnotationPlacementID]; id != "" {
-				tracker.Release(id)
+				w.tracker.Release(id)
 			}
 		}
 	}
@@ -73,18 +81,14 @@ func Register(mgr manager.Manager, tracker *rules.Tracker, metrics *Metrics, clk
 	}); err != nil {
 		return fmt.Errorf("watching pods for placed ones: %w", err)
 	}
-	if keys == nil {
-		return fmt.Errorf("no source for the placement signing key")
-	}
 	shared, err := reservationClient(mgr)
 	if err != nil {
 		return err
 	}
-	w := New(mgr.GetCache(), admission.NewDecoder(mgr.GetScheme()), tracker, mgr.GetEventRecorder("spillway-placement"), metrics, clk, keys).
-		ShareReservations(shared, shared).WithVirtualNodes(virtual)
+	w.ShareReservations(shared, shared)
 	var h http.Handler = &webhook.Admission{Handler: w}
-	if auth != nil {
-		h = auth.Require(h)
+	if w.auth != nil {
+		h = w.auth.Require(h)
 	}
 	mgr.GetWebhookServer().Register(Path, h)
 	return nil

@@ -42,7 +42,7 @@ type sharedReservations struct {
 	client    client.Client
 	clock     clock.PassiveClock
 	ttl       time.Duration
-	metrics   *Metrics
+	metrics   *metrics
 }
 
 // reserve decides again on fresh shared state and publishes the

@@ -42,16 +42,15 @@ func replicas(t *testing.T, n int, share bool, funcs *interceptor.Funcs, objs ..
 	clk := clocktesting.NewFakeClock(t0.Add(time.Hour))
 	var out []*env
 	for range n {
-		m, err := NewMetrics(prometheus.NewRegistry())
+		tr := rules.NewTracker(clk, 5*time.Second, 2*time.Minute)
+		hook, err := New(c, admission.NewDecoder(s), events.NewFakeRecorder(100), prometheus.NewRegistry(), Options{Tracker: tr, Clock: clk, Keys: testKeys})
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := rules.NewTracker(clk, 5*time.Second, 2*time.Minute)
-		hook := New(c, admission.NewDecoder(s), tr, events.NewFakeRecorder(100), m, clk, testKeys)
 		if share {
 			hook.ShareReservations(c, c)
 		}
-		out = append(out, &env{hook: hook, tracker: tr, clock: clk, metrics: m})
+		out = append(out, &env{hook: hook, tracker: tr, clock: clk, metrics: hook.metrics})
 	}
 	return out
 }
@@ -178,14 +177,14 @@ func TestLaggingCacheOfAnotherReplica(t *testing.T) {
 		t.Fatalf("a-2 on unit %s, want 0", unitOf(placed))
 	}
 	// Replica B shares the API server but its cache lacks a-0 and a-1.
-	m, err := NewMetrics(prometheus.NewRegistry())
+	tr := rules.NewTracker(a.clock, 5*time.Second, 2*time.Minute)
+	b, err := New(laggingCache{Reader: c, hidden: map[string]bool{"a-0": true, "a-1": true}}, admission.NewDecoder(scheme(t)),
+		events.NewFakeRecorder(100), prometheus.NewRegistry(), Options{Tracker: tr, Clock: a.clock, Keys: testKeys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := rules.NewTracker(a.clock, 5*time.Second, 2*time.Minute)
-	b := New(laggingCache{Reader: c, hidden: map[string]bool{"a-0": true, "a-1": true}}, admission.NewDecoder(scheme(t)), tr,
-		events.NewFakeRecorder(100), m, a.clock, testKeys).ShareReservations(c, c)
-	bEnv := &env{hook: b, tracker: tr, clock: a.clock, metrics: m}
+	b.ShareReservations(c, c)
+	bEnv := &env{hook: b, tracker: tr, clock: a.clock, metrics: b.metrics}
 	if _, placed := bEnv.admit(t, predictor("b-0")); unitOf(placed) != "1" {
 		t.Errorf("replica B placed b-0 on unit %s, want 1: unit 0 holds a-0, a-1 and a-2", unitOf(placed))
 	}

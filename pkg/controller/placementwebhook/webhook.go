@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/events"
@@ -64,7 +65,7 @@ type Webhook struct {
 	decoder   admission.Decoder
 	tracker   *rules.Tracker
 	recorder  events.EventRecorder
-	metrics   *Metrics
+	metrics   *metrics
 	clock     clock.PassiveClock
 	keySource KeySource
 	keys      *rules.Keyring
@@ -73,7 +74,33 @@ type Webhook struct {
 	shared *sharedReservations
 	// virtual describes the cluster's virtual nodes (for virtual units).
 	virtual rules.VirtualNodes
+	// auth, when set, is required of every client (see Options).
+	auth *ClientAuth
 }
+
+// Options configures the webhook.
+type Options struct {
+	// Tracker is shared with the re-placement controller (spillover),
+	// whose cooldowns it reads.
+	Tracker *rules.Tracker
+	// Clock stamps reservations and signing-key rotations; nil means the
+	// real clock.
+	Clock clock.PassiveClock
+	// Keys supplies the secret the placement signing key is derived from;
+	// every replica must get the same secret (see KeySource).
+	Keys KeySource
+	// ClientAuth, when set, restricts the webhook to clients with an
+	// accepted certificate; its Configure must also be among the webhook
+	// server's TLS options. Nil serves any client.
+	ClientAuth *ClientAuth
+	// VirtualNodes are the virtual nodes' label and taint, which virtual
+	// units without a nodeSelector select; zero means virtual-kubelet's
+	// conventions.
+	VirtualNodes rules.VirtualNodes
+}
+
+// EventSource is the name events of the webhook carry.
+const EventSource = "spillway-placement"
 
 // ShareReservations makes the webhook keep its reservations into units
 // with a max in the ResourcePolicy's status, read fresh from apiReader (not
@@ -84,20 +111,30 @@ func (w *Webhook) ShareReservations(apiReader client.Reader, c client.Client) *W
 	return w
 }
 
-// New returns the webhook. reader must serve the field indexes above (the
-// manager's cache, after Register's IndexField calls). tracker is shared
-// with the re-placement controller. keys supplies the secret the placement
-// signing key is derived from; every replica must get the same secret.
-func New(reader client.Reader, decoder admission.Decoder, tracker *rules.Tracker, recorder events.EventRecorder, metrics *Metrics, clk clock.PassiveClock, keys KeySource) *Webhook {
-	return &Webhook{reader: reader, decoder: decoder, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk,
-		keySource: keys, keys: rules.NewKeyring(clk, PreviousKeyGrace), virtual: rules.DefaultVirtualNodes()}
-}
-
-// WithVirtualNodes sets the virtual nodes' label and taint (default:
-// virtual-kubelet's conventions).
-func (w *Webhook) WithVirtualNodes(v rules.VirtualNodes) *Webhook {
-	w.virtual = v
-	return w
+// New returns the webhook; its metrics are registered on reg. reader must
+// serve the field indexes above (the manager's cache, after Register's
+// IndexField calls).
+func New(reader client.Reader, decoder admission.Decoder, recorder events.EventRecorder, reg prometheus.Registerer, opts Options) (*Webhook, error) {
+	var errs []error
+	if opts.Tracker == nil {
+		errs = append(errs, errors.New("placementwebhook: no placement tracker"))
+	}
+	if opts.Keys == nil {
+		errs = append(errs, errors.New("placementwebhook: no source for the placement signing key"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("placementwebhook: %w", err)
+	}
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &Webhook{reader: reader, decoder: decoder, tracker: opts.Tracker, recorder: recorder, metrics: m, clock: clk,
+		keySource: opts.Keys, keys: rules.NewKeyring(clk, PreviousKeyGrace), virtual: opts.VirtualNodes.OrDefault(), auth: opts.ClientAuth}, nil
 }
 
 // Handle places the pod, or admits it unplaced when no policy selects it.

@@ -99,7 +99,7 @@ type env struct {
 	hook    *Webhook
 	tracker *rules.Tracker
 	clock   *clocktesting.FakeClock
-	metrics *Metrics
+	metrics *metrics
 	events  *events.FakeRecorder
 }
 
@@ -113,13 +113,13 @@ func newEnv(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) *env 
 		b = b.WithInterceptorFuncs(*funcs)
 	}
 	clk := clocktesting.NewFakeClock(t0.Add(time.Hour))
-	m, err := NewMetrics(prometheus.NewRegistry())
+	tr := rules.NewTracker(clk, time.Minute, 2*time.Minute)
+	rec := events.NewFakeRecorder(100)
+	hook, err := New(b.Build(), admission.NewDecoder(s), rec, prometheus.NewRegistry(), Options{Tracker: tr, Clock: clk, Keys: testKeys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := rules.NewTracker(clk, time.Minute, 2*time.Minute)
-	rec := events.NewFakeRecorder(100)
-	return &env{hook: New(b.Build(), admission.NewDecoder(s), tr, rec, m, clk, testKeys), tracker: tr, clock: clk, metrics: m, events: rec}
+	return &env{hook: hook, tracker: tr, clock: clk, metrics: hook.metrics, events: rec}
 }
 
 // testKeys stands in for the webhook's serving key.

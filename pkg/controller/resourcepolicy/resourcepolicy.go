@@ -34,17 +34,17 @@ import (
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
-// Metrics are the controller's instruments.
-type Metrics struct {
+// metrics are the controller's instruments.
+type metrics struct {
 	// Unplaced is, per policy, the number of selected live pods created
 	// after the policy without a placement (admitted while the webhook was
 	// unavailable).
 	Unplaced *prometheus.GaugeVec
 }
 
-// NewMetrics creates the instruments and registers them on reg.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{Unplaced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+// newMetrics creates the instruments and registers them on reg.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{Unplaced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: metricnames.PlacementUnplacedPods,
 		Help: "Selected pods created without passing the placement webhook (it was unavailable), so in no unit by design.",
 	}, []string{metricnames.LabelNamespace, metricnames.LabelPolicy})}
@@ -55,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 type Reconciler struct {
 	client   client.Client
 	recorder events.EventRecorder
-	metrics  *Metrics
+	metrics  *metrics
 	clock    clock.PassiveClock
 	virtual  placement.VirtualNodes
 
@@ -65,18 +65,31 @@ type Reconciler struct {
 	reported map[types.NamespacedName]map[types.UID]bool
 }
 
-// New returns the reconciler.
-func New(c client.Client, recorder events.EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Reconciler {
-	return &Reconciler{client: c, recorder: recorder, metrics: metrics, clock: clk, reported: map[types.NamespacedName]map[types.UID]bool{},
-		virtual: placement.DefaultVirtualNodes()}
+// Options configures the reconciler.
+type Options struct {
+	// Clock stamps conditions; nil means the real clock.
+	Clock clock.PassiveClock
+	// VirtualNodes are the virtual nodes' label and taint, which virtual
+	// units without a nodeSelector select; zero means virtual-kubelet's
+	// conventions.
+	VirtualNodes placement.VirtualNodes
 }
 
-// WithVirtualNodes sets the virtual nodes' label and taint (default:
-// virtual-kubelet's conventions), which virtual units without a
-// nodeSelector select.
-func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
-	r.virtual = v
-	return r
+// EventSource is the name events of this controller carry.
+const EventSource = "spillway-resourcepolicy"
+
+// New returns the reconciler; its metrics are registered on reg.
+func New(c client.Client, recorder events.EventRecorder, reg prometheus.Registerer, opts Options) (*Reconciler, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("resourcepolicy: %w", err)
+	}
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &Reconciler{client: c, recorder: recorder, metrics: m, clock: clk, reported: map[types.NamespacedName]map[types.UID]bool{},
+		virtual: opts.VirtualNodes.OrDefault()}, nil
 }
 
 // +kubebuilder:rbac:groups=spillway.dev,resources=resourcepolicies,verbs=get;list;watch
@@ -85,11 +98,20 @@ func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
+// Register builds the reconciler on mgr's client and event recorder and
+// adds it to mgr: the form the controller wiring list uses.
+func Register(mgr ctrl.Manager, reg prometheus.Registerer, opts Options) error {
+	r, err := New(mgr.GetClient(), mgr.GetEventRecorder(EventSource), reg, opts)
+	if err != nil {
+		return err
+	}
+	return r.Register(mgr)
+}
+
 // Register adds the controller to the manager (leader only). Pod changes
 // wake the policies selecting the pod; a policy change wakes every policy of
 // its namespace, whose conflicts may change.
-func Register(mgr ctrl.Manager, metrics *Metrics, clk clock.PassiveClock, virtual placement.VirtualNodes) error {
-	r := New(mgr.GetClient(), mgr.GetEventRecorder("spillway-resourcepolicy"), metrics, clk).WithVirtualNodes(virtual)
+func (r *Reconciler) Register(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("resourcepolicy").
 		For(&v1alpha1.ResourcePolicy{}).

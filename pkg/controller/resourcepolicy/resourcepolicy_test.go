@@ -65,7 +65,7 @@ type env struct {
 	client  client.Client
 	r       *Reconciler
 	events  *events.FakeRecorder
-	metrics *Metrics
+	metrics *metrics
 }
 
 func newEnv(t *testing.T, objs ...client.Object) *env {
@@ -76,12 +76,12 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 	}
 	objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}})
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).WithStatusSubresource(&v1alpha1.ResourcePolicy{}).Build()
-	m, err := NewMetrics(prometheus.NewRegistry())
+	rec := events.NewFakeRecorder(20)
+	r, err := New(cl, rec, prometheus.NewRegistry(), Options{Clock: clocktesting.NewFakeClock(t0.Add(2 * time.Hour))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := events.NewFakeRecorder(20)
-	return &env{client: cl, r: New(cl, rec, m, clocktesting.NewFakeClock(t0.Add(2*time.Hour))), events: rec, metrics: m}
+	return &env{client: cl, r: r, events: rec, metrics: r.metrics}
 }
 
 func (e *env) reconcile(t *testing.T, name string) *v1alpha1.ResourcePolicy {

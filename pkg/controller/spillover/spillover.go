@@ -30,16 +30,16 @@ import (
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
-// Metrics are the controller's instruments.
-type Metrics struct {
+// metrics are the controller's instruments.
+type metrics struct {
 	// Replacements counts pods deleted for re-placement, by namespace,
 	// policy and the unit they left.
 	Replacements *prometheus.CounterVec
 }
 
-// NewMetrics creates the instruments and registers them on reg.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{Replacements: prometheus.NewCounterVec(prometheus.CounterOpts{
+// newMetrics creates the instruments and registers them on reg.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{Replacements: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: metricnames.PlacementReplacements,
 		Help: "Pods deleted because they stayed unschedulable on their unit past the grace, so their replacement goes to a later unit.",
 	}, []string{metricnames.LabelNamespace, metricnames.LabelPolicy, metricnames.LabelUnit})}
@@ -51,22 +51,41 @@ type Reconciler struct {
 	client   client.Client
 	tracker  *placement.Tracker
 	recorder events.EventRecorder
-	metrics  *Metrics
+	metrics  *metrics
 	clock    clock.PassiveClock
 	virtual  placement.VirtualNodes
 }
 
-// New returns the reconciler; tracker is the one the webhook uses.
-func New(c client.Client, tracker *placement.Tracker, recorder events.EventRecorder, metrics *Metrics, clk clock.PassiveClock) *Reconciler {
-	return &Reconciler{client: c, tracker: tracker, recorder: recorder, metrics: metrics, clock: clk, virtual: placement.DefaultVirtualNodes()}
+// Options configures the reconciler.
+type Options struct {
+	// Tracker is the one the placement webhook uses: the cooldowns set
+	// here keep the webhook off the unit a pod left.
+	Tracker *placement.Tracker
+	// Clock measures the graces; nil means the real clock.
+	Clock clock.PassiveClock
+	// VirtualNodes are the virtual nodes' label and taint, which virtual
+	// units without a nodeSelector select; zero means virtual-kubelet's
+	// conventions.
+	VirtualNodes placement.VirtualNodes
 }
 
-// WithVirtualNodes sets the virtual nodes' label and taint (default:
-// virtual-kubelet's conventions), which virtual units without a
-// nodeSelector select.
-func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
-	r.virtual = v
-	return r
+// EventSource is the name events of this controller carry.
+const EventSource = "spillway-replacement"
+
+// New returns the reconciler; its metrics are registered on reg.
+func New(c client.Client, recorder events.EventRecorder, reg prometheus.Registerer, opts Options) (*Reconciler, error) {
+	if opts.Tracker == nil {
+		return nil, errors.New("spillover: no placement tracker")
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("spillover: %w", err)
+	}
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &Reconciler{client: c, tracker: opts.Tracker, recorder: recorder, metrics: m, clock: clk, virtual: opts.VirtualNodes.OrDefault()}, nil
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
@@ -74,9 +93,18 @@ func (r *Reconciler) WithVirtualNodes(v placement.VirtualNodes) *Reconciler {
 // +kubebuilder:rbac:groups=spillway.dev,resources=resourcepolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
+// Register builds the reconciler on mgr's client and event recorder and
+// adds it to mgr: the form the controller wiring list uses.
+func Register(mgr ctrl.Manager, reg prometheus.Registerer, opts Options) error {
+	r, err := New(mgr.GetClient(), mgr.GetEventRecorder(EventSource), reg, opts)
+	if err != nil {
+		return err
+	}
+	return r.Register(mgr)
+}
+
 // Register adds the controller to the manager (it runs on the leader only).
-func Register(mgr ctrl.Manager, tracker *placement.Tracker, metrics *Metrics, clk clock.PassiveClock, virtual placement.VirtualNodes) error {
-	r := New(mgr.GetClient(), tracker, mgr.GetEventRecorder("spillway-replacement"), metrics, clk).WithVirtualNodes(virtual)
+func (r *Reconciler) Register(mgr ctrl.Manager) error {
 	placed := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		_, ok := o.GetLabels()[placement.LabelPolicy]
 		return ok

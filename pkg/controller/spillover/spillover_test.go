@@ -128,12 +128,12 @@ func TestReconcile(t *testing.T) {
 			cl := fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).WithStatusSubresource(&v1alpha1.ResourcePolicy{}).Build()
 			clk := clocktesting.NewFakeClock(now)
 			tracker := placement.NewTracker(clk, time.Minute, 2*time.Minute)
-			m, err := NewMetrics(prometheus.NewRegistry())
+			rec := events.NewFakeRecorder(10)
+			r, err := New(cl, rec, prometheus.NewRegistry(), Options{Tracker: tracker, Clock: clk})
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := events.NewFakeRecorder(10)
-			r := New(cl, tracker, rec, m, clk)
+			m := r.metrics
 
 			res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(c.pod)})
 			if err != nil {
