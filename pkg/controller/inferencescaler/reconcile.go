@@ -80,10 +80,6 @@ func (r *Controller) evaluate(ctx context.Context, s *v1alpha1.InferenceScaler, 
 	st.ObservedGeneration = s.Generation
 	st.HPAName = s.Name
 	nowT := metav1.NewTime(now)
-	refuse := func(reason, msg string, requeue time.Duration) outcome {
-		r.setReady(s, metav1.ConditionFalse, reason, msg, nowT)
-		return outcome{result: resultRefused, requeue: requeue}
-	}
 
 	target, terr := autoscaling.TargetDeployment(s.Spec.ScaleTargetRef)
 	schedules, serr := autoscaling.ParseSchedules(s.Spec.Schedules)
@@ -91,54 +87,131 @@ func (r *Controller) evaluate(ctx context.Context, s *v1alpha1.InferenceScaler, 
 		r.setReady(s, metav1.ConditionFalse, v1alpha1.ReasonInvalidSpec, err.Error(), nowT)
 		return outcome{result: resultInvalid}
 	}
+	c, no, err := r.gather(ctx, s, target)
+	if err != nil {
+		return outcome{result: resultError, err: err}
+	}
+	if no != nil {
+		r.setReady(s, metav1.ConditionFalse, no.reason, no.msg, nowT)
+		return outcome{result: resultRefused, requeue: no.requeue}
+	}
+	if s.Spec.Paused && c.own == nil {
+		clearDynamicStatus(st)
+		r.setPausedConditions(s, nowT)
+		r.setReady(s, metav1.ConditionTrue, v1alpha1.ReasonPaused,
+			"paused before an HPA existed: none is created until spec.paused is cleared", nowT)
+		return outcome{result: resultPaused}
+	}
+	in, sched, fb := r.inputs(s, c, schedules, now)
+	desired, failed := r.applyDesired(ctx, s, in, nowT)
+	if failed != nil {
+		return *failed
+	}
+	return r.report(s, c.own, desired, target, sched, fb, now)
+}
 
-	var own *autoscalingv2.HorizontalPodAutoscaler
+// refusal is why evaluate leaves the HPA alone: the Ready condition's
+// reason and message, and when to look again (zero: on the next event).
+type refusal struct {
+	reason, msg string
+	requeue     time.Duration
+}
+
+// cluster is what evaluate read from the cluster for one scaler.
+type cluster struct {
+	// own is the scaler's HPA; nil before it is first applied.
+	own *autoscalingv2.HorizontalPodAutoscaler
+	// podSelector is the target Deployment's, read only when an External
+	// metric has no selector of its own.
+	podSelector *metav1.LabelSelector
+}
+
+// gather reads what the HPA depends on and runs the refusal checks, in
+// order, stopping at the first refusal or read error: the scaler's own
+// HPA, the InferenceService, foreign HPAs on the target, the target's pod
+// selector.
+func (r *Controller) gather(ctx context.Context, s *v1alpha1.InferenceScaler, target string) (cluster, *refusal, error) {
+	var c cluster
+	own, no, err := r.ownHPA(ctx, s)
+	if no != nil || err != nil {
+		return c, no, err
+	}
+	c.own = own
+	if no, err := r.checkInferenceService(ctx, s, target); no != nil || err != nil {
+		return c, no, err
+	}
+	if no, err := r.checkForeignHPAs(ctx, s, target, own); no != nil || err != nil {
+		return c, no, err
+	}
+	sel, no, err := r.podSelector(ctx, s, target)
+	if no != nil || err != nil {
+		return c, no, err
+	}
+	c.podSelector = sel
+	return c, nil, nil
+}
+
+// ownHPA reads the HPA named after the scaler; one that the scaler does not
+// control is refused.
+func (r *Controller) ownHPA(ctx context.Context, s *v1alpha1.InferenceScaler) (*autoscalingv2.HorizontalPodAutoscaler, *refusal, error) {
 	existing := &autoscalingv2.HorizontalPodAutoscaler{}
 	switch err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, existing); {
 	case err == nil:
 		if !metav1.IsControlledBy(existing, s) {
-			return refuse(v1alpha1.ReasonHPANameConflict, fmt.Sprintf(
-				"HPA %s already exists and is not controlled by this InferenceScaler; rename the InferenceScaler or remove that HPA", s.Name), 0)
+			return nil, &refusal{reason: v1alpha1.ReasonHPANameConflict, msg: fmt.Sprintf(
+				"HPA %s already exists and is not controlled by this InferenceScaler; rename the InferenceScaler or remove that HPA", s.Name)}, nil
 		}
-		own = existing
+		return existing, nil, nil
 	case apierrors.IsNotFound(err):
+		return nil, nil, nil
 	default:
-		return outcome{result: resultError, err: fmt.Errorf("get HPA %s/%s: %w", s.Namespace, s.Name, err)}
+		return nil, nil, fmt.Errorf("get HPA %s/%s: %w", s.Namespace, s.Name, err)
 	}
+}
 
+// checkInferenceService refuses an InferenceService target that is
+// missing or whose autoscaler class would make KServe create its own HPA.
+func (r *Controller) checkInferenceService(ctx context.Context, s *v1alpha1.InferenceScaler, target string) (*refusal, error) {
+	ref := s.Spec.ScaleTargetRef
+	if !autoscaling.IsInferenceService(ref) {
+		return nil, nil
+	}
 	// Without a watch on InferenceServices nothing would wake the scaler
 	// when one appears or its annotation changes.
-	var isvcRetry time.Duration
+	var retry time.Duration
 	if !r.watchesInferenceServices {
-		isvcRetry = r.retry
+		retry = r.retry
 	}
-	if ref := s.Spec.ScaleTargetRef; autoscaling.IsInferenceService(ref) {
-		isvc := &unstructured.Unstructured{}
-		isvc.SetGroupVersionKind(inferenceServiceGVK)
-		err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: ref.Name}, isvc)
-		switch {
-		case meta.IsNoMatchError(err):
-			return refuse(v1alpha1.ReasonTargetNotFound, fmt.Sprintf(
-				"InferenceService %s cannot be read: KServe's %s CRD is not installed", ref.Name, inferenceServiceGVK.GroupVersion()), isvcRetry)
-		case apierrors.IsNotFound(err):
-			return refuse(v1alpha1.ReasonTargetNotFound, fmt.Sprintf("InferenceService %s does not exist", ref.Name), isvcRetry)
-		case err != nil:
-			return outcome{result: resultError, err: fmt.Errorf("get InferenceService %s/%s: %w", s.Namespace, ref.Name, err)}
-		}
-		if class := isvc.GetAnnotations()[autoscaling.KServeAutoscalerClassAnnotation]; class != autoscaling.KServeAutoscalerClassExternal {
-			shown := fmt.Sprintf("%q", class)
-			if class == "" {
-				shown = `unset (KServe then uses "hpa")`
-			}
-			return refuse(v1alpha1.ReasonKServeAutoscalerClassNotExternal, fmt.Sprintf(
-				"InferenceService %s has annotation %s %s; set it to %q so KServe does not create its own HPA for Deployment %s",
-				ref.Name, autoscaling.KServeAutoscalerClassAnnotation, shown, autoscaling.KServeAutoscalerClassExternal, target), isvcRetry)
-		}
+	isvc := &unstructured.Unstructured{}
+	isvc.SetGroupVersionKind(inferenceServiceGVK)
+	err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: ref.Name}, isvc)
+	switch {
+	case meta.IsNoMatchError(err):
+		return &refusal{reason: v1alpha1.ReasonTargetNotFound, msg: fmt.Sprintf(
+			"InferenceService %s cannot be read: KServe's %s CRD is not installed", ref.Name, inferenceServiceGVK.GroupVersion()), requeue: retry}, nil
+	case apierrors.IsNotFound(err):
+		return &refusal{reason: v1alpha1.ReasonTargetNotFound, msg: fmt.Sprintf("InferenceService %s does not exist", ref.Name), requeue: retry}, nil
+	case err != nil:
+		return nil, fmt.Errorf("get InferenceService %s/%s: %w", s.Namespace, ref.Name, err)
 	}
+	if class := isvc.GetAnnotations()[autoscaling.KServeAutoscalerClassAnnotation]; class != autoscaling.KServeAutoscalerClassExternal {
+		shown := fmt.Sprintf("%q", class)
+		if class == "" {
+			shown = `unset (KServe then uses "hpa")`
+		}
+		return &refusal{reason: v1alpha1.ReasonKServeAutoscalerClassNotExternal, msg: fmt.Sprintf(
+			"InferenceService %s has annotation %s %s; set it to %q so KServe does not create its own HPA for Deployment %s",
+			ref.Name, autoscaling.KServeAutoscalerClassAnnotation, shown, autoscaling.KServeAutoscalerClassExternal, target), requeue: retry}, nil
+	}
+	return nil, nil
+}
 
+// checkForeignHPAs refuses while an HPA the scaler does not control scales
+// the same Deployment.
+func (r *Controller) checkForeignHPAs(ctx context.Context, s *v1alpha1.InferenceScaler, target string, own *autoscalingv2.HorizontalPodAutoscaler) (*refusal, error) {
 	var hpas autoscalingv2.HorizontalPodAutoscalerList
 	if err := r.client.List(ctx, &hpas, client.InNamespace(s.Namespace)); err != nil {
-		return outcome{result: resultError, err: fmt.Errorf("list HPAs in %s: %w", s.Namespace, err)}
+		return nil, fmt.Errorf("list HPAs in %s: %w", s.Namespace, err)
 	}
 	var foreign []string
 	for i := range hpas.Items {
@@ -147,74 +220,92 @@ func (r *Controller) evaluate(ctx context.Context, s *v1alpha1.InferenceScaler, 
 			foreign = append(foreign, h.Name)
 		}
 	}
-	if len(foreign) > 0 {
-		sort.Strings(foreign)
-		msg := fmt.Sprintf("HPA %s already scales Deployment %s and is not controlled by this InferenceScaler; "+
-			"two HPAs on one workload disable each other, so delete it or retarget this InferenceScaler",
-			strings.Join(foreign, ", "), target)
-		if own != nil {
-			msg += fmt.Sprintf("; HPA %s is left as it was", own.Name)
-		}
-		return refuse(v1alpha1.ReasonForeignHPA, msg, 0)
+	if len(foreign) == 0 {
+		return nil, nil
 	}
-
-	var in autoscaling.Inputs
-	if needsPodSelector(&s.Spec) {
-		d := &appsv1.Deployment{}
-		switch err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: target}, d); {
-		case apierrors.IsNotFound(err):
-			return refuse(v1alpha1.ReasonPodSelectorUnknown, fmt.Sprintf(
-				"metric type External has no selector, and Deployment %s, whose pod selector it defaults to, does not exist", target), 0)
-		case err != nil:
-			return outcome{result: resultError, err: fmt.Errorf("get Deployment %s/%s: %w", s.Namespace, target, err)}
-		}
-		in.PodSelector = d.Spec.Selector
+	sort.Strings(foreign)
+	msg := fmt.Sprintf("HPA %s already scales Deployment %s and is not controlled by this InferenceScaler; "+
+		"two HPAs on one workload disable each other, so delete it or retarget this InferenceScaler",
+		strings.Join(foreign, ", "), target)
+	if own != nil {
+		msg += fmt.Sprintf("; HPA %s is left as it was", own.Name)
 	}
+	return &refusal{reason: v1alpha1.ReasonForeignHPA, msg: msg}, nil
+}
 
+// podSelector reads the target Deployment's pod selector when an External
+// metric has no selector of its own; nil when none is needed.
+func (r *Controller) podSelector(ctx context.Context, s *v1alpha1.InferenceScaler, target string) (*metav1.LabelSelector, *refusal, error) {
+	if !needsPodSelector(&s.Spec) {
+		return nil, nil, nil
+	}
+	d := &appsv1.Deployment{}
+	switch err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: target}, d); {
+	case apierrors.IsNotFound(err):
+		return nil, &refusal{reason: v1alpha1.ReasonPodSelectorUnknown, msg: fmt.Sprintf(
+			"metric type External has no selector, and Deployment %s, whose pod selector it defaults to, does not exist", target)}, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("get Deployment %s/%s: %w", s.Namespace, target, err)
+	}
+	return d.Spec.Selector, nil, nil
+}
+
+// inputs evaluates what the HPA's shape depends on at now: the replicas it
+// is pinned at while paused (recorded in the status on the first paused
+// pass), or the schedule floor and the fallback.
+func (r *Controller) inputs(s *v1alpha1.InferenceScaler, c cluster, schedules []autoscaling.Schedule, now time.Time) (autoscaling.Inputs, autoscaling.ScheduleState, autoscaling.FallbackState) {
+	st := &s.Status
+	in := autoscaling.Inputs{PodSelector: c.podSelector}
 	var sched autoscaling.ScheduleState
 	var fb autoscaling.FallbackState
 	if s.Spec.Paused {
-		if own == nil {
-			clearDynamicStatus(st)
-			r.setPausedConditions(s, nowT)
-			r.setReady(s, metav1.ConditionTrue, v1alpha1.ReasonPaused,
-				"paused before an HPA existed: none is created until spec.paused is cleared", nowT)
-			return outcome{result: resultPaused}
-		}
 		if st.PausedReplicas == nil {
-			n := own.Status.CurrentReplicas
+			n := c.own.Status.CurrentReplicas
 			if n < 1 {
-				n = ptr.Deref(own.Spec.MinReplicas, 1)
+				n = ptr.Deref(c.own.Spec.MinReplicas, 1)
 			}
 			st.PausedReplicas = ptr.To(n)
 		}
 		in.PausedReplicas = st.PausedReplicas
-	} else {
-		st.PausedReplicas = nil
-		sched = autoscaling.EvaluateSchedules(schedules, now)
-		var conds []autoscalingv2.HorizontalPodAutoscalerCondition
-		if own != nil {
-			conds = own.Status.Conditions
-		}
-		fb = autoscaling.EvaluateFallback(s.Spec.Fallback, conds, now, r.syncPeriod)
-		in.ScheduleFloor = sched.Floor
-		in.FallbackActive = fb.Active
+		return in, sched, fb
 	}
+	st.PausedReplicas = nil
+	sched = autoscaling.EvaluateSchedules(schedules, now)
+	var conds []autoscalingv2.HorizontalPodAutoscalerCondition
+	if c.own != nil {
+		conds = c.own.Status.Conditions
+	}
+	fb = autoscaling.EvaluateFallback(s.Spec.Fallback, conds, now, r.syncPeriod)
+	in.ScheduleFloor = sched.Floor
+	in.FallbackActive = fb.Active
+	return in, sched, fb
+}
 
+// applyDesired computes the HPA from in and applies it; on failure it sets
+// Ready and returns the outcome.
+func (r *Controller) applyDesired(ctx context.Context, s *v1alpha1.InferenceScaler, in autoscaling.Inputs, nowT metav1.Time) (*autoscalingv2.HorizontalPodAutoscaler, *outcome) {
 	desired, err := autoscaling.DesiredHPA(s, in)
 	if err != nil {
 		r.setReady(s, metav1.ConditionFalse, v1alpha1.ReasonInvalidSpec, err.Error(), nowT)
-		return outcome{result: resultInvalid}
+		return nil, &outcome{result: resultInvalid}
 	}
 	if err := r.apply(ctx, desired); err != nil {
 		r.setReady(s, metav1.ConditionFalse, v1alpha1.ReasonApplyFailed, fmt.Sprintf("apply HPA %s: %v", desired.Name, err), nowT)
 		if apierrors.IsInvalid(err) {
 			// The API server will refuse it again until the spec changes.
-			return outcome{result: resultInvalid}
+			return nil, &outcome{result: resultInvalid}
 		}
-		return outcome{result: resultError, err: fmt.Errorf("apply HPA %s/%s: %w", desired.Namespace, desired.Name, err)}
+		return nil, &outcome{result: resultError, err: fmt.Errorf("apply HPA %s/%s: %w", desired.Namespace, desired.Name, err)}
 	}
+	return desired, nil
+}
 
+// report fills the status after the HPA was applied: the HPA's own status
+// mirrored, the effective floor, schedule and fallback, and the conditions.
+func (r *Controller) report(s *v1alpha1.InferenceScaler, own, desired *autoscalingv2.HorizontalPodAutoscaler, target string,
+	sched autoscaling.ScheduleState, fb autoscaling.FallbackState, now time.Time) outcome {
+	st := &s.Status
+	nowT := metav1.NewTime(now)
 	r.mirror(s, own, nowT)
 	st.EffectiveMinReplicas = ptr.Deref(desired.Spec.MinReplicas, 1)
 	st.ActiveSchedule = sched.ActiveNames()
