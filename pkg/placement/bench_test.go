@@ -3,6 +3,8 @@ package placement
 import (
 	"fmt"
 	"testing"
+
+	"github.com/spillway-dev/spillway/internal/testobjects"
 )
 
 // BenchmarkRoomNode is the webhook's hot path for one unit: 100 full GPU
@@ -16,7 +18,7 @@ func BenchmarkRoomNode(b *testing.B) {
 		if n == 99 {
 			gpus = 9
 		}
-		u := NodeUsage{Node: node(name, nil, res("256", gpus))}
+		u := NodeUsage{Node: node(name, nil, testobjects.Resources("256", gpus))}
 		for p := range 30 {
 			var g int64
 			if p < 8 {

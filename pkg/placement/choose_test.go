@@ -12,6 +12,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
 
@@ -136,7 +137,7 @@ func TestExplain(t *testing.T) {
 }
 
 func TestRoomNode(t *testing.T) {
-	gpuNode := func(name string, gpus int64) *corev1.Node { return node(name, nil, res("8", gpus)) }
+	gpuNode := func(name string, gpus int64) *corev1.Node { return node(name, nil, testobjects.Resources("8", gpus)) }
 	bound := func(name, nodeName string, gpus int64) *corev1.Pod {
 		p := gpuPod(name, gpus)
 		p.Spec.NodeName = nodeName
@@ -238,8 +239,8 @@ func TestBurst(t *testing.T) {
 	clk := clocktesting.NewFakeClock(t0)
 	tr := NewTracker(clk, time.Minute, time.Minute)
 	onPrem := []NodeUsage{
-		{Node: node("onprem-1", nil, res("64", 2))},
-		{Node: node("onprem-2", nil, res("64", 2))},
+		{Node: node("onprem-1", nil, testobjects.Resources("64", 2))},
+		{Node: node("onprem-2", nil, testobjects.Resources("64", 2))},
 	}
 	var units []string
 	for i := range 10 {

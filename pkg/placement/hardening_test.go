@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/spillway-dev/spillway/internal/testobjects"
 )
 
 func TestKeyring(t *testing.T) {
@@ -148,12 +150,12 @@ func join(s []string) string {
 func TestClaimsThatFitNowhereTakeNothing(t *testing.T) {
 	huge := gpuPod("huge", 8)
 	huge.Annotations = map[string]string{AnnotationReservedNode: "a"}
-	nodes := []NodeUsage{{Node: node("a", nil, res("8", 1)), Pods: []*corev1.Pod{huge}}}
+	nodes := []NodeUsage{{Node: node("a", nil, testobjects.Resources("8", 1)), Pods: []*corev1.Pod{huge}}}
 	if n, ok := RoomNode(gpuPod("new", 1), PodRequests(gpuPod("new", 1)), nodes, nil); !ok || n != "a" {
 		t.Errorf("waiting pod: RoomNode = %q,%v, want a", n, ok)
 	}
 	inflight := []Reservation{{ID: "r", Node: "a", Requests: PodRequests(gpuPod("x", 8))}}
-	if n, ok := RoomNode(gpuPod("new", 1), PodRequests(gpuPod("new", 1)), []NodeUsage{{Node: node("a", nil, res("8", 1))}}, inflight); !ok || n != "a" {
+	if n, ok := RoomNode(gpuPod("new", 1), PodRequests(gpuPod("new", 1)), []NodeUsage{{Node: node("a", nil, testobjects.Resources("8", 1))}}, inflight); !ok || n != "a" {
 		t.Errorf("reservation: RoomNode = %q,%v, want a", n, ok)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 )
 
@@ -17,50 +18,28 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // seedPolicy is the seed's ACK ResourcePolicy with apiVersion changed.
 func seedPolicy() *v1alpha1.ResourcePolicy {
-	return &v1alpha1.ResourcePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "qwen-chat", Namespace: "default", CreationTimestamp: metav1.NewTime(t0)},
-		Spec: v1alpha1.ResourcePolicySpec{
-			Selector: map[string]string{"app": "isvc.qwen-predictor"},
-			Strategy: v1alpha1.StrategyPrefer,
-			Units: []v1alpha1.Unit{
-				{Resource: "ecs", NodeSelector: map[string]string{"alibabacloud.com/nodepool-id": "np-xxxxx"}},
-				{Resource: "elastic", NodeSelector: map[string]string{"alibabacloud.com/nodepool-id": "np-yyyyy"}},
-			},
-		},
-	}
+	return testobjects.ResourcePolicy(testobjects.PolicyOptions{
+		Created: t0, Strategy: v1alpha1.StrategyPrefer,
+		Units: testobjects.TwoUnits("alibabacloud.com/nodepool-id", "np-xxxxx", "np-yyyyy"),
+	})
 }
 
 func pod(name string, labels map[string]string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels, CreationTimestamp: metav1.NewTime(t0.Add(time.Minute))},
-	}
+	return testobjects.Pod(testobjects.PodOptions{Name: name, Labels: labels, Created: t0.Add(time.Minute)})
 }
 
 func node(name string, labels map[string]string, alloc corev1.ResourceList) *corev1.Node {
-	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Status:     corev1.NodeStatus{Allocatable: alloc},
-	}
-}
-
-func res(cpu string, gpu int64) corev1.ResourceList {
-	l := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourcePods: resource.MustParse("110")}
-	if gpu > 0 {
-		l["nvidia.com/gpu"] = *resource.NewQuantity(gpu, resource.DecimalSI)
-	}
-	return l
+	return testobjects.Node(testobjects.NodeOptions{Name: name, Labels: labels, Allocatable: alloc})
 }
 
 func gpuPod(name string, gpus int64) *corev1.Pod {
-	p := pod(name, map[string]string{"app": "isvc.qwen-predictor"})
-	p.Spec.Containers = []corev1.Container{{
-		Name: "kserve-container",
-		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+	return testobjects.Pod(testobjects.PodOptions{
+		Name: name, Labels: map[string]string{testobjects.AppLabel: testobjects.AppValue}, Created: t0.Add(time.Minute),
+		Requests: corev1.ResourceList{
 			corev1.ResourceCPU: resource.MustParse("1"),
-			"nvidia.com/gpu":   *resource.NewQuantity(gpus, resource.DecimalSI),
-		}},
-	}}
-	return p
+			testobjects.GPU:    *resource.NewQuantity(gpus, resource.DecimalSI),
+		},
+	})
 }
 
 func TestUnitLabelsAndNames(t *testing.T) {

@@ -2,6 +2,7 @@ package deletioncost
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/pkg/placement"
@@ -25,28 +27,13 @@ import (
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func seed() *v1alpha1.ResourcePolicy {
-	return &v1alpha1.ResourcePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "qwen-chat", Namespace: "default", CreationTimestamp: metav1.NewTime(t0)},
-		Spec: v1alpha1.ResourcePolicySpec{
-			Selector: map[string]string{"app": "isvc.qwen-predictor"},
-			Units: []v1alpha1.Unit{
-				{Resource: "ecs", NodeSelector: map[string]string{"pool": "onprem"}},
-				{Resource: "elastic", NodeSelector: map[string]string{"pool": "elastic"}},
-			},
-		},
-	}
+	return testobjects.ResourcePolicy(testobjects.PolicyOptions{Created: t0})
 }
 
 func pod(name string, labels map[string]string, mutate ...func(*corev1.Pod)) *corev1.Pod {
-	l := map[string]string{"app": "isvc.qwen-predictor"}
-	for k, v := range labels {
-		l[k] = v
-	}
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: l}}
-	for _, m := range mutate {
-		m(p)
-	}
-	return p
+	l := map[string]string{testobjects.AppLabel: testobjects.AppValue}
+	maps.Copy(l, labels)
+	return testobjects.Pod(testobjects.PodOptions{Name: name, Labels: l}, mutate...)
 }
 
 func placedOn(unit string) map[string]string {
@@ -54,7 +41,7 @@ func placedOn(unit string) map[string]string {
 }
 
 func TestReconcile(t *testing.T) {
-	onPremNode := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}}
+	onPremNode := testobjects.Node(testobjects.NodeOptions{Name: "onprem-1", Labels: map[string]string{testobjects.PoolLabel: testobjects.OnPremPool}})
 	cases := []struct {
 		name  string
 		pod   *corev1.Pod
@@ -155,8 +142,8 @@ func TestPolicyMapsToItsPods(t *testing.T) {
 // gets the cost of a pod outside the units.
 func TestAdoption(t *testing.T) {
 	nodes := []client.Object{
-		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}},
-		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cloud-1", Labels: map[string]string{"pool": "elastic"}}},
+		testobjects.Node(testobjects.NodeOptions{Name: "onprem-1", Labels: map[string]string{testobjects.PoolLabel: testobjects.OnPremPool}}),
+		testobjects.Node(testobjects.NodeOptions{Name: "cloud-1", Labels: map[string]string{testobjects.PoolLabel: testobjects.ElasticPool}}),
 	}
 	after := func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(t0.Add(time.Minute)) }
 	on := func(n string) func(*corev1.Pod) { return func(p *corev1.Pod) { p.Spec.NodeName = n } }
@@ -230,7 +217,7 @@ func TestAdoptionWaitsForBinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := pod("p", nil, func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(t0.Add(time.Minute)) })
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}}
+	n := testobjects.Node(testobjects.NodeOptions{Name: "onprem-1", Labels: map[string]string{testobjects.PoolLabel: testobjects.OnPremPool}})
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(seed(), n, p).Build()
 	r, err := New(cl, events.NewFakeRecorder(10), prometheus.NewRegistry(), Options{})
 	if err != nil {
@@ -273,7 +260,7 @@ func TestAdoptionFromAStaleView(t *testing.T) {
 		p.CreationTimestamp = metav1.NewTime(t0.Add(time.Minute))
 		p.Spec.NodeName = "onprem-1"
 	})
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}}
+	n := testobjects.Node(testobjects.NodeOptions{Name: "onprem-1", Labels: map[string]string{testobjects.PoolLabel: testobjects.OnPremPool}})
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(seed(), n, p).Build()
 	r, err := New(cl, nil, prometheus.NewRegistry(), Options{})
 	if err != nil {

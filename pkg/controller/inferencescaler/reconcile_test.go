@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/autoscaling"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
@@ -380,20 +381,8 @@ func TestFallbackAfterConsecutiveFailures(t *testing.T) {
 }
 
 func TestForeignHPARefused(t *testing.T) {
-	foreign := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: "qwen-predictor", Namespace: ns},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "qwen-predictor"},
-			MaxReplicas:    5,
-		},
-	}
-	other := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: "unrelated", Namespace: ns},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "llama-predictor"},
-			MaxReplicas:    5,
-		},
-	}
+	foreign := testobjects.HPA(testobjects.HPAOptions{Name: "qwen-predictor", Namespace: ns, Deployment: "qwen-predictor", MaxReplicas: 5})
+	other := testobjects.HPA(testobjects.HPAOptions{Name: "unrelated", Namespace: ns, Deployment: "llama-predictor", MaxReplicas: 5})
 	f := newFixture(t, deploymentScaler("qwen", "qwen-predictor"), foreign, other)
 	f.reconcile("qwen")
 	if f.hpa("qwen") != nil {
@@ -432,13 +421,7 @@ func TestForeignHPAAppearsLater(t *testing.T) {
 	f := newFixture(t, deploymentScaler("qwen", "qwen-predictor"))
 	f.reconcile("qwen")
 	before := f.hpa("qwen")
-	foreign := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: "manual", Namespace: ns},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "qwen-predictor"},
-			MaxReplicas:    5,
-		},
-	}
+	foreign := testobjects.HPA(testobjects.HPAOptions{Name: "manual", Namespace: ns, Deployment: "qwen-predictor", MaxReplicas: 5})
 	if err := f.cl.Create(context.Background(), foreign); err != nil {
 		t.Fatal(err)
 	}
@@ -450,13 +433,7 @@ func TestForeignHPAAppearsLater(t *testing.T) {
 }
 
 func TestHPANameConflict(t *testing.T) {
-	squatter := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: "qwen", Namespace: ns},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "something-else"},
-			MaxReplicas:    7,
-		},
-	}
+	squatter := testobjects.HPA(testobjects.HPAOptions{Name: "qwen", Namespace: ns, Deployment: "something-else", MaxReplicas: 7})
 	f := newFixture(t, deploymentScaler("qwen", "qwen-predictor"), squatter)
 	f.reconcile("qwen")
 	wantCondition(t, f.scaler("qwen"), v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonHPANameConflict, "not controlled by this InferenceScaler")

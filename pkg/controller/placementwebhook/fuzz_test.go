@@ -13,7 +13,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -22,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/controller/placementwebhook"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
@@ -38,27 +38,17 @@ var fzUnits = map[string]map[string]string{"onprem": {fzPool: "onprem"}, "elasti
 // fzPolicy is a fixture ResourcePolicy over the two pools; a nil max is
 // no max.
 func fzPolicy(name, app string, strategy v1alpha1.Strategy, onpremMax, elasticMax *int32) *v1alpha1.ResourcePolicy {
-	return &v1alpha1.ResourcePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
-		Spec: v1alpha1.ResourcePolicySpec{
-			Selector: map[string]v1alpha1.LabelValue{"app": app},
-			Strategy: strategy,
-			Units: []v1alpha1.Unit{
-				{Name: "onprem", NodeSelector: map[string]v1alpha1.LabelValue{fzPool: "onprem"}, Max: onpremMax},
-				{Name: "elastic", NodeSelector: map[string]v1alpha1.LabelValue{fzPool: "elastic"}, Max: elasticMax},
-			},
+	return testobjects.ResourcePolicy(testobjects.PolicyOptions{
+		Name: name, Selector: map[string]string{"app": app}, Strategy: strategy,
+		Units: []v1alpha1.Unit{
+			{Name: "onprem", NodeSelector: map[string]v1alpha1.LabelValue{fzPool: "onprem"}, Max: onpremMax},
+			{Name: "elastic", NodeSelector: map[string]v1alpha1.LabelValue{fzPool: "elastic"}, Max: elasticMax},
 		},
-	}
+	})
 }
 
 func fzNode(name, pool string) *corev1.Node {
-	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{fzPool: pool}},
-		Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{
-			corev1.ResourceCPU: resource.MustParse("32"), corev1.ResourcePods: resource.MustParse("110"),
-			"nvidia.com/gpu": resource.MustParse("1"),
-		}},
-	}
+	return testobjects.Node(testobjects.NodeOptions{Name: name, Labels: map[string]string{fzPool: pool}, Allocatable: testobjects.Resources("32", 1)})
 }
 
 type fzRecorder struct{}

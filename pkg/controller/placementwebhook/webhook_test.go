@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	rules "github.com/spillway-dev/spillway/pkg/placement"
@@ -51,42 +52,23 @@ func scheme(t *testing.T) *runtime.Scheme {
 
 // seed is the seed's ResourcePolicy with apiVersion changed.
 func seed(mutate ...func(*v1alpha1.ResourcePolicy)) *v1alpha1.ResourcePolicy {
-	rp := &v1alpha1.ResourcePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "qwen-chat", Namespace: "default", CreationTimestamp: metav1.NewTime(t0)},
-		Spec: v1alpha1.ResourcePolicySpec{
-			Selector: map[string]string{"app": "isvc.qwen-predictor"},
-			Strategy: v1alpha1.StrategyPrefer,
-			Units: []v1alpha1.Unit{
-				{Resource: "ecs", NodeSelector: map[string]string{poolLabel: onPremPool}},
-				{Resource: "elastic", NodeSelector: map[string]string{poolLabel: elasticPool}},
-			},
-		},
-	}
-	for _, m := range mutate {
-		m(rp)
-	}
-	return rp
+	return testobjects.ResourcePolicy(testobjects.PolicyOptions{
+		Created: t0, Strategy: v1alpha1.StrategyPrefer, Units: testobjects.TwoUnits(poolLabel, onPremPool, elasticPool),
+	}, mutate...)
 }
 
 func gpuNode(name, pool string, gpus int64) *corev1.Node {
-	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{poolLabel: pool}},
-		Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{
-			corev1.ResourceCPU: resource.MustParse("32"), corev1.ResourcePods: resource.MustParse("110"),
-			"nvidia.com/gpu": *resource.NewQuantity(gpus, resource.DecimalSI),
-		}},
-	}
+	return testobjects.Node(testobjects.NodeOptions{Name: name, Labels: map[string]string{poolLabel: pool}, Allocatable: testobjects.Resources("32", gpus)})
 }
 
 func predictor(name string) *corev1.Pod {
-	return &corev1.Pod{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": "isvc.qwen-predictor"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "kserve-container", Image: "vllm",
-			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}},
-		}}},
-	}
+	return testobjects.Pod(testobjects.PodOptions{
+		Name: name, Labels: map[string]string{testobjects.AppLabel: testobjects.AppValue},
+		Requests: corev1.ResourceList{testobjects.GPU: resource.MustParse("1")},
+	}, func(p *corev1.Pod) {
+		p.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
+		p.Spec.Containers[0].Image = "vllm"
+	})
 }
 
 func boundTo(p *corev1.Pod, node string) *corev1.Pod {

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/pkg/placement"
@@ -26,19 +27,10 @@ import (
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func seed(name string, created time.Time) *v1alpha1.ResourcePolicy {
-	return &v1alpha1.ResourcePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", CreationTimestamp: metav1.NewTime(created), Generation: 1},
-		Spec: v1alpha1.ResourcePolicySpec{
-			Selector: map[string]string{"app": "isvc.qwen-predictor"},
-			Units: []v1alpha1.Unit{
-				{Resource: "ecs", NodeSelector: map[string]string{"pool": "onprem"}},
-				{Resource: "elastic", NodeSelector: map[string]string{"pool": "elastic"}},
-			},
-		},
-	}
+	return testobjects.ResourcePolicy(testobjects.PolicyOptions{Name: name, Created: created, Generation: 1})
 }
 
-type podOpt func(*corev1.Pod)
+type podOpt = func(*corev1.Pod)
 
 func placed(policy, unit string) podOpt {
 	return func(p *corev1.Pod) { p.Labels[placement.LabelPolicy], p.Labels[placement.LabelUnit] = policy, unit }
@@ -51,14 +43,10 @@ func created(t time.Time) podOpt {
 }
 
 func pod(name string, opts ...podOpt) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
-		Name: name, Namespace: "default", UID: types.UID("uid-" + name),
-		Labels: map[string]string{"app": "isvc.qwen-predictor"}, CreationTimestamp: metav1.NewTime(t0.Add(time.Hour)),
-	}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
-	for _, o := range opts {
-		o(p)
-	}
-	return p
+	return testobjects.Pod(testobjects.PodOptions{
+		Name: name, UID: types.UID("uid-" + name), Labels: map[string]string{testobjects.AppLabel: testobjects.AppValue},
+		Created: t0.Add(time.Hour), Phase: corev1.PodPending,
+	}, opts...)
 }
 
 type env struct {
@@ -74,7 +62,7 @@ func newEnv(t *testing.T, objs ...client.Object) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "onprem-1", Labels: map[string]string{"pool": "onprem"}}})
+	objs = append(objs, testobjects.Node(testobjects.NodeOptions{Name: "onprem-1", Labels: map[string]string{testobjects.PoolLabel: testobjects.OnPremPool}}))
 	cl := fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).WithStatusSubresource(&v1alpha1.ResourcePolicy{}).Build()
 	rec := events.NewFakeRecorder(20)
 	r, err := New(cl, rec, prometheus.NewRegistry(), Options{Clock: clocktesting.NewFakeClock(t0.Add(2 * time.Hour))})

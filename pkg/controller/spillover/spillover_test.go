@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/pkg/placement"
@@ -27,35 +28,25 @@ import (
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func policy(mutate ...func(*v1alpha1.ResourcePolicy)) *v1alpha1.ResourcePolicy {
-	rp := &v1alpha1.ResourcePolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "qwen-chat", Namespace: "default", CreationTimestamp: metav1.NewTime(t0)},
-		Spec: v1alpha1.ResourcePolicySpec{
-			Selector: map[string]string{"app": "qwen"},
-			Units: []v1alpha1.Unit{
-				{Name: "onprem", NodeSelector: map[string]string{"pool": "onprem"}},
-				{Name: "spot", NodeSelector: map[string]string{"pool": "spot"}},
-				{Name: "elastic", NodeSelector: map[string]string{"pool": "elastic"}},
-			},
+	return testobjects.ResourcePolicy(testobjects.PolicyOptions{
+		Created: t0, Selector: map[string]string{"app": "qwen"},
+		Units: []v1alpha1.Unit{
+			{Name: "onprem", NodeSelector: map[string]string{"pool": "onprem"}},
+			{Name: "spot", NodeSelector: map[string]string{"pool": "spot"}},
+			{Name: "elastic", NodeSelector: map[string]string{"pool": "elastic"}},
 		},
-	}
-	for _, m := range mutate {
-		m(rp)
-	}
-	return rp
+	}, mutate...)
 }
 
 // stuck is a pod placed on unit, unschedulable since creation at created.
 func stuck(name, unit string, created time.Time, mutate ...func(*corev1.Pod)) *corev1.Pod {
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: "default", UID: types.UID("uid-" + name), CreationTimestamp: metav1.NewTime(created),
-			Labels:          map[string]string{"app": "qwen", placement.LabelPolicy: "qwen-chat", placement.LabelUnit: unit},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "qwen-abc", UID: "rs", Controller: ptr.To(true)}},
-		},
-		Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
-			Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
-		}}},
-	}
+	p := testobjects.Pod(testobjects.PodOptions{
+		Name: name, UID: types.UID("uid-" + name), Created: created, Phase: corev1.PodPending,
+		Labels: map[string]string{"app": "qwen", placement.LabelPolicy: "qwen-chat", placement.LabelUnit: unit},
+	}, func(p *corev1.Pod) {
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "qwen-abc", UID: "rs", Controller: ptr.To(true)}}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
+	})
 	for _, m := range mutate {
 		m(p)
 	}
