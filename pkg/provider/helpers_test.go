@@ -100,19 +100,19 @@ type env struct {
 	reg   *prometheus.Registry
 }
 
-func newEnv(t testing.TB, live bool, pods []pod, vec model.Vector) *env {
+func newEnv(t testing.TB, pods []pod, vec model.Vector) *env {
 	t.Helper()
-	return newEnvSynced(t, live, pods, vec, nil)
+	return newEnvSynced(t, pods, vec, nil)
 }
 
 // newEnvSynced is newEnv with the pod informer's HasSynced.
-func newEnvSynced(t testing.TB, live bool, pods []pod, vec model.Vector, synced func() bool) *env {
+func newEnvSynced(t testing.TB, pods []pod, vec model.Vector, synced func() bool) *env {
 	t.Helper()
-	return newEnvConfig(t, live, pods, vec, synced, 0)
+	return newEnvConfig(t, pods, vec, synced, 0)
 }
 
 // newEnvConfig is newEnvSynced with a minimum share of pods with data.
-func newEnvConfig(t testing.TB, live bool, pods []pod, vec model.Vector, synced func() bool, minShare float64) *env {
+func newEnvConfig(t testing.TB, pods []pod, vec model.Vector, synced func() bool, minShare float64) *env {
 	t.Helper()
 	e := &env{prom: &promquery.Fake{}, clock: &fakeClock{t: t0}, reg: prometheus.NewRegistry()}
 	e.prom.Set(vec, nil)
@@ -124,7 +124,6 @@ func newEnvConfig(t testing.TB, live bool, pods []pod, vec model.Vector, synced 
 		RefreshInterval: testRefresh,
 		MaxStaleness:    testMaxStale,
 		MinPodDataShare: minShare,
-		LiveQuery:       live,
 		Now:             e.clock.now,
 	})
 	if err != nil {

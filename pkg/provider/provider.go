@@ -62,7 +62,7 @@ type Config struct {
 	PodsSynced func() bool
 	// Registry receives the self-metrics; nil keeps them unexported.
 	Registry prometheus.Registerer
-	// RefreshInterval is how often the snapshot is rebuilt (cache mode).
+	// RefreshInterval is how often the snapshot is rebuilt.
 	RefreshInterval time.Duration
 	// MaxStaleness is the oldest a served value may be.
 	MaxStaleness time.Duration
@@ -74,9 +74,6 @@ type Config struct {
 	// Metrics is the metric table (validated by New); nil serves
 	// metrictable.Defaults().
 	Metrics []metrictable.Row
-	// LiveQuery queries Prometheus on every request instead of serving the
-	// snapshot. It exists only to compare against in benchmarks.
-	LiveQuery bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -107,7 +104,6 @@ type Provider struct {
 	refreshInterval time.Duration
 	maxStaleness    time.Duration
 	minShare        float64
-	live            bool
 	now             func() time.Time
 	startedAt       time.Time
 
@@ -152,7 +148,6 @@ func New(cfg Config) (*Provider, error) {
 		refreshInterval: cfg.RefreshInterval,
 		maxStaleness:    cfg.MaxStaleness,
 		minShare:        cfg.MinPodDataShare,
-		live:            cfg.LiveQuery,
 		now:             cfg.Now,
 	}
 	if p.now == nil {
@@ -177,7 +172,7 @@ func New(cfg Config) (*Provider, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	p.refreshQueries = p.queries(nil, "", nil)
+	p.refreshQueries = p.queries()
 	p.startedAt = p.now()
 	reg := cfg.Registry
 	if reg == nil {

@@ -34,7 +34,6 @@ type Options struct {
 	RefreshInterval    time.Duration
 	MaxStaleness       time.Duration
 	MinPodDataShare    float64
-	LiveQuery          bool
 	SelfMetricsAddress string
 	// metrics is the metric table Validate loaded.
 	metrics []metrictable.Row
@@ -101,8 +100,6 @@ func (o *Options) ownFlags() *pflag.FlagSet {
 			"Below it the request fails with 503 naming the counts and the HPA keeps its scale: when one node's exporter or scrape is down, "+
 			"the pods still reporting must not decide alone (a low reading from them would scale in the pods nobody measured). "+
 			"0 answers whenever any selected pod has data; 1 needs every expected pod.")
-	fs.BoolVar(&o.LiveQuery, "live-query", o.LiveQuery,
-		"Benchmark only: query Prometheus on every request instead of serving the snapshot, the way prometheus-adapter works, to compare latencies in one run.")
 	fs.StringVar(&o.SelfMetricsAddress, "self-metrics-address", o.SelfMetricsAddress,
 		"host:port for a plain-HTTP /metrics with the adapter's own metrics (refresh duration and errors, snapshot age and size, requests and latency by API). Empty disables it.")
 	o.Certs.addFlags(fs)

@@ -113,7 +113,6 @@ func run(ctx context.Context, o *Options) error {
 		RefreshInterval: o.RefreshInterval,
 		MaxStaleness:    o.MaxStaleness,
 		MinPodDataShare: o.MinPodDataShare,
-		LiveQuery:       o.LiveQuery,
 		Metrics:         o.metrics,
 	})
 	if err != nil {
@@ -147,11 +146,7 @@ func run(ctx context.Context, o *Options) error {
 	defer stopMetrics()
 	go p.Run(ctx)
 
-	mode := "cache"
-	if o.LiveQuery {
-		mode = "live-query (benchmark only)"
-	}
-	log.Info("Starting", "version", version.String(binaryName), "mode", mode, "prometheus", o.PrometheusURL,
+	log.Info("Starting", "version", version.String(binaryName), "prometheus", o.PrometheusURL,
 		"seriesSelector", identity.String(), "podSeriesSelector", podIdentity.String(), "metrics", len(o.metrics), "metricsConfig", o.MetricsConfig, "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness, "minPodDataShare", o.MinPodDataShare)
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }
