@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -16,10 +15,9 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
+	"github.com/spillway-dev/spillway/cmd/internal/serving"
 	"github.com/spillway-dev/spillway/pkg/exporter"
 	"github.com/spillway-dev/spillway/pkg/exporter/podindex"
 	"github.com/spillway-dev/spillway/pkg/gpu"
@@ -127,28 +125,22 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 		fmt.Fprintf(w, "%s\n/metrics\n/healthz\n/readyz\n", version.String(binaryName))
 	})
 
-	servers := []*server{{name: "metrics", addr: o.ListenAddress, handler: mux}}
+	servers := []*serving.Server{{Name: "metrics server", Addr: o.ListenAddress, Handler: mux}}
 	if b.loadHandler != nil && o.Sim.LoadAddress != "" {
-		servers = append(servers, &server{name: "sim load", addr: o.Sim.LoadAddress, handler: b.loadHandler})
+		servers = append(servers, &serving.Server{Name: "sim load server", Addr: o.Sim.LoadAddress, Handler: b.loadHandler})
 	}
 	if b.models != nil {
-		servers = append(servers, &server{name: "sim model servers", addr: o.Sim.ModelServerAddress, handler: b.models})
+		servers = append(servers, &serving.Server{Name: "sim model servers", Addr: o.Sim.ModelServerAddress, Handler: b.models})
 	}
-	// Bind everything before starting, so a taken port fails the start.
+	group, err := serving.Listen(servers...)
+	if err != nil {
+		return err
+	}
 	for _, s := range servers {
-		if err := s.listen(); err != nil {
-			for _, other := range servers {
-				other.closeListener()
-			}
-			return err
-		}
-		log.Info("listening", "server", s.name, "address", s.ln.Addr().String())
+		log.Info("listening", "server", s.Name, "address", s.BoundAddr())
 	}
 
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
-		go func() { errc <- s.serve() }()
-	}
+	group.Start()
 	done := make(chan struct{})
 	go func() { exp.Run(ctx); close(done) }()
 	if b.models != nil {
@@ -159,48 +151,14 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-errc:
+	case runErr = <-group.Failed():
 	}
 	cancel()
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancelShutdown()
-	for _, s := range servers {
-		if err := s.srv.Shutdown(shutdownCtx); err != nil {
-			log.Warn("shutting down", "server", s.name, "err", err)
-		}
+	if err := group.Shutdown(ctx); err != nil {
+		log.Warn("shutting down", "err", err)
 	}
 	<-done
 	return runErr
-}
-
-type server struct {
-	name, addr string
-	handler    http.Handler
-	ln         net.Listener
-	srv        *http.Server
-}
-
-func (s *server) listen() error {
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		return fmt.Errorf("%s server: %w", s.name, err)
-	}
-	s.ln = ln
-	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
-	return nil
-}
-
-func (s *server) closeListener() {
-	if s.ln != nil {
-		s.ln.Close()
-	}
-}
-
-func (s *server) serve() error {
-	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("%s server: %w", s.name, err)
-	}
-	return nil
 }
 
 func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, error) {
@@ -218,7 +176,7 @@ func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, e
 		log.Warn("standalone: no pod informer; processes in pods are counted as unknown_pod, not exported")
 		return &backend{sampler: sampler, close: closeFn, mapper: mapper, resolver: noPods{}}, nil
 	}
-	cfg, err := restConfig(o.Kubeconfig)
+	cfg, err := serving.RestConfig(binaryName, o.Kubeconfig)
 	if err != nil {
 		return nil, errors.Join(err, closeFn())
 	}
@@ -251,7 +209,7 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 		}
 		pods = static
 	} else {
-		cfg, err := restConfig(o.Kubeconfig)
+		cfg, err := serving.RestConfig(binaryName, o.Kubeconfig)
 		if err != nil {
 			return nil, err
 		}
@@ -349,17 +307,4 @@ func startIndex(ctx context.Context, idx *podindex.Index, log *slog.Logger) erro
 		return fmt.Errorf("pod informer not synced within %v (can the service account list and watch pods?): %w", informerSyncTimeout, err)
 	}
 	return nil
-}
-
-// restConfig loads --kubeconfig, else $KUBECONFIG or ~/.kube/config, else
-// the in-cluster service account.
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client (set --kubeconfig, $KUBECONFIG, or run in a pod): %w", err)
-	}
-	cfg.UserAgent = binaryName + "/" + version.Version
-	return cfg, nil
 }

@@ -2,13 +2,10 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
+	"github.com/spillway-dev/spillway/cmd/internal/serving"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 	"github.com/spillway-dev/spillway/pkg/provider"
 	"github.com/spillway-dev/spillway/pkg/version"
@@ -194,26 +192,32 @@ func slimPod(obj any) (any, error) {
 }
 
 // serveSelfMetrics serves reg on a plain-HTTP /metrics; it returns once the
-// port is bound so a taken port fails the start.
+// port is bound so a taken port fails the start. A server that stops on its
+// own is logged: the adapter keeps serving the metrics APIs without it.
 func serveSelfMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (func(), error) {
 	if addr == "" {
 		return func() {}, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	group, err := serving.Listen(&serving.Server{Name: "self-metrics server", Addr: addr, Handler: mux})
 	if err != nil {
 		return nil, fmt.Errorf("--self-metrics-address: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	group.Start()
+	log := klog.FromContext(ctx)
+	stopped := make(chan struct{})
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.FromContext(ctx).Error(err, "Self-metrics server stopped")
+		select {
+		case err := <-group.Failed():
+			log.Error(err, "Self-metrics server stopped")
+		case <-stopped:
 		}
 	}()
 	return func() {
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
+		close(stopped)
+		if err := group.Shutdown(ctx); err != nil {
+			log.Error(err, "Stopping the self-metrics server")
+		}
 	}, nil
 }
