@@ -5,7 +5,21 @@ import (
 	"time"
 
 	"github.com/spillway-dev/spillway/pkg/gpu"
+	"github.com/spillway-dev/spillway/pkg/podmap"
 )
+
+// PIDMapper finds the pod identity of a host PID (podmap.Mapper).
+type PIDMapper interface {
+	Lookup(pid int) (podmap.Identity, error)
+	// Sweep forgets PIDs not looked up since the previous Sweep.
+	Sweep()
+}
+
+// PodResolver names the pod and container of a pod UID and container ID
+// (an informer-backed index in production).
+type PodResolver interface {
+	Resolve(podUID, containerID string) (gpu.PodRef, bool)
+}
 
 // snapshot is one successful collection. It is never modified after it is
 // stored, so scrapes read it without locks; the series it points to are
@@ -68,16 +82,15 @@ func (e *Exporter) CollectOnce(ctx context.Context) error {
 	defer cancel()
 	s, err := e.sampler.Sample(ctx)
 	for _, se := range s.Errors {
-		e.self.nvmlErrors.WithLabelValues(se.Op, se.Code).Inc()
+		e.self.nvmlError(se.Op, se.Code)
 	}
-	result := "success"
+	result := e.self.succeeded
 	if err == nil {
 		e.snap.Store(e.build(s, e.cfg.Now()))
 	} else {
-		result = "failure"
+		result = e.self.failed
 	}
-	e.self.duration.WithLabelValues(result).Observe(time.Since(begin).Seconds())
-	e.self.collections.WithLabelValues(result).Inc()
+	result.observe(time.Since(begin))
 	return err
 }
 

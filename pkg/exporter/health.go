@@ -6,6 +6,11 @@ import (
 	"time"
 )
 
+// StaleAfter is how many collection intervals a snapshot stays servable.
+// Past it, process series disappear (never frozen at an old value) and
+// /healthz fails.
+const StaleAfter = 3
+
 // stale reports whether a snapshot of this age may no longer be served:
 // past StaleAfter intervals its process series are left out of scrapes.
 func (e *Exporter) stale(age time.Duration) bool {
