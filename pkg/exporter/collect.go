@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/spillway-dev/spillway/pkg/gpu"
 	"github.com/spillway-dev/spillway/pkg/podmap"
 )
@@ -62,7 +64,7 @@ func (e *Exporter) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if err := e.CollectOnce(ctx); err != nil && ctx.Err() == nil {
-			e.cfg.Logger.Error("collection failed", "backend", e.cfg.Backend, "err", err)
+			klog.FromContext(ctx).Error(err, "collection failed", "backend", e.cfg.Backend)
 		}
 		select {
 		case <-ctx.Done():
@@ -77,6 +79,7 @@ func (e *Exporter) Run(ctx context.Context) {
 func (e *Exporter) CollectOnce(ctx context.Context) error {
 	e.collectMu.Lock()
 	defer e.collectMu.Unlock()
+	e.log = klog.FromContext(ctx)
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Interval)
 	defer cancel()
@@ -119,7 +122,7 @@ func (e *Exporter) lookup(pid uint32) owner {
 	}
 	id, err := e.mapper.Lookup(int(pid))
 	if err != nil {
-		e.cfg.Logger.Debug("cannot map PID", "pid", pid, "err", err)
+		e.log.V(2).Info("cannot map PID", "pid", pid, "err", err)
 		return owner{reason: ReasonProcUnreadable}
 	}
 	if !id.InPod() {
@@ -187,7 +190,7 @@ func (e *Exporter) build(s gpu.Sample, at time.Time) *snapshot {
 		if err != nil {
 			// Only invalid UTF-8 (a corrupt model name) gets here; dropping
 			// one process beats failing the whole scrape.
-			e.cfg.Logger.Warn("dropping process series", "pid", p.PID, "err", err)
+			e.log.Error(err, "dropping process series", "pid", p.PID)
 			continue
 		}
 		if dup {

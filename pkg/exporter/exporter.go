@@ -21,10 +21,11 @@ package exporter
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"k8s.io/klog/v2"
 
 	"github.com/spillway-dev/spillway/pkg/gpu"
 )
@@ -43,8 +44,6 @@ type Config struct {
 	ExportHostProcesses bool
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// Logger receives collection failures; discarded when nil.
-	Logger *slog.Logger
 }
 
 // Exporter is a prometheus.Collector over the last good snapshot. Its
@@ -62,9 +61,11 @@ type Exporter struct {
 	// the scratch space below.
 	collectMu sync.Mutex
 	cache     seriesCache
-	memo      map[uint32]owner
-	emitted   map[uint64]bool
-	samples   []sample
+	// log is the collection's logger, from CollectOnce's context.
+	log     klog.Logger
+	memo    map[uint32]owner
+	emitted map[uint64]bool
+	samples []sample
 
 	proc processFamilies
 	self selfMetrics
@@ -94,9 +95,6 @@ func New(cfg Config, sampler gpu.Sampler, mapper PIDMapper, resolver PodResolver
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Exporter{
 		cfg: cfg, sampler: sampler, mapper: mapper, resolver: resolver, started: cfg.Now(),

@@ -16,7 +16,6 @@ import (
 	_ "time/tzdata"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/klog/v2/textlogger"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -73,9 +72,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if done || err != nil {
 		return err
 	}
-	logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(o.Verbosity), textlogger.Output(stderr)))
+	ctx, logger, err := o.Logging.Setup(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	// controller-runtime keeps its own global logger; it gets the same one.
 	ctrl.SetLogger(logger)
-	ctx = ctrl.LoggerInto(ctx, logger)
 	cfg, err := serving.RestConfig(binaryName, o.Kubeconfig)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net/http"
 	"os"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/metadata"
+	"k8s.io/klog/v2"
 
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/cmd/internal/serving"
@@ -63,9 +63,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if done || err != nil {
 		return err
 	}
-	level, _ := parseLevel(o.LogLevel)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return serve(ctx, o, log)
+	ctx, _, err = o.Logging.Setup(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, o)
 }
 
 // backend is a sampler with what it needs around it.
@@ -81,7 +83,8 @@ type backend struct {
 	models *sim.Server
 }
 
-func serve(ctx context.Context, o *Options, log *slog.Logger) error {
+func serve(ctx context.Context, o *Options) error {
+	log := klog.FromContext(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -89,16 +92,16 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	var err error
 	switch o.Backend {
 	case backendSim:
-		b, err = simBackend(ctx, o, log)
+		b, err = simBackend(ctx, o)
 	default:
-		b, err = nvmlBackend(ctx, o, log)
+		b, err = nvmlBackend(ctx, o)
 	}
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err := b.close(); err != nil {
-			log.Warn("closing the backend", "err", err)
+			log.Error(err, "closing the backend")
 		}
 	}()
 
@@ -107,12 +110,11 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 		Backend:             o.Backend,
 		Interval:            o.CollectInterval,
 		ExportHostProcesses: o.ExportHostProcesses,
-		Logger:              log,
 	}, b.sampler, b.mapper, b.resolver)
 	if err != nil {
 		return err
 	}
-	metrics, err := exp.Handler(slog.NewLogLogger(log.Handler(), slog.LevelError),
+	metrics, err := exp.Handler(scrapeErrorLog{log},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -144,7 +146,7 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	done := make(chan struct{})
 	go func() { exp.Run(ctx); close(done) }()
 	if b.models != nil {
-		go stepModels(ctx, b.models, log)
+		go stepModels(ctx, b.models)
 	}
 	log.Info("started", "version", version.Version, "backend", o.Backend, "node", o.NodeName, "interval", o.CollectInterval)
 
@@ -155,13 +157,13 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	}
 	cancel()
 	if err := group.Shutdown(ctx); err != nil {
-		log.Warn("shutting down", "err", err)
+		log.Error(err, "shutting down")
 	}
 	<-done
 	return runErr
 }
 
-func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, error) {
+func nvmlBackend(ctx context.Context, o *Options) (*backend, error) {
 	procfs := os.DirFS(o.ProcRoot)
 	// A wrong --proc-root would silently turn every process into "unreadable".
 	if _, err := fs.Stat(procfs, "1/cgroup"); err != nil {
@@ -173,7 +175,7 @@ func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, e
 	}
 	mapper := podmap.NewMapper(procfs)
 	if o.Standalone {
-		log.Warn("standalone: no pod informer; processes in pods are counted as unknown_pod, not exported")
+		klog.FromContext(ctx).Info("standalone: no pod informer; processes in pods are counted as unknown_pod, not exported")
 		return &backend{sampler: sampler, close: closeFn, mapper: mapper, resolver: noPods{}}, nil
 	}
 	cfg, err := serving.RestConfig(binaryName, o.Kubeconfig)
@@ -188,7 +190,7 @@ func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, e
 	if err != nil {
 		return nil, errors.Join(err, closeFn())
 	}
-	if err := startIndex(ctx, idx, log); err != nil {
+	if err := startIndex(ctx, idx); err != nil {
 		return nil, errors.Join(err, closeFn())
 	}
 	return &backend{sampler: sampler, close: closeFn, mapper: mapper, resolver: idx}, nil
@@ -199,7 +201,7 @@ type noPods struct{}
 
 func (noPods) Resolve(string, string) (gpu.PodRef, bool) { return gpu.PodRef{}, false }
 
-func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, error) {
+func simBackend(ctx context.Context, o *Options) (*backend, error) {
 	s := o.Sim
 	var pods sim.PodSource
 	if s.PodsFile != "" {
@@ -227,7 +229,7 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 		if err != nil {
 			return nil, err
 		}
-		if err := startIndex(ctx, idx, log); err != nil {
+		if err := startIndex(ctx, idx); err != nil {
 			return nil, err
 		}
 		pods = sim.KubePods{List: idx.Pods, DeploymentOf: idx.DeploymentOf, Resource: corev1.ResourceName(s.Resource)}
@@ -280,14 +282,15 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 
 // stepModels advances the simulated model servers every second: their
 // queues integrate load over time, whoever scrapes them and how often.
-func stepModels(ctx context.Context, models *sim.Server, log *slog.Logger) {
+func stepModels(ctx context.Context, models *sim.Server) {
+	log := klog.FromContext(ctx)
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	failing := false
 	for {
 		err := models.Step(time.Now())
 		if err != nil && !failing {
-			log.Warn("stepping the simulated model servers", "err", err)
+			log.Error(err, "stepping the simulated model servers")
 		}
 		failing = err != nil
 		select {
@@ -298,7 +301,8 @@ func stepModels(ctx context.Context, models *sim.Server, log *slog.Logger) {
 	}
 }
 
-func startIndex(ctx context.Context, idx *podindex.Index, log *slog.Logger) error {
+func startIndex(ctx context.Context, idx *podindex.Index) error {
+	log := klog.FromContext(ctx)
 	idx.Start(ctx)
 	syncCtx, cancel := context.WithTimeout(ctx, informerSyncTimeout)
 	defer cancel()
@@ -308,3 +312,8 @@ func startIndex(ctx context.Context, idx *podindex.Index, log *slog.Logger) erro
 	}
 	return nil
 }
+
+// scrapeErrorLog logs what the /metrics handler reports (promhttp.Logger).
+type scrapeErrorLog struct{ log klog.Logger }
+
+func (l scrapeErrorLog) Println(v ...any) { l.log.Error(nil, fmt.Sprint(v...)) }

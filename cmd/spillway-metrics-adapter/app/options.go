@@ -13,6 +13,7 @@ import (
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
 
+	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
@@ -39,7 +40,7 @@ type Options struct {
 	metrics []metrictable.Row
 	// Certs: the self-managed serving certificate (certs.go).
 	Certs       certOptions
-	Verbosity   int
+	Logging     cli.Logging
 	ShowVersion bool
 }
 
@@ -103,7 +104,7 @@ func (o *Options) ownFlags() *pflag.FlagSet {
 	fs.StringVar(&o.SelfMetricsAddress, "self-metrics-address", o.SelfMetricsAddress,
 		"host:port for a plain-HTTP /metrics with the adapter's own metrics (refresh duration and errors, snapshot age and size, requests and latency by API). Empty disables it.")
 	o.Certs.addFlags(fs)
-	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (klog level).")
+	o.Logging.AddFlags(fs, "2 adds the series dropped by the provenance checks, higher adds the serving library's detail.")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
 	return fs
 }
@@ -159,8 +160,8 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("--self-metrics-address: %w", err))
 		}
 	}
-	if o.Verbosity < 0 {
-		errs = append(errs, fmt.Errorf("-v must not be negative, got %d", o.Verbosity))
+	if err := o.Logging.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if so := o.Adapter.CustomMetricsAdapterServerOptions; so != nil {
 		errs = append(errs, o.Certs.validate(so.SecureServing.ServerCert.CertKey.CertFile)...)

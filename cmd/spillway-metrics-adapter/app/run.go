@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -47,9 +46,8 @@ See docs/adapter.md for the APIService objects and HPA examples.
 
 // Run parses args and runs the adapter until ctx ends.
 //
-// Logs go to stderr through klog, like the serving library's own logs;
-// stderr is accepted for symmetry with the other binaries' Run.
-func Run(ctx context.Context, args []string, stdout, _ io.Writer) error {
+// Logs go to stderr through klog, like the serving library's own logs.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := NewOptions()
 	own, lib := o.ownFlags(), o.libraryFlags()
 	all := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
@@ -68,8 +66,8 @@ func Run(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if done || err != nil {
 		return err
 	}
-	var lvl klog.Level
-	if err := lvl.Set(strconv.Itoa(o.Verbosity)); err != nil {
+	ctx, _, err = o.Logging.Setup(ctx, stderr)
+	if err != nil {
 		return err
 	}
 	return run(ctx, o)
