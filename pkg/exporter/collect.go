@@ -89,7 +89,7 @@ func (e *Exporter) CollectOnce(ctx context.Context) error {
 	}
 	result := e.self.succeeded
 	if err == nil {
-		e.snap.Store(e.build(s, e.cfg.Now()))
+		e.snap.Store(e.build(s, e.cfg.Clock.Now()))
 	} else {
 		result = e.self.failed
 	}

@@ -13,7 +13,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. It only reads the snapshot; a
 // stale one yields self-metrics but no process series.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
-	snap, now := e.snap.Load(), e.cfg.Now()
+	snap, now := e.snap.Load(), e.cfg.Clock.Now()
 	if snap != nil && !e.stale(now.Sub(snap.at)) {
 		e.proc.collect(ch, snap)
 	}

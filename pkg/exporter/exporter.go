@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/spillway-dev/spillway/pkg/gpu"
 )
@@ -42,8 +43,9 @@ type Config struct {
 	// namespace, pod and container labels. Off in production (the HPA only
 	// wants pods); the real-GPU check turns it on.
 	ExportHostProcesses bool
-	// Now is the clock; time.Now when nil.
-	Now func() time.Time
+	// Clock reads the time that decides staleness and ages; the real
+	// clock when nil.
+	Clock clock.PassiveClock
 }
 
 // Exporter is a prometheus.Collector over the last good snapshot. Its
@@ -93,11 +95,11 @@ func New(cfg Config, sampler gpu.Sampler, mapper PIDMapper, resolver PodResolver
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	return &Exporter{
-		cfg: cfg, sampler: sampler, mapper: mapper, resolver: resolver, started: cfg.Now(),
+		cfg: cfg, sampler: sampler, mapper: mapper, resolver: resolver, started: cfg.Clock.Now(),
 		cache:   seriesCache{byKey: map[seriesKey]*cacheEntry{}},
 		memo:    map[uint32]owner{},
 		emitted: map[uint64]bool{},

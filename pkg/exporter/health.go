@@ -25,7 +25,7 @@ func (e *Exporter) Healthz(w http.ResponseWriter, _ *http.Request) {
 	if snap := e.snap.Load(); snap != nil {
 		ref, what = snap.at, "last successful collection"
 	}
-	age := e.cfg.Now().Sub(ref)
+	age := e.cfg.Clock.Now().Sub(ref)
 	if e.stale(age) {
 		http.Error(w, fmt.Sprintf("unhealthy: %s %s ago, more than %d collection intervals of %s", what, age.Round(time.Millisecond), StaleAfter, e.cfg.Interval), http.StatusServiceUnavailable)
 		return

@@ -31,7 +31,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if err != nil {
 		return nil, err
 	}
-	v, ok := snap.lookup(name, mi, p.now(), p.maxStaleness)
+	v, ok := snap.lookup(name, mi, p.clock.Now(), p.maxStaleness)
 	if !ok {
 		return nil, notFound(fmt.Sprintf("no value of %s younger than %s for pod %s/%s",
 			p.specs[mi].name, p.maxStaleness, name.Namespace, name.Name))
@@ -64,7 +64,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if err != nil {
 		return nil, err
 	}
-	now := p.now()
+	now := p.clock.Now()
 	var cov coverage
 	list := &custom_metrics.MetricValueList{Items: make([]custom_metrics.MetricValue, 0, len(pods))}
 	for _, sp := range pods {

@@ -66,7 +66,7 @@ func (p *Provider) GetExternalMetric(_ context.Context, namespace string, metric
 		return nil, err
 	}
 
-	now := p.now()
+	now := p.clock.Now()
 	metric := p.specs[mi].name
 	list := &external_metrics.ExternalMetricValueList{Items: make([]external_metrics.ExternalMetricValue, 0, len(names))}
 	var agg aggregator

@@ -33,8 +33,9 @@ const (
 // fakeClock is advanced by hand; nothing in these tests sleeps.
 type fakeClock struct{ t time.Time }
 
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func (c *fakeClock) Now() time.Time                  { return c.t }
+func (c *fakeClock) Since(t time.Time) time.Duration { return c.t.Sub(t) }
+func (c *fakeClock) advance(d time.Duration)         { c.t = c.t.Add(d) }
 
 type pod struct {
 	ns, name string
@@ -124,7 +125,7 @@ func newEnvConfig(t testing.TB, pods []pod, vec model.Vector, synced func() bool
 		RefreshInterval: testRefresh,
 		MaxStaleness:    testMaxStale,
 		MinPodDataShare: minShare,
-		Now:             e.clock.now,
+		Clock:           e.clock,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/spillway-dev/spillway/pkg/metrictable"
@@ -74,8 +75,9 @@ type Config struct {
 	// Metrics is the metric table (validated by New); nil serves
 	// metrictable.Defaults().
 	Metrics []metrictable.Row
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock reads the time that decides staleness and ages; nil means the
+	// real clock.
+	Clock clock.PassiveClock
 }
 
 type metricSpec struct {
@@ -104,7 +106,7 @@ type Provider struct {
 	refreshInterval time.Duration
 	maxStaleness    time.Duration
 	minShare        float64
-	now             func() time.Time
+	clock           clock.PassiveClock
 	startedAt       time.Time
 
 	snap    atomic.Pointer[snapshot]
@@ -148,10 +150,10 @@ func New(cfg Config) (*Provider, error) {
 		refreshInterval: cfg.RefreshInterval,
 		maxStaleness:    cfg.MaxStaleness,
 		minShare:        cfg.MinPodDataShare,
-		now:             cfg.Now,
+		clock:           cfg.Clock,
 	}
-	if p.now == nil {
-		p.now = time.Now
+	if p.clock == nil {
+		p.clock = clock.RealClock{}
 	}
 	if p.podsSynced == nil {
 		p.podsSynced = func() bool { return true }
@@ -173,7 +175,7 @@ func New(cfg Config) (*Provider, error) {
 		return nil, err
 	}
 	p.refreshQueries = p.queries()
-	p.startedAt = p.now()
+	p.startedAt = p.clock.Now()
 	reg := cfg.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()

@@ -52,7 +52,7 @@ func (p *Provider) Run(ctx context.Context) {
 // tests and benchmarks can drive it without a timer.
 func (p *Provider) Refresh(ctx context.Context) error {
 	start := time.Now()
-	observedAt := p.now()
+	observedAt := p.clock.Now()
 	if !p.podsSynced() {
 		// Every series would be rejected as of an unknown pod.
 		err := errors.New("the pod informer has not synced yet")
@@ -175,7 +175,7 @@ func (p *Provider) snapshotAge() float64 {
 	if s := p.snap.Load(); s != nil {
 		since = s.observedAt
 	}
-	return p.now().Sub(since).Seconds()
+	return p.clock.Now().Sub(since).Seconds()
 }
 
 // current returns the snapshot if it may be served.
@@ -184,7 +184,7 @@ func (p *Provider) current() (*snapshot, error) {
 	if s == nil {
 		return nil, apierrors.NewServiceUnavailable("no GPU metrics loaded from Prometheus yet" + p.lastErrorSuffix())
 	}
-	if age := p.now().Sub(s.observedAt); age > p.maxStaleness {
+	if age := p.clock.Now().Sub(s.observedAt); age > p.maxStaleness {
 		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf(
 			"GPU metrics snapshot is %s old, older than the maximum staleness %s%s",
 			age.Round(time.Second), p.maxStaleness, p.lastErrorSuffix()))

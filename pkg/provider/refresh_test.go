@@ -93,7 +93,7 @@ func TestNeverAFalseZero(t *testing.T) {
 			}
 			wantStatus(t, req(e), http.StatusNotFound, "younger than 30s")
 
-			e.prom.Set(restamp(qwenSeries, e.clock.now()), nil)
+			e.prom.Set(restamp(qwenSeries, e.clock.Now()), nil)
 			e.refresh(t)
 			if err := req(e); err != nil {
 				t.Errorf("after recovery: %v", err)

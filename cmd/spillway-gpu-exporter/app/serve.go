@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/cmd/internal/serving"
@@ -85,6 +86,7 @@ type backend struct {
 
 func serve(ctx context.Context, o *Options) error {
 	log := klog.FromContext(ctx)
+	clk := clock.RealClock{}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -92,7 +94,7 @@ func serve(ctx context.Context, o *Options) error {
 	var err error
 	switch o.Backend {
 	case backendSim:
-		b, err = simBackend(ctx, o)
+		b, err = simBackend(ctx, o, clk)
 	default:
 		b, err = nvmlBackend(ctx, o)
 	}
@@ -110,6 +112,7 @@ func serve(ctx context.Context, o *Options) error {
 		Backend:             o.Backend,
 		Interval:            o.CollectInterval,
 		ExportHostProcesses: o.ExportHostProcesses,
+		Clock:               clk,
 	}, b.sampler, b.mapper, b.resolver)
 	if err != nil {
 		return err
@@ -146,7 +149,7 @@ func serve(ctx context.Context, o *Options) error {
 	done := make(chan struct{})
 	go func() { exp.Run(ctx); close(done) }()
 	if b.models != nil {
-		go stepModels(ctx, b.models)
+		go stepModels(ctx, b.models, clk)
 	}
 	log.Info("started", "version", version.Version, "backend", o.Backend, "node", o.NodeName, "interval", o.CollectInterval)
 
@@ -201,7 +204,7 @@ type noPods struct{}
 
 func (noPods) Resolve(string, string) (gpu.PodRef, bool) { return gpu.PodRef{}, false }
 
-func simBackend(ctx context.Context, o *Options) (*backend, error) {
+func simBackend(ctx context.Context, o *Options, clk clock.PassiveClock) (*backend, error) {
 	s := o.Sim
 	var pods sim.PodSource
 	if s.PodsFile != "" {
@@ -243,7 +246,7 @@ func simBackend(ctx context.Context, o *Options) (*backend, error) {
 		t.Loop = s.TraceLoop
 		trace = t
 	}
-	load, err := sim.NewLoad(trace, time.Now(), s.TraceSpeed)
+	load, err := sim.NewLoad(trace, clk.Now(), s.TraceSpeed)
 	if err != nil {
 		return nil, err
 	}
@@ -262,6 +265,7 @@ func simBackend(ctx context.Context, o *Options) (*backend, error) {
 		NoiseAmplitude: s.NoiseAmplitude,
 		Seed:           s.Seed,
 		MemoryMiB:      s.MemoryMiB,
+		Clock:          clk,
 	}, pods, load)
 	if err != nil {
 		return nil, err
@@ -282,13 +286,13 @@ func simBackend(ctx context.Context, o *Options) (*backend, error) {
 
 // stepModels advances the simulated model servers every second: their
 // queues integrate load over time, whoever scrapes them and how often.
-func stepModels(ctx context.Context, models *sim.Server) {
+func stepModels(ctx context.Context, models *sim.Server, clk clock.PassiveClock) {
 	log := klog.FromContext(ctx)
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	failing := false
 	for {
-		err := models.Step(time.Now())
+		err := models.Step(clk.Now())
 		if err != nil && !failing {
 			log.Error(err, "stepping the simulated model servers")
 		}

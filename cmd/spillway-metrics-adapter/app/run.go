@@ -15,6 +15,7 @@ import (
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/cmd/internal/serving"
@@ -110,6 +111,7 @@ func run(ctx context.Context, o *Options) error {
 		MaxStaleness:    o.MaxStaleness,
 		MinPodDataShare: o.MinPodDataShare,
 		Metrics:         o.metrics,
+		Clock:           clock.RealClock{},
 	})
 	if err != nil {
 		return err
