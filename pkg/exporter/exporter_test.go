@@ -346,3 +346,43 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectionResults: both results' counters are exported from the
+// start, a result's duration histogram only once a collection had it.
+func TestCollectionResults(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1000, 0)}
+	e, s, _ := newTestExporter(t, c, false)
+	count := func(result string) (counters, histograms int) {
+		t.Helper()
+		mfs, err := testutil.CollectAndFormat(e, expfmt.TypeTextPlain, metricnames.ExporterCollections, metricnames.ExporterCollectionDuration)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(mfs), "\n") {
+			if !strings.Contains(line, `result="`+result+`"`) {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(line, metricnames.ExporterCollections):
+				counters++
+			case strings.HasPrefix(line, metricnames.ExporterCollectionDuration+"_count"):
+				histograms++
+			}
+		}
+		return counters, histograms
+	}
+	if err := e.CollectOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cs, hs := count("success"); cs != 1 || hs != 1 {
+		t.Errorf("success: %d counters, %d histograms; want 1, 1", cs, hs)
+	}
+	if cs, hs := count("failure"); cs != 1 || hs != 0 {
+		t.Errorf("failure before one: %d counters, %d histograms; want 1, 0", cs, hs)
+	}
+	s.err = errors.New("driver wedged")
+	_ = e.CollectOnce(context.Background())
+	if cs, hs := count("failure"); cs != 1 || hs != 1 {
+		t.Errorf("failure after one: %d counters, %d histograms; want 1, 1", cs, hs)
+	}
+}

@@ -34,19 +34,26 @@ type selfMetrics struct {
 	duration    *prometheus.HistogramVec
 	collections *prometheus.CounterVec
 	nvmlErrors  *prometheus.CounterVec
-	// succeeded and failed are the two values of the result label,
-	// resolved once: a collection neither allocates nor looks them up.
-	succeeded, failed collectionResult
+	// succeeded and failed are the two values of the result label, set
+	// by name and resolved once, so a collection neither allocates nor
+	// looks them up. Only CollectOnce uses them, under its lock.
+	succeeded, failed *collectionResult
 }
 
 // collectionResult is the duration and count of collections with one
-// result.
+// result. Both counters are exported from the start (0 until one
+// happens); the histogram only once a collection had that result.
 type collectionResult struct {
-	duration prometheus.Observer
+	labels   prometheus.Labels
 	count    prometheus.Counter
+	vec      *prometheus.HistogramVec
+	duration prometheus.Observer // nil until the first such collection
 }
 
-func (r collectionResult) observe(d time.Duration) {
+func (r *collectionResult) observe(d time.Duration) {
+	if r.duration == nil {
+		r.duration = r.vec.With(r.labels)
+	}
 	r.duration.Observe(d.Seconds())
 	r.count.Inc()
 }
@@ -125,9 +132,9 @@ func newSelfMetrics(backend string) selfMetrics {
 		Name: metricnames.ExporterNVMLErrors,
 		Help: "Failed NVML calls, by operation and return code. Expected outcomes (no new samples, MIG unsupported) are not counted.",
 	}, []string{metricnames.LabelExporterOperation, metricnames.LabelExporterReturnCode})
-	result := func(r string) collectionResult {
+	result := func(r string) *collectionResult {
 		l := prometheus.Labels{metricnames.LabelExporterResult: r}
-		return collectionResult{duration: m.duration.With(l), count: m.collections.With(l)}
+		return &collectionResult{labels: l, count: m.collections.With(l), vec: m.duration}
 	}
 	m.succeeded, m.failed = result("success"), result("failure")
 	return m
