@@ -60,7 +60,8 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Errorf("a closed server reported %v", err)
 	default:
 	}
-	if _, err := http.Get("http://" + s.BoundAddr()); err == nil {
+	if resp, err := http.Get("http://" + s.BoundAddr()); err == nil {
+		resp.Body.Close()
 		t.Error("still serving after Shutdown")
 	}
 }

@@ -79,7 +79,7 @@ func newLiveProvider(cfg liveConfig) (*liveProvider, error) {
 // provider builds a Provider serving rows (nil: the whole default table)
 // whose queries keep only namespace's pods (none: unfiltered).
 func (l *liveProvider) provider(rows []metrictable.Row, namespace string, pods []string) (*provider.Provider, error) {
-	var src provider.SampleSource = l.source
+	src := l.source
 	if pods != nil {
 		src = podScoped{source: l.source, namespace: namespace, pods: pods}
 	}
