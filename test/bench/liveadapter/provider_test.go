@@ -20,6 +20,7 @@ import (
 	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 	"github.com/spillway-dev/spillway/pkg/provider"
 )
@@ -202,5 +203,29 @@ func wantStatus(t *testing.T, err error, code int32, msg string) {
 	}
 	if !strings.Contains(err.Error(), msg) {
 		t.Errorf("error %q lacks %q", err, msg)
+	}
+}
+
+// BenchmarkPerRequestProvider is what the live server adds to each request
+// besides the query: building the Provider the query loads.
+func BenchmarkPerRequestProvider(b *testing.B) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{
+		cache.NamespaceIndex:   cache.MetaNamespaceIndexFunc,
+		provider.PodLabelIndex: provider.PodLabelIndexFunc,
+	})
+	pods, err := provider.NewInformerPods(idx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := newLiveProvider(liveConfig{Source: &promquery.Fake{}, Pods: pods, MaxStaleness: maxStale, MinPodDataShare: 0.5})
+	if err != nil {
+		b.Fatal(err)
+	}
+	row, _ := l.row(sm)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.provider([]metrictable.Row{row}, "llm", []string{"a", "b"}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
