@@ -4,8 +4,24 @@ import (
 	"context"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/spillway-dev/spillway/pkg/gpu"
+	"github.com/spillway-dev/spillway/pkg/podmap"
 )
+
+// PIDMapper finds the pod identity of a host PID (podmap.Mapper).
+type PIDMapper interface {
+	Lookup(pid int) (podmap.Identity, error)
+	// Sweep forgets PIDs not looked up since the previous Sweep.
+	Sweep()
+}
+
+// PodResolver names the pod and container of a pod UID and container ID
+// (an informer-backed index in production).
+type PodResolver interface {
+	Resolve(podUID, containerID string) (gpu.PodRef, bool)
+}
 
 // snapshot is one successful collection. It is never modified after it is
 // stored, so scrapes read it without locks; the series it points to are
@@ -48,7 +64,7 @@ func (e *Exporter) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if err := e.CollectOnce(ctx); err != nil && ctx.Err() == nil {
-			e.cfg.Logger.Error("collection failed", "backend", e.cfg.Backend, "err", err)
+			klog.FromContext(ctx).Error(err, "collection failed", "backend", e.cfg.Backend)
 		}
 		select {
 		case <-ctx.Done():
@@ -63,21 +79,21 @@ func (e *Exporter) Run(ctx context.Context) {
 func (e *Exporter) CollectOnce(ctx context.Context) error {
 	e.collectMu.Lock()
 	defer e.collectMu.Unlock()
+	e.log = klog.FromContext(ctx)
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Interval)
 	defer cancel()
 	s, err := e.sampler.Sample(ctx)
 	for _, se := range s.Errors {
-		e.self.nvmlErrors.WithLabelValues(se.Op, se.Code).Inc()
+		e.self.nvmlError(se.Op, se.Code)
 	}
-	result := "success"
+	result := e.self.succeeded
 	if err == nil {
-		e.snap.Store(e.build(s, e.cfg.Now()))
+		e.snap.Store(e.build(s, e.cfg.Clock.Now()))
 	} else {
-		result = "failure"
+		result = e.self.failed
 	}
-	e.self.duration.WithLabelValues(result).Observe(time.Since(begin).Seconds())
-	e.self.collections.WithLabelValues(result).Inc()
+	result.observe(time.Since(begin))
 	return err
 }
 
@@ -106,7 +122,7 @@ func (e *Exporter) lookup(pid uint32) owner {
 	}
 	id, err := e.mapper.Lookup(int(pid))
 	if err != nil {
-		e.cfg.Logger.Debug("cannot map PID", "pid", pid, "err", err)
+		e.log.V(2).Info("cannot map PID", "pid", pid, "err", err)
 		return owner{reason: ReasonProcUnreadable}
 	}
 	if !id.InPod() {
@@ -174,7 +190,7 @@ func (e *Exporter) build(s gpu.Sample, at time.Time) *snapshot {
 		if err != nil {
 			// Only invalid UTF-8 (a corrupt model name) gets here; dropping
 			// one process beats failing the whole scrape.
-			e.cfg.Logger.Warn("dropping process series", "pid", p.PID, "err", err)
+			e.log.Error(err, "dropping process series", "pid", p.PID)
 			continue
 		}
 		if dup {

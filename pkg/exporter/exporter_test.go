@@ -64,9 +64,11 @@ func (f fakeResolver) Resolve(uid, cid string) (gpu.PodRef, bool) {
 	return r, ok
 }
 
-type clock struct{ t time.Time }
+// fakeClock is set by hand (clock.PassiveClock).
+type fakeClock struct{ t time.Time }
 
-func (c *clock) now() time.Time { return c.t }
+func (c *fakeClock) Now() time.Time                  { return c.t }
+func (c *fakeClock) Since(t time.Time) time.Duration { return c.t.Sub(t) }
 
 const (
 	uidLLM0 = "0a1b2c3d-4e5f-4789-8bcd-ef0123456789"
@@ -130,10 +132,10 @@ var goldenNames = append(append([]string{}, metricnames.ProcessMetrics...),
 	metricnames.ExporterMemoryOnlyDevices, metricnames.ExporterProcessesSeen, metricnames.ExporterProcessesMapped,
 	metricnames.ExporterProcessesUnmapped, metricnames.ExporterNVMLErrors)
 
-func newTestExporter(t *testing.T, c *clock, hostProcs bool) (*Exporter, *fakeSampler, *fakeMapper) {
+func newTestExporter(t *testing.T, c *fakeClock, hostProcs bool) (*Exporter, *fakeSampler, *fakeMapper) {
 	t.Helper()
 	s, m, r := fixture()
-	e, err := New(Config{Hostname: "gpu-node-a", Backend: "nvml", Interval: 5 * time.Second, ExportHostProcesses: hostProcs, Now: c.now}, s, m, r)
+	e, err := New(Config{Hostname: "gpu-node-a", Backend: "nvml", Interval: 5 * time.Second, ExportHostProcesses: hostProcs, Clock: c}, s, m, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +200,7 @@ func TestGoldenExposition(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			c := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 			e, _, _ := newTestExporter(t, c, tt.hostProcs)
 			if err := e.CollectOnce(context.Background()); err != nil {
 				t.Fatal(err)
@@ -210,13 +212,13 @@ func TestGoldenExposition(t *testing.T) {
 }
 
 func TestBeforeFirstCollection(t *testing.T) {
-	c := &clock{t: time.Unix(0, 0)}
+	c := &fakeClock{t: time.Unix(0, 0)}
 	e, _, _ := newTestExporter(t, c, false)
 	checkGolden(t, e, "empty")
 }
 
 func TestScrapeNeverSamples(t *testing.T) {
-	c := &clock{t: time.Unix(0, 0)}
+	c := &fakeClock{t: time.Unix(0, 0)}
 	e, s, m := newTestExporter(t, c, false)
 	if err := e.CollectOnce(context.Background()); err != nil {
 		t.Fatal(err)
@@ -245,7 +247,7 @@ func TestScrapeNeverSamples(t *testing.T) {
 }
 
 func TestFailureKeepsSnapshotUntilStale(t *testing.T) {
-	c := &clock{t: time.Unix(1000, 0)}
+	c := &fakeClock{t: time.Unix(1000, 0)}
 	e, s, _ := newTestExporter(t, c, false)
 	if err := e.CollectOnce(context.Background()); err != nil {
 		t.Fatal(err)
@@ -271,7 +273,7 @@ func TestFailureKeepsSnapshotUntilStale(t *testing.T) {
 }
 
 func TestHealthAndReadiness(t *testing.T) {
-	c := &clock{t: time.Unix(1000, 0)}
+	c := &fakeClock{t: time.Unix(1000, 0)}
 	e, s, _ := newTestExporter(t, c, false)
 	code := func(h http.HandlerFunc) int {
 		rec := httptest.NewRecorder()
@@ -342,5 +344,45 @@ func TestNewValidates(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("New error %v lacks %q", err, want)
 		}
+	}
+}
+
+// TestCollectionResults: both results' counters are exported from the
+// start, a result's duration histogram only once a collection had it.
+func TestCollectionResults(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1000, 0)}
+	e, s, _ := newTestExporter(t, c, false)
+	count := func(result string) (counters, histograms int) {
+		t.Helper()
+		mfs, err := testutil.CollectAndFormat(e, expfmt.TypeTextPlain, metricnames.ExporterCollections, metricnames.ExporterCollectionDuration)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(mfs), "\n") {
+			if !strings.Contains(line, `result="`+result+`"`) {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(line, metricnames.ExporterCollections):
+				counters++
+			case strings.HasPrefix(line, metricnames.ExporterCollectionDuration+"_count"):
+				histograms++
+			}
+		}
+		return counters, histograms
+	}
+	if err := e.CollectOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cs, hs := count("success"); cs != 1 || hs != 1 {
+		t.Errorf("success: %d counters, %d histograms; want 1, 1", cs, hs)
+	}
+	if cs, hs := count("failure"); cs != 1 || hs != 0 {
+		t.Errorf("failure before one: %d counters, %d histograms; want 1, 0", cs, hs)
+	}
+	s.err = errors.New("driver wedged")
+	_ = e.CollectOnce(context.Background())
+	if cs, hs := count("failure"); cs != 1 || hs != 1 {
+		t.Errorf("failure after one: %d counters, %d histograms; want 1, 1", cs, hs)
 	}
 }

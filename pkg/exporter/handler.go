@@ -94,7 +94,7 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// One snapshot and one clock reading for the whole scrape, so the
 	// self-metrics describe the series served beside them.
-	snap, now := h.e.snap.Load(), h.e.cfg.Now()
+	snap, now := h.e.snap.Load(), h.e.cfg.Clock.Now()
 	mfs = append(mfs, h.e.self.snapshotFamilies(snap, now)...)
 	slices.SortFunc(mfs, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
 	var procs *snapshot

@@ -170,7 +170,7 @@ func TestHandlerMatchesPromhttp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			c := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 			e, _, _ := newTestExporter(t, c, tt.hostProcs)
 			if tt.collect {
 				if err := e.CollectOnce(context.Background()); err != nil {
@@ -191,7 +191,7 @@ func TestHandlerMatchesPromhttp(t *testing.T) {
 // makes the scrape fail as the registry would fail it, not serve two
 // families of one name.
 func TestHandlerDuplicateFamily(t *testing.T) {
-	c := &clock{t: time.Unix(1000, 0)}
+	c := &fakeClock{t: time.Unix(1000, 0)}
 	e, _, _ := newTestExporter(t, c, false)
 	if err := e.CollectOnce(context.Background()); err != nil {
 		t.Fatal(err)
@@ -218,7 +218,7 @@ func TestHandlerDuplicateFamily(t *testing.T) {
 // every collection's exposition against promhttp: the order kept from the
 // previous collection and the full sort must both be the registry's.
 func TestHandlerAcrossCollections(t *testing.T) {
-	c := &clock{t: time.Unix(1000, 0)}
+	c := &fakeClock{t: time.Unix(1000, 0)}
 	e, s, m := newTestExporter(t, c, false)
 	r := e.resolver.(fakeResolver)
 	const uidNew, cidNew = "77777777-2222-4333-8444-555555555555", "aa4375ec65c2c4092a1cc21e76712472eae0de999384e8327c495957121db9c2"
@@ -268,7 +268,7 @@ func TestHandlerAcrossCollections(t *testing.T) {
 // snapshot and reshape the series cache (run with -race): every scrape is
 // a well-formed exposition of one whole snapshot.
 func TestScrapesDuringCollections(t *testing.T) {
-	c := &clock{t: time.Unix(1000, 0)}
+	c := &fakeClock{t: time.Unix(1000, 0)}
 	e, s, _ := newTestExporter(t, c, false)
 	h, err := e.Handler(nil)
 	if err != nil {

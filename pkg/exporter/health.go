@@ -6,6 +6,11 @@ import (
 	"time"
 )
 
+// StaleAfter is how many collection intervals a snapshot stays servable.
+// Past it, process series disappear (never frozen at an old value) and
+// /healthz fails.
+const StaleAfter = 3
+
 // stale reports whether a snapshot of this age may no longer be served:
 // past StaleAfter intervals its process series are left out of scrapes.
 func (e *Exporter) stale(age time.Duration) bool {
@@ -20,7 +25,7 @@ func (e *Exporter) Healthz(w http.ResponseWriter, _ *http.Request) {
 	if snap := e.snap.Load(); snap != nil {
 		ref, what = snap.at, "last successful collection"
 	}
-	age := e.cfg.Now().Sub(ref)
+	age := e.cfg.Clock.Now().Sub(ref)
 	if e.stale(age) {
 		http.Error(w, fmt.Sprintf("unhealthy: %s %s ago, more than %d collection intervals of %s", what, age.Round(time.Millisecond), StaleAfter, e.cfg.Interval), http.StatusServiceUnavailable)
 		return

@@ -9,6 +9,21 @@ import (
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
+// Reasons a process is not mapped to a pod, the values of the reason label
+// of metricnames.ExporterProcessesUnmapped.
+const (
+	ReasonHost           = "host"            // outside any pod: host daemons, the MPS server
+	ReasonUnknownPod     = "unknown_pod"     // in a pod the informer does not (yet) know
+	ReasonProcUnreadable = "proc_unreadable" // /proc/<pid> unreadable: exited, or wrong --proc-root
+)
+
+// Memory-only device reasons, the reason label of
+// metricnames.ExporterMemoryOnlyDevices.
+const (
+	MemoryOnlyMIG          = "mig"
+	MemoryOnlyNotSupported = "not_supported"
+)
+
 // selfMetrics are the exporter's own metrics: gauges describing the last
 // snapshot, built at each scrape from the snapshot that scrape reads, and
 // counters and a histogram of collections, updated by the loop.
@@ -19,6 +34,37 @@ type selfMetrics struct {
 	duration    *prometheus.HistogramVec
 	collections *prometheus.CounterVec
 	nvmlErrors  *prometheus.CounterVec
+	// succeeded and failed are the two values of the result label, set
+	// by name and resolved once, so a collection neither allocates nor
+	// looks them up. Only CollectOnce uses them, under its lock.
+	succeeded, failed *collectionResult
+}
+
+// collectionResult is the duration and count of collections with one
+// result. Both counters are exported from the start (0 until one
+// happens); the histogram only once a collection had that result.
+type collectionResult struct {
+	labels   prometheus.Labels
+	count    prometheus.Counter
+	vec      *prometheus.HistogramVec
+	duration prometheus.Observer // nil until the first such collection
+}
+
+func (r *collectionResult) observe(d time.Duration) {
+	if r.duration == nil {
+		r.duration = r.vec.With(r.labels)
+	}
+	r.duration.Observe(d.Seconds())
+	r.count.Inc()
+}
+
+// nvmlError counts one failed NVML call; labels are set by name, so the
+// operation and the return code cannot trade places.
+func (m *selfMetrics) nvmlError(op, code string) {
+	m.nvmlErrors.With(prometheus.Labels{
+		metricnames.LabelExporterOperation:  op,
+		metricnames.LabelExporterReturnCode: code,
+	}).Inc()
 }
 
 // snapshotGauge is one gauge family computed from a snapshot.
@@ -86,9 +132,11 @@ func newSelfMetrics(backend string) selfMetrics {
 		Name: metricnames.ExporterNVMLErrors,
 		Help: "Failed NVML calls, by operation and return code. Expected outcomes (no new samples, MIG unsupported) are not counted.",
 	}, []string{metricnames.LabelExporterOperation, metricnames.LabelExporterReturnCode})
-	for _, r := range []string{"success", "failure"} {
-		m.collections.WithLabelValues(r)
+	result := func(r string) *collectionResult {
+		l := prometheus.Labels{metricnames.LabelExporterResult: r}
+		return &collectionResult{labels: l, count: m.collections.With(l), vec: m.duration}
 	}
+	m.succeeded, m.failed = result("success"), result("failure")
 	return m
 }
 

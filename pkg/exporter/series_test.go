@@ -37,8 +37,8 @@ func TestProcessLabelsSetByName(t *testing.T) {
 			metricnames.ProcessLabels = tt.labels
 			defer func() { metricnames.ProcessLabels = orig }()
 			s, m, r := fixture()
-			c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-			e, err := New(Config{Hostname: "gpu-node-a", Backend: "nvml", Interval: 5 * time.Second, Now: c.now}, s, m, r)
+			c := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			e, err := New(Config{Hostname: "gpu-node-a", Backend: "nvml", Interval: 5 * time.Second, Clock: c}, s, m, r)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("New error %v, want %q", err, tt.wantErr)
@@ -62,7 +62,7 @@ func TestProcessLabelsSetByName(t *testing.T) {
 // snapshots that follow while its labels stay the same; the cache holds
 // only processes of the last collection.
 func TestSeriesReused(t *testing.T) {
-	c := &clock{t: time.Unix(1000, 0)}
+	c := &fakeClock{t: time.Unix(1000, 0)}
 	e, s, m := newTestExporter(t, c, false)
 	collect := func() *snapshot {
 		t.Helper()

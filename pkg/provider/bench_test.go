@@ -46,7 +46,7 @@ func BenchmarkServe(b *testing.B) {
 	if len(pods) != 5000 || len(vec) != 20000 {
 		b.Fatalf("cluster has %d pods, %d series", len(pods), len(vec))
 	}
-	e := newEnv(b, false, pods, vec)
+	e := newEnv(b, pods, vec)
 	e.refresh(b)
 	ctx := context.Background()
 	appSel := labels.SelectorFromSet(labels.Set{"app": "app-042"})
@@ -105,7 +105,7 @@ func BenchmarkServe(b *testing.B) {
 // JSON work of a real query is not included).
 func BenchmarkRefresh(b *testing.B) {
 	pods, vec := benchCluster(b)
-	e := newEnv(b, false, pods, vec)
+	e := newEnv(b, pods, vec)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

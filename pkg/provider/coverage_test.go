@@ -105,7 +105,7 @@ func TestMinPodDataShare(t *testing.T) {
 			for _, n := range tt.withData {
 				vec = append(vec, series(sm, "ns", n, "GPU-a", "1", 10, t0))
 			}
-			e := newEnvConfig(t, false, tt.pods, vec, nil, tt.share)
+			e := newEnvConfig(t, tt.pods, vec, nil, tt.share)
 			e.refresh(t)
 			ctx := context.Background()
 			list, err := e.p.GetMetricBySelector(ctx, "ns", sel(t, "app=web"), podInfo(sm), nil)

@@ -19,7 +19,7 @@ import (
 )
 
 // GetMetricByName serves custom.metrics.k8s.io .../pods/<name>/<metric>.
-func (p *Provider) GetMetricByName(ctx context.Context, name types.NamespacedName, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValue, err error) {
+func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValue, err error) {
 	start := time.Now()
 	defer func() { p.metrics.observeRequest(apiCustom, start, err) }()
 
@@ -27,11 +27,11 @@ func (p *Provider) GetMetricByName(ctx context.Context, name types.NamespacedNam
 	if err != nil {
 		return nil, err
 	}
-	snap, err := p.view(ctx, mi, name.Namespace, []string{name.Name})
+	snap, err := p.current()
 	if err != nil {
 		return nil, err
 	}
-	v, ok := snap.lookup(name, mi, p.now(), p.maxStaleness)
+	v, ok := snap.lookup(name, mi, p.clock.Now(), p.maxStaleness)
 	if !ok {
 		return nil, notFound(fmt.Sprintf("no value of %s younger than %s for pod %s/%s",
 			p.specs[mi].name, p.maxStaleness, name.Namespace, name.Name))
@@ -45,7 +45,7 @@ func (p *Provider) GetMetricByName(ctx context.Context, name types.NamespacedNam
 // without a fresh value are left out (the HPA has its own rules for
 // missing pods), but the request fails if none has one or if too few of
 // those that should report do (coverage).
-func (p *Provider) GetMetricBySelector(ctx context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValueList, err error) {
+func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValueList, err error) {
 	start := time.Now()
 	defer func() { p.metrics.observeRequest(apiCustom, start, err) }()
 
@@ -56,15 +56,15 @@ func (p *Provider) GetMetricBySelector(ctx context.Context, namespace string, se
 	if selector == nil {
 		selector = labels.Everything()
 	}
-	pods, names, err := p.selectPods(namespace, selector)
+	pods, _, err := p.selectPods(namespace, selector)
 	if err != nil {
 		return nil, err
 	}
-	snap, err := p.view(ctx, mi, namespace, names)
+	snap, err := p.current()
 	if err != nil {
 		return nil, err
 	}
-	now := p.now()
+	now := p.clock.Now()
 	var cov coverage
 	list := &custom_metrics.MetricValueList{Items: make([]custom_metrics.MetricValue, 0, len(pods))}
 	for _, sp := range pods {

@@ -107,7 +107,7 @@ func TestPodValueAggregation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, false, []pod{{ns: "ns", name: "p"}}, tt.vec)
+			e := newEnv(t, []pod{{ns: "ns", name: "p"}}, tt.vec)
 			e.refresh(t)
 			mv, err := e.p.GetMetricByName(context.Background(), types.NamespacedName{Namespace: "ns", Name: "p"}, podInfo(tt.metric), labels.Everything())
 			if err != nil {
@@ -169,7 +169,7 @@ func TestPodsBySelector(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, false, pods, vec)
+			e := newEnv(t, pods, vec)
 			e.refresh(t)
 			list, err := e.p.GetMetricBySelector(context.Background(), tt.namespace, sel(t, tt.selector), podInfo(sm), labels.Everything())
 			if tt.wantCode != 0 {
@@ -216,7 +216,7 @@ func TestCustomRequestValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, false, pods, vec)
+			e := newEnv(t, pods, vec)
 			e.refresh(t)
 			info := podInfo("dcgm_custom_process_sm_util")
 			switch tt.name {
@@ -245,7 +245,7 @@ func TestCustomRequestValidation(t *testing.T) {
 }
 
 func TestDiscoveryIsFixed(t *testing.T) {
-	e := newEnv(t, false, nil, nil)
+	e := newEnv(t, nil, nil)
 	check := func(stage string) {
 		cm := e.p.ListAllMetrics()
 		em := e.p.ListAllExternalMetrics()

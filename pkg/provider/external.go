@@ -42,7 +42,7 @@ const (
 // spillway.dev/aggregate=avg|max|sum it returns one item for a `Value`
 // target. If no selected pod has a fresh value, or too few of those that
 // should report do (coverage), the request fails.
-func (p *Provider) GetExternalMetric(ctx context.Context, namespace string, metricSelector labels.Selector, info provider.ExternalMetricInfo) (_ *external_metrics.ExternalMetricValueList, err error) {
+func (p *Provider) GetExternalMetric(_ context.Context, namespace string, metricSelector labels.Selector, info provider.ExternalMetricInfo) (_ *external_metrics.ExternalMetricValueList, err error) {
 	start := time.Now()
 	defer func() { p.metrics.observeRequest(apiExternal, start, err) }()
 
@@ -61,12 +61,12 @@ func (p *Provider) GetExternalMetric(ctx context.Context, namespace string, metr
 	if err != nil {
 		return nil, err
 	}
-	snap, err := p.view(ctx, mi, namespace, names)
+	snap, err := p.current()
 	if err != nil {
 		return nil, err
 	}
 
-	now := p.now()
+	now := p.clock.Now()
 	metric := p.specs[mi].name
 	list := &external_metrics.ExternalMetricValueList{Items: make([]external_metrics.ExternalMetricValue, 0, len(names))}
 	var agg aggregator

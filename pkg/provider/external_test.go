@@ -106,7 +106,7 @@ func TestExternalMetric(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, false, withLabel(qwenPods, "qwen-3", "statefulset.kubernetes.io/pod-name", "qwen-3"), qwenSeries)
+			e := newEnv(t, withLabel(qwenPods, "qwen-3", "statefulset.kubernetes.io/pod-name", "qwen-3"), qwenSeries)
 			e.refresh(t)
 			list, err := e.p.GetExternalMetric(context.Background(), "llm", sel(t, tt.selector), cmprovider.ExternalMetricInfo{Metric: sm})
 			if tt.wantCode != 0 {
@@ -144,7 +144,7 @@ func TestExternalMetric(t *testing.T) {
 }
 
 func TestExternalUnknownMetricAndNamespace(t *testing.T) {
-	e := newEnv(t, false, qwenPods, qwenSeries)
+	e := newEnv(t, qwenPods, qwenSeries)
 	e.refresh(t)
 	_, err := e.p.GetExternalMetric(context.Background(), "llm", sel(t, "app=other"), cmprovider.ExternalMetricInfo{Metric: "http_requests"})
 	wantStatus(t, err, http.StatusNotFound, `"http_requests"`)
@@ -155,7 +155,7 @@ func TestExternalUnknownMetricAndNamespace(t *testing.T) {
 }
 
 func TestPodListerFailureIsAnError(t *testing.T) {
-	e := newEnv(t, false, nil, qwenSeries)
+	e := newEnv(t, nil, qwenSeries)
 	e.p.pods = failingLister{}
 	e.refresh(t)
 	_, err := e.p.GetExternalMetric(context.Background(), "llm", sel(t, "app=x"), cmprovider.ExternalMetricInfo{Metric: sm})

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
+	clocktesting "k8s.io/utils/clock/testing"
 	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
@@ -96,7 +97,7 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 		RefreshInterval: 5 * time.Second,
 		MaxStaleness:    30 * time.Second,
 		MinPodDataShare: fuzzMinShare,
-		Now:             func() time.Time { return fuzzT0 },
+		Clock:           clocktesting.NewFakePassiveClock(fuzzT0),
 	})
 	if err != nil {
 		f.Fatal(err)

@@ -33,8 +33,9 @@ const (
 // fakeClock is advanced by hand; nothing in these tests sleeps.
 type fakeClock struct{ t time.Time }
 
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func (c *fakeClock) Now() time.Time                  { return c.t }
+func (c *fakeClock) Since(t time.Time) time.Duration { return c.t.Sub(t) }
+func (c *fakeClock) advance(d time.Duration)         { c.t = c.t.Add(d) }
 
 type pod struct {
 	ns, name string
@@ -100,19 +101,19 @@ type env struct {
 	reg   *prometheus.Registry
 }
 
-func newEnv(t testing.TB, live bool, pods []pod, vec model.Vector) *env {
+func newEnv(t testing.TB, pods []pod, vec model.Vector) *env {
 	t.Helper()
-	return newEnvSynced(t, live, pods, vec, nil)
+	return newEnvSynced(t, pods, vec, nil)
 }
 
 // newEnvSynced is newEnv with the pod informer's HasSynced.
-func newEnvSynced(t testing.TB, live bool, pods []pod, vec model.Vector, synced func() bool) *env {
+func newEnvSynced(t testing.TB, pods []pod, vec model.Vector, synced func() bool) *env {
 	t.Helper()
-	return newEnvConfig(t, live, pods, vec, synced, 0)
+	return newEnvConfig(t, pods, vec, synced, 0)
 }
 
 // newEnvConfig is newEnvSynced with a minimum share of pods with data.
-func newEnvConfig(t testing.TB, live bool, pods []pod, vec model.Vector, synced func() bool, minShare float64) *env {
+func newEnvConfig(t testing.TB, pods []pod, vec model.Vector, synced func() bool, minShare float64) *env {
 	t.Helper()
 	e := &env{prom: &promquery.Fake{}, clock: &fakeClock{t: t0}, reg: prometheus.NewRegistry()}
 	e.prom.Set(vec, nil)
@@ -124,8 +125,7 @@ func newEnvConfig(t testing.TB, live bool, pods []pod, vec model.Vector, synced 
 		RefreshInterval: testRefresh,
 		MaxStaleness:    testMaxStale,
 		MinPodDataShare: minShare,
-		LiveQuery:       live,
-		Now:             e.clock.now,
+		Clock:           e.clock,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -65,7 +65,7 @@ func TestPodSeries(t *testing.T) {
 		// A GPU series for the same pod still comes through the exporter.
 		series(sm, "llm", "a", "GPU-1", "1", 80, t0),
 	}
-	e := newEnv(t, false, pods, vec)
+	e := newEnv(t, pods, vec)
 	e.refresh(t)
 	snap := e.p.snap.Load()
 	get := func(name, metric string) (float64, bool) {
@@ -123,7 +123,7 @@ func TestPodSeriesSelector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, false, []pod{{ns: "llm", name: "a", ip: "10.0.0.1"}},
+	e := newEnv(t, []pod{{ns: "llm", name: "a", ip: "10.0.0.1"}},
 		model.Vector{podGauge(metricnames.VLLMRequestsWaiting, "llm", "a", "10.0.0.1:8000", 4)})
 	e.prom.PodSelector = sel
 	e.refresh(t)

@@ -31,8 +31,8 @@ func onHost(s *model.Sample, host string) *model.Sample {
 
 // TestProvenance: a series counts only where its Hostname is the node its
 // pod is bound to. Forged series — any value, any GPU UUID — for a pod on
-// another node change nothing that is served, in cache and live mode, and
-// each is counted under its reason.
+// another node change nothing that is served, and each is counted under its
+// reason.
 func TestProvenance(t *testing.T) {
 	victim := pod{ns: "victim", name: "pred-1", labels: map[string]string{"app": "pred"}, node: "gpu-a"}
 	honest := onHost(series(sm, "victim", "pred-1", "GPU-real", "1", 20, t0), "gpu-a")
@@ -42,9 +42,6 @@ func TestProvenance(t *testing.T) {
 		vec    model.Vector
 		want   float64 // served value of victim/pred-1; <0: none served (404)
 		reject map[string]float64
-		// otherPods: the rejected series are of other pods, which a live
-		// query (for the selected pods only) never reads.
-		otherPods bool
 	}{
 		{
 			name: "the exporter on the pod's node is served",
@@ -102,64 +99,48 @@ func TestProvenance(t *testing.T) {
 				onHost(series(sm, "victim", "ghost", "GPU-1", "1", 50, t0), "gpu-a"),
 				onHost(series(sm, "elsewhere", "pred-1", "GPU-1", "1", 50, t0), "gpu-a"),
 			},
-			want: 20, reject: map[string]float64{metricnames.RejectedUnknownPod: 2}, otherPods: true,
+			want: 20, reject: map[string]float64{metricnames.RejectedUnknownPod: 2},
 		},
 	}
-	for _, live := range []bool{false, true} {
-		mode := "cache"
-		if live {
-			mode = "live"
-		}
-		for _, tt := range tests {
-			t.Run(mode+"/"+tt.name, func(t *testing.T) {
-				e := newEnv(t, live, tt.pods, tt.vec)
-				if !live {
-					e.refresh(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.pods, tt.vec)
+			e.refresh(t)
+			got, err := e.p.GetMetricBySelector(context.Background(), "victim", labels.SelectorFromSet(labels.Set{"app": "pred"}), podInfo(sm), labels.Everything())
+			switch {
+			case tt.want < 0:
+				wantStatus(t, err, http.StatusNotFound, "has a value")
+			case err != nil:
+				t.Fatalf("GetMetricBySelector: %v", err)
+			case len(got.Items) != 1 || got.Items[0].Value.MilliValue() != int64(tt.want*1000):
+				t.Errorf("served %+v, want one item of %v", got.Items, tt.want)
+			}
+			ext, err := e.p.GetExternalMetric(context.Background(), "victim", labels.SelectorFromSet(labels.Set{"app": "pred", AggregateKey: AggregateMax}), cmprovider.ExternalMetricInfo{Metric: sm})
+			switch {
+			case tt.want < 0:
+				wantStatus(t, err, http.StatusNotFound)
+			case err != nil:
+				t.Fatalf("GetExternalMetric: %v", err)
+			case ext.Items[0].Value.MilliValue() != int64(tt.want*1000):
+				t.Errorf("external max = %s, want %v", ext.Items[0].Value.String(), tt.want)
+			}
+			for _, reason := range metricnames.RejectedReasons {
+				got, ok := gatherValue(t, e.reg, metricnames.AdapterSeriesRejected, map[string]string{metricnames.LabelAdapterReason: reason})
+				if !ok {
+					t.Errorf("%s{reason=%q} is not exported", metricnames.AdapterSeriesRejected, reason)
 				}
-				got, err := e.p.GetMetricBySelector(context.Background(), "victim", labels.SelectorFromSet(labels.Set{"app": "pred"}), podInfo(sm), labels.Everything())
-				switch {
-				case tt.want < 0:
-					wantStatus(t, err, http.StatusNotFound, "has a value")
-				case err != nil:
-					t.Fatalf("GetMetricBySelector: %v", err)
-				case len(got.Items) != 1 || got.Items[0].Value.MilliValue() != int64(tt.want*1000):
-					t.Errorf("served %+v, want one item of %v", got.Items, tt.want)
+				if want := tt.reject[reason]; got != want {
+					t.Errorf("%s{reason=%q} = %v, want %v", metricnames.AdapterSeriesRejected, reason, got, want)
 				}
-				ext, err := e.p.GetExternalMetric(context.Background(), "victim", labels.SelectorFromSet(labels.Set{"app": "pred", AggregateKey: AggregateMax}), cmprovider.ExternalMetricInfo{Metric: sm})
-				switch {
-				case tt.want < 0:
-					wantStatus(t, err, http.StatusNotFound)
-				case err != nil:
-					t.Fatalf("GetExternalMetric: %v", err)
-				case ext.Items[0].Value.MilliValue() != int64(tt.want*1000):
-					t.Errorf("external max = %s, want %v", ext.Items[0].Value.String(), tt.want)
-				}
-				// Live mode queries per request: two requests, two counts.
-				perRead := 1.0
-				switch {
-				case live && tt.otherPods:
-					perRead = 0
-				case live:
-					perRead = 2
-				}
-				for _, reason := range metricnames.RejectedReasons {
-					got, ok := gatherValue(t, e.reg, metricnames.AdapterSeriesRejected, map[string]string{metricnames.LabelAdapterReason: reason})
-					if !ok {
-						t.Errorf("%s{reason=%q} is not exported", metricnames.AdapterSeriesRejected, reason)
-					}
-					if want := tt.reject[reason] * perRead; got != want {
-						t.Errorf("%s{reason=%q} = %v, want %v", metricnames.AdapterSeriesRejected, reason, got, want)
-					}
-				}
-			})
-		}
+			}
+		})
 	}
 }
 
 // TestRejectionsAreCountedPerRefresh: a forged series present for several
 // refreshes is counted on each, so rate() shows an attack that goes on.
 func TestRejectionsAreCountedPerRefresh(t *testing.T) {
-	e := newEnv(t, false, []pod{{ns: "victim", name: "pred-1"}}, model.Vector{
+	e := newEnv(t, []pod{{ns: "victim", name: "pred-1"}}, model.Vector{
 		onHost(series(sm, "victim", "pred-1", "GPU-forged", "1", 100, t0), "mallory-node"),
 	})
 	for range 3 {
@@ -177,7 +158,6 @@ func TestRejectionsAreCountedPerRefresh(t *testing.T) {
 func TestReadiness(t *testing.T) {
 	tests := []struct {
 		name string
-		live bool
 		// steps run in order; ready is the expected Ready() after each.
 		steps []func(e *env, synced *bool)
 		ready []bool
@@ -228,17 +208,11 @@ func TestReadiness(t *testing.T) {
 			},
 			ready: []bool{true},
 		},
-		{
-			name:  "live-query mode has no snapshot to wait for",
-			live:  true,
-			steps: []func(*env, *bool){func(*env, *bool) {}},
-			ready: []bool{true},
-		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synced := true
-			e := newEnvSynced(t, tt.live, qwenPods, qwenSeries, func() bool { return synced })
+			e := newEnvSynced(t, qwenPods, qwenSeries, func() bool { return synced })
 			var last error
 			for i, step := range tt.steps {
 				step(e, &synced)
@@ -257,7 +231,7 @@ func TestReadiness(t *testing.T) {
 // TestStaleRequestsNameTheAge: with readiness left on, a request is where
 // staleness shows — a 503 with the snapshot's age — and the age gauge.
 func TestStaleRequestsNameTheAge(t *testing.T) {
-	e := newEnv(t, false, qwenPods, qwenSeries)
+	e := newEnv(t, qwenPods, qwenSeries)
 	e.refresh(t)
 	e.clock.advance(95 * time.Second)
 	_, err := e.p.GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "qwen-1"}, podInfo(sm), labels.Everything())
@@ -273,7 +247,7 @@ func TestStaleRequestsNameTheAge(t *testing.T) {
 // TestRunWaitsForThePodInformer: no query reaches Prometheus before the pod
 // informer has synced, so the first snapshot never rejects every series.
 func TestRunWaitsForThePodInformer(t *testing.T) {
-	e := newEnvSynced(t, false, qwenPods, qwenSeries, func() bool { return false })
+	e := newEnvSynced(t, qwenPods, qwenSeries, func() bool { return false })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	e.p.Run(ctx)

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/spillway-dev/spillway/pkg/metrictable"
@@ -62,7 +63,7 @@ type Config struct {
 	PodsSynced func() bool
 	// Registry receives the self-metrics; nil keeps them unexported.
 	Registry prometheus.Registerer
-	// RefreshInterval is how often the snapshot is rebuilt (cache mode).
+	// RefreshInterval is how often the snapshot is rebuilt.
 	RefreshInterval time.Duration
 	// MaxStaleness is the oldest a served value may be.
 	MaxStaleness time.Duration
@@ -74,11 +75,9 @@ type Config struct {
 	// Metrics is the metric table (validated by New); nil serves
 	// metrictable.Defaults().
 	Metrics []metrictable.Row
-	// LiveQuery queries Prometheus on every request instead of serving the
-	// snapshot. It exists only to compare against in benchmarks.
-	LiveQuery bool
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock reads the time that decides staleness and ages; nil means the
+	// real clock.
+	Clock clock.PassiveClock
 }
 
 type metricSpec struct {
@@ -107,8 +106,7 @@ type Provider struct {
 	refreshInterval time.Duration
 	maxStaleness    time.Duration
 	minShare        float64
-	live            bool
-	now             func() time.Time
+	clock           clock.PassiveClock
 	startedAt       time.Time
 
 	snap    atomic.Pointer[snapshot]
@@ -152,11 +150,10 @@ func New(cfg Config) (*Provider, error) {
 		refreshInterval: cfg.RefreshInterval,
 		maxStaleness:    cfg.MaxStaleness,
 		minShare:        cfg.MinPodDataShare,
-		live:            cfg.LiveQuery,
-		now:             cfg.Now,
+		clock:           cfg.Clock,
 	}
-	if p.now == nil {
-		p.now = time.Now
+	if p.clock == nil {
+		p.clock = clock.RealClock{}
 	}
 	if p.podsSynced == nil {
 		p.podsSynced = func() bool { return true }
@@ -177,8 +174,8 @@ func New(cfg Config) (*Provider, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	p.refreshQueries = p.queries(nil, "", nil)
-	p.startedAt = p.now()
+	p.refreshQueries = p.queries()
+	p.startedAt = p.clock.Now()
 	reg := cfg.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -17,13 +16,8 @@ import (
 
 // Run refreshes the snapshot every RefreshInterval until ctx ends. A failed
 // refresh keeps the previous snapshot, whose values then age out; it is
-// logged when the state changes, not on every tick. In live-query mode
-// there is nothing to refresh and Run just waits.
+// logged when the state changes, not on every tick.
 func (p *Provider) Run(ctx context.Context) {
-	if p.live {
-		<-ctx.Done()
-		return
-	}
 	log := klog.FromContext(ctx)
 	if !p.podsSynced() {
 		log.Info("Waiting for the pod informer before the first refresh")
@@ -58,7 +52,7 @@ func (p *Provider) Run(ctx context.Context) {
 // tests and benchmarks can drive it without a timer.
 func (p *Provider) Refresh(ctx context.Context) error {
 	start := time.Now()
-	observedAt := p.now()
+	observedAt := p.clock.Now()
 	if !p.podsSynced() {
 		// Every series would be rejected as of an unknown pod.
 		err := errors.New("the pod informer has not synced yet")
@@ -89,24 +83,17 @@ func (p *Provider) metricNames() []string {
 	return names
 }
 
-// queries are the queries for the given specs (nil: every spec), one per
-// origin, optionally filtered to one namespace's pods. The refresh's are
-// fixed by the table and built once, in New.
-func (p *Provider) queries(specs []int, namespace string, pods []string) []promquery.Query {
-	if specs == nil {
-		specs = make([]int, len(p.specs))
-		for i := range specs {
-			specs[i] = i
-		}
-	}
+// queries are the refresh's queries, one per origin that the table has
+// rows of. They are fixed by the table and built once, in New.
+func (p *Provider) queries() []promquery.Query {
 	var out []promquery.Query
 	for _, origin := range []metrictable.Origin{metrictable.Exporter, metrictable.Pod} {
-		q := promquery.Query{Namespace: namespace, Pods: pods, LookbackDelta: p.maxStaleness, Readings: map[string]promquery.Reading{}}
+		q := promquery.Query{LookbackDelta: p.maxStaleness, Readings: map[string]promquery.Reading{}}
 		if origin == metrictable.Pod {
 			q.Scope = promquery.ScopePods
 		}
-		for _, i := range specs {
-			r := p.specs[i].row
+		for _, spec := range p.specs {
+			r := spec.row
 			if r.Origin != origin {
 				continue
 			}
@@ -175,9 +162,6 @@ func (p *Provider) admit(ctx context.Context, samples []tagged) []tagged {
 // fail cluster-wide (namespace deletion and garbage collection stall on
 // it), while the HPA gains nothing: it holds its scale on a 503 either way.
 func (p *Provider) Ready() error {
-	if p.live {
-		return nil
-	}
 	if p.snap.Load() == nil {
 		return apierrors.NewServiceUnavailable("no GPU metrics loaded from Prometheus yet" + p.lastErrorSuffix())
 	}
@@ -191,7 +175,7 @@ func (p *Provider) snapshotAge() float64 {
 	if s := p.snap.Load(); s != nil {
 		since = s.observedAt
 	}
-	return p.now().Sub(since).Seconds()
+	return p.clock.Now().Sub(since).Seconds()
 }
 
 // current returns the snapshot if it may be served.
@@ -200,7 +184,7 @@ func (p *Provider) current() (*snapshot, error) {
 	if s == nil {
 		return nil, apierrors.NewServiceUnavailable("no GPU metrics loaded from Prometheus yet" + p.lastErrorSuffix())
 	}
-	if age := p.now().Sub(s.observedAt); age > p.maxStaleness {
+	if age := p.clock.Now().Sub(s.observedAt); age > p.maxStaleness {
 		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf(
 			"GPU metrics snapshot is %s old, older than the maximum staleness %s%s",
 			age.Round(time.Second), p.maxStaleness, p.lastErrorSuffix()))
@@ -214,33 +198,4 @@ func (p *Provider) lastErrorSuffix() string {
 		return ""
 	}
 	return fmt.Sprintf("; last refresh at %s failed: %v", f.at.UTC().Format(time.RFC3339), f.err)
-}
-
-// view returns the data to answer one request from: the shared snapshot in
-// cache mode, or in live-query mode a snapshot built from a query for just
-// these pods (the way prometheus-adapter works, kept for benchmarks).
-//
-// Live mode renders its namespace and pod filter on ACK's labels, which
-// only the exporter's series carry, so it serves only the exporter's
-// metrics: the others get the snapshot's 503 (live mode builds none).
-func (p *Provider) view(ctx context.Context, metric int, namespace string, pods []string) (*snapshot, error) {
-	if !p.live || p.specs[metric].row.Origin != metrictable.Exporter {
-		return p.current()
-	}
-	// Defense in depth: the query escapes everything anyway, but nothing
-	// that is not a valid Kubernetes name has a reason to reach Prometheus.
-	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid namespace %q: %v", namespace, errs))
-	}
-	for _, pod := range pods {
-		if errs := validation.IsDNS1123Subdomain(pod); len(errs) > 0 {
-			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid pod name %q: %v", pod, errs))
-		}
-	}
-	observedAt := p.now()
-	samples, _, err := p.gather(ctx, p.queries([]int{metric}, namespace, pods))
-	if err != nil {
-		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("querying Prometheus: %v", err))
-	}
-	return buildSnapshot(samples, p.specs, observedAt), nil
 }

@@ -50,7 +50,7 @@ var requests = map[string]request{
 func TestNeverAFalseZero(t *testing.T) {
 	for name, req := range requests {
 		t.Run(name, func(t *testing.T) {
-			e := newEnv(t, false, qwenPods, qwenSeries)
+			e := newEnv(t, qwenPods, qwenSeries)
 
 			if err := req(e); err == nil {
 				t.Fatal("served a value before any snapshot was loaded")
@@ -93,7 +93,7 @@ func TestNeverAFalseZero(t *testing.T) {
 			}
 			wantStatus(t, req(e), http.StatusNotFound, "younger than 30s")
 
-			e.prom.Set(restamp(qwenSeries, e.clock.now()), nil)
+			e.prom.Set(restamp(qwenSeries, e.clock.Now()), nil)
 			e.refresh(t)
 			if err := req(e); err != nil {
 				t.Errorf("after recovery: %v", err)
@@ -105,7 +105,7 @@ func TestNeverAFalseZero(t *testing.T) {
 // TestPrometheusClockAhead: a sample stamped in our future must not live
 // longer than MaxStaleness from when we asked for it.
 func TestPrometheusClockAhead(t *testing.T) {
-	e := newEnv(t, false, qwenPods, restamp(qwenSeries, t0.Add(time.Hour)))
+	e := newEnv(t, qwenPods, restamp(qwenSeries, t0.Add(time.Hour)))
 	e.refresh(t)
 	e.prom.Set(nil, errors.New("down"))
 	e.clock.advance(testMaxStale)
@@ -122,7 +122,7 @@ func TestPrometheusClockAhead(t *testing.T) {
 // series at all; every request fails while readiness stays true (the adapter
 // itself is healthy and current).
 func TestEmptyResultIsNotZero(t *testing.T) {
-	e := newEnv(t, false, qwenPods, qwenSeries)
+	e := newEnv(t, qwenPods, qwenSeries)
 	e.refresh(t)
 	e.prom.Set(model.Vector{}, nil)
 	e.refresh(t)
@@ -140,7 +140,7 @@ func TestEmptyResultIsNotZero(t *testing.T) {
 // identity, read as per-GPU series) and one for the pods' own (read by
 // their namespace and pod labels), with every table row in one of them.
 func TestRefreshQuery(t *testing.T) {
-	e := newEnv(t, false, nil, nil)
+	e := newEnv(t, nil, nil)
 	e.refresh(t)
 	qs := e.prom.Queries()
 	if len(qs) != 2 {
@@ -165,7 +165,7 @@ func TestRefreshQuery(t *testing.T) {
 }
 
 func TestRunStopsWithContext(t *testing.T) {
-	e := newEnv(t, false, nil, nil)
+	e := newEnv(t, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	e.p.Run(ctx) // refreshes once, then sees the cancelled context
@@ -192,7 +192,7 @@ func TestNewValidates(t *testing.T) {
 
 func TestSelfMetrics(t *testing.T) {
 	vec := append(model.Vector{series(sm, "llm", "qwen-9", "GPU-9", "1", -3, t0)}, qwenSeries...)
-	e := newEnv(t, false, qwenPods, vec)
+	e := newEnv(t, qwenPods, vec)
 	e.refresh(t)
 	_ = requests["pods by name"](e)
 	_ = requests["external"](e)
@@ -283,7 +283,7 @@ func restamp(vec model.Vector, ts time.Time) model.Vector {
 // TestConcurrentRefreshAndRequests is for `go test -race`: requests read
 // the snapshot while refreshes replace it.
 func TestConcurrentRefreshAndRequests(t *testing.T) {
-	e := newEnv(t, false, qwenPods, restamp(qwenSeries, t0))
+	e := newEnv(t, qwenPods, restamp(qwenSeries, t0))
 	e.refresh(t)
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {

@@ -96,7 +96,7 @@ func TestValidate(t *testing.T) {
 		{"no taint key is fine", func(o *Options) { o.VirtualNodeTaintKey = "" }, nil},
 		{"everything wrong at once", func(o *Options) {
 			o.Namespace, o.LeaderElectionID, o.WebhookPort, o.WebhookConfigName = "", "", 0, ""
-			o.WebhookServiceName, o.CertCheckInterval, o.UnitCooldown, o.ReservationTTL, o.Verbosity = "", 0, 0, -time.Second, -1
+			o.WebhookServiceName, o.CertCheckInterval, o.UnitCooldown, o.ReservationTTL, o.Logging.Verbosity = "", 0, 0, -time.Second, -1
 			o.HealthProbeBindAddress = ":99999"
 		}, []string{"--namespace", "--leader-election-id", "--webhook-port", "--webhook-config-name", "--webhook-service-name",
 			"--webhook-cert-check-interval", "--unit-cooldown", "--reservation-ttl", "--v", "--health-probe-bind-address"}},

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
@@ -73,7 +74,7 @@ type Options struct {
 	VirtualNodeLabels   map[string]string
 	VirtualNodeTaintKey string
 
-	Verbosity   int
+	Logging     cli.Logging
 	ShowVersion bool
 }
 
@@ -173,7 +174,7 @@ func (o *Options) flags() *pflag.FlagSet {
 	fs.StringVar(&o.VirtualNodeTaintKey, "virtual-node-taint-key", o.VirtualNodeTaintKey,
 		"Key of the taint virtual nodes carry; pods placed on a virtual unit (resource eci or acs) get a toleration for it (operator Exists). Empty adds none.")
 
-	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (klog text format on stderr): 0 is info, 1 adds every placement decision and deletion-cost patch, higher adds controller-runtime detail.")
+	o.Logging.AddFlags(fs, "1 adds every placement decision and deletion-cost patch, higher adds controller-runtime detail.")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
 	return fs
 }
@@ -264,8 +265,8 @@ func (o *Options) Validate() error {
 			add("--virtual-node-taint-key %q: %s", k, strings.Join(errs, "; "))
 		}
 	}
-	if o.Verbosity < 0 {
-		add("--v must not be negative")
+	if err := o.Logging.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -16,8 +16,6 @@ import (
 	_ "time/tzdata"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2/textlogger"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -29,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
+	"github.com/spillway-dev/spillway/cmd/internal/serving"
 	"github.com/spillway-dev/spillway/pkg/controller"
 	"github.com/spillway-dev/spillway/pkg/controller/certs"
 	"github.com/spillway-dev/spillway/pkg/controller/placementwebhook"
@@ -73,25 +72,17 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if done || err != nil {
 		return err
 	}
-	logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(o.Verbosity), textlogger.Output(stderr)))
+	ctx, logger, err := o.Logging.Setup(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	// controller-runtime keeps its own global logger; it gets the same one.
 	ctrl.SetLogger(logger)
-	ctx = ctrl.LoggerInto(ctx, logger)
-	cfg, err := restConfig(o.Kubeconfig)
+	cfg, err := serving.RestConfig(binaryName, o.Kubeconfig)
 	if err != nil {
 		return err
 	}
 	return run(ctx, o, cfg)
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("loading the Kubernetes client configuration: %w", err)
-	}
-	cfg.UserAgent = binaryName + "/" + version.Version
-	return cfg, nil
 }
 
 func run(ctx context.Context, o *Options, cfg *rest.Config) error {

@@ -299,3 +299,36 @@ func smUtil(t *testing.T, addr string) map[string]float64 {
 func equal(a, b map[string]float64) bool {
 	return fmt.Sprint(a) == fmt.Sprint(b)
 }
+
+// TestDeprecatedLogLevel: --log-level keeps its meaning on top of the -v
+// logging all binaries share.
+func TestDeprecatedLogLevel(t *testing.T) {
+	tests := []struct {
+		args       []string
+		verbosity  int
+		errorsOnly bool
+	}{
+		{args: nil},
+		{args: []string{"--log-level=info"}},
+		{args: []string{"--log-level=debug"}, verbosity: 2},
+		{args: []string{"--log-level=debug", "-v=5"}, verbosity: 5},
+		{args: []string{"--log-level=warn"}, errorsOnly: true},
+		{args: []string{"--log-level=error"}, errorsOnly: true},
+		{args: []string{"-v=3"}, verbosity: 3},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			o := NewOptions()
+			own, _ := o.flags()
+			if err := own.Parse(append([]string{"--node-name=n"}, tt.args...)); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if o.Logging.Verbosity != tt.verbosity || o.Logging.ErrorsOnly != tt.errorsOnly {
+				t.Errorf("logging = %+v, want verbosity %d, errors only %v", o.Logging, tt.verbosity, tt.errorsOnly)
+			}
+		})
+	}
+}

@@ -3,7 +3,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/gpu/sim"
 )
 
@@ -32,8 +32,10 @@ type Options struct {
 	NVMLLibrary         string
 	ExportHostProcesses bool
 	Standalone          bool
-	LogLevel            string
-	ShowVersion         bool
+	Logging             cli.Logging
+	// LogLevel is the deprecated --log-level, mapped onto Logging.
+	LogLevel    string
+	ShowVersion bool
 
 	Sim SimOptions
 }
@@ -68,7 +70,6 @@ func NewOptions() *Options {
 		ListenAddress:   ":9400",
 		CollectInterval: 5 * time.Second,
 		ProcRoot:        "/proc",
-		LogLevel:        "info",
 		Sim: SimOptions{
 			TraceSpeed:    1,
 			LoadAddress:   "127.0.0.1:9401",
@@ -94,7 +95,8 @@ func (o *Options) flags() (*pflag.FlagSet, *pflag.FlagSet) {
 	fs.StringVar(&o.NVMLLibrary, "nvml-library", o.NVMLLibrary, "Path or soname of the NVML library; empty means libnvidia-ml.so.1 from the dynamic loader's path.")
 	fs.BoolVar(&o.ExportHostProcesses, "export-host-processes", o.ExportHostProcesses, "Also export GPU processes that run outside any pod (host daemons, the MPS server), with empty namespace/pod/container labels. Off by default: they are only counted.")
 	fs.BoolVar(&o.Standalone, "standalone", o.Standalone, "Run without a Kubernetes API (nvml backend): no pod informer, so processes in pods cannot be named and are only counted (unknown_pod). For checks on a machine outside a cluster, with --export-host-processes.")
-	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "Log level: debug, info, warn or error.")
+	o.Logging.AddFlags(fs, "2 adds every process whose PID cannot be mapped to a pod.")
+	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "Deprecated, use -v: debug is -v=2, info changes nothing, warn and error log failures only.")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
 
 	s := &o.Sim
@@ -142,7 +144,10 @@ func (o *Options) Validate() error {
 	if o.ProcRoot == "" {
 		errs = append(errs, errors.New("--proc-root is empty"))
 	}
-	if _, err := parseLevel(o.LogLevel); err != nil {
+	if err := o.applyLogLevel(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.Logging.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if o.Standalone && (o.Backend != backendNVML || o.Kubeconfig != "") {
@@ -234,10 +239,17 @@ func parseLoad(s string) (string, float64, error) {
 	return w, rps, nil
 }
 
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+// applyLogLevel maps the deprecated --log-level onto the -v logging every
+// binary shares, so a command line that sets it keeps its meaning.
+func (o *Options) applyLogLevel() error {
+	switch o.LogLevel {
+	case "", "info":
+	case "debug":
+		o.Logging.Verbosity = max(o.Logging.Verbosity, 2)
+	case "warn", "error":
+		o.Logging.ErrorsOnly = true
+	default:
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error (deprecated: use -v)", o.LogLevel)
 	}
-	return l, nil
+	return nil
 }

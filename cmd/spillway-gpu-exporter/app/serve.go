@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -16,10 +14,11 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
+	"github.com/spillway-dev/spillway/cmd/internal/serving"
 	"github.com/spillway-dev/spillway/pkg/exporter"
 	"github.com/spillway-dev/spillway/pkg/exporter/podindex"
 	"github.com/spillway-dev/spillway/pkg/gpu"
@@ -65,9 +64,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if done || err != nil {
 		return err
 	}
-	level, _ := parseLevel(o.LogLevel)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return serve(ctx, o, log)
+	ctx, _, err = o.Logging.Setup(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, o)
 }
 
 // backend is a sampler with what it needs around it.
@@ -83,7 +84,9 @@ type backend struct {
 	models *sim.Server
 }
 
-func serve(ctx context.Context, o *Options, log *slog.Logger) error {
+func serve(ctx context.Context, o *Options) error {
+	log := klog.FromContext(ctx)
+	clk := clock.RealClock{}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -91,16 +94,16 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 	var err error
 	switch o.Backend {
 	case backendSim:
-		b, err = simBackend(ctx, o, log)
+		b, err = simBackend(ctx, o, clk)
 	default:
-		b, err = nvmlBackend(ctx, o, log)
+		b, err = nvmlBackend(ctx, o)
 	}
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err := b.close(); err != nil {
-			log.Warn("closing the backend", "err", err)
+			log.Error(err, "closing the backend")
 		}
 	}()
 
@@ -109,12 +112,12 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 		Backend:             o.Backend,
 		Interval:            o.CollectInterval,
 		ExportHostProcesses: o.ExportHostProcesses,
-		Logger:              log,
+		Clock:               clk,
 	}, b.sampler, b.mapper, b.resolver)
 	if err != nil {
 		return err
 	}
-	metrics, err := exp.Handler(slog.NewLogLogger(log.Handler(), slog.LevelError),
+	metrics, err := exp.Handler(scrapeErrorLog{log},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -127,83 +130,43 @@ func serve(ctx context.Context, o *Options, log *slog.Logger) error {
 		fmt.Fprintf(w, "%s\n/metrics\n/healthz\n/readyz\n", version.String(binaryName))
 	})
 
-	servers := []*server{{name: "metrics", addr: o.ListenAddress, handler: mux}}
+	servers := []*serving.Server{{Name: "metrics server", Addr: o.ListenAddress, Handler: mux}}
 	if b.loadHandler != nil && o.Sim.LoadAddress != "" {
-		servers = append(servers, &server{name: "sim load", addr: o.Sim.LoadAddress, handler: b.loadHandler})
+		servers = append(servers, &serving.Server{Name: "sim load server", Addr: o.Sim.LoadAddress, Handler: b.loadHandler})
 	}
 	if b.models != nil {
-		servers = append(servers, &server{name: "sim model servers", addr: o.Sim.ModelServerAddress, handler: b.models})
+		servers = append(servers, &serving.Server{Name: "sim model servers", Addr: o.Sim.ModelServerAddress, Handler: b.models})
 	}
-	// Bind everything before starting, so a taken port fails the start.
+	group, err := serving.Listen(servers...)
+	if err != nil {
+		return err
+	}
 	for _, s := range servers {
-		if err := s.listen(); err != nil {
-			for _, other := range servers {
-				other.closeListener()
-			}
-			return err
-		}
-		log.Info("listening", "server", s.name, "address", s.ln.Addr().String())
+		log.Info("listening", "server", s.Name, "address", s.BoundAddr())
 	}
 
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
-		go func() { errc <- s.serve() }()
-	}
+	group.Start()
 	done := make(chan struct{})
 	go func() { exp.Run(ctx); close(done) }()
 	if b.models != nil {
-		go stepModels(ctx, b.models, log)
+		go stepModels(ctx, b.models, clk)
 	}
 	log.Info("started", "version", version.Version, "backend", o.Backend, "node", o.NodeName, "interval", o.CollectInterval)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-errc:
+	case runErr = <-group.Failed():
 	}
 	cancel()
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancelShutdown()
-	for _, s := range servers {
-		if err := s.srv.Shutdown(shutdownCtx); err != nil {
-			log.Warn("shutting down", "server", s.name, "err", err)
-		}
+	if err := group.Shutdown(ctx); err != nil {
+		log.Error(err, "shutting down")
 	}
 	<-done
 	return runErr
 }
 
-type server struct {
-	name, addr string
-	handler    http.Handler
-	ln         net.Listener
-	srv        *http.Server
-}
-
-func (s *server) listen() error {
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		return fmt.Errorf("%s server: %w", s.name, err)
-	}
-	s.ln = ln
-	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
-	return nil
-}
-
-func (s *server) closeListener() {
-	if s.ln != nil {
-		s.ln.Close()
-	}
-}
-
-func (s *server) serve() error {
-	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("%s server: %w", s.name, err)
-	}
-	return nil
-}
-
-func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, error) {
+func nvmlBackend(ctx context.Context, o *Options) (*backend, error) {
 	procfs := os.DirFS(o.ProcRoot)
 	// A wrong --proc-root would silently turn every process into "unreadable".
 	if _, err := fs.Stat(procfs, "1/cgroup"); err != nil {
@@ -215,10 +178,10 @@ func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, e
 	}
 	mapper := podmap.NewMapper(procfs)
 	if o.Standalone {
-		log.Warn("standalone: no pod informer; processes in pods are counted as unknown_pod, not exported")
+		klog.FromContext(ctx).Info("standalone: no pod informer; processes in pods are counted as unknown_pod, not exported")
 		return &backend{sampler: sampler, close: closeFn, mapper: mapper, resolver: noPods{}}, nil
 	}
-	cfg, err := restConfig(o.Kubeconfig)
+	cfg, err := serving.RestConfig(binaryName, o.Kubeconfig)
 	if err != nil {
 		return nil, errors.Join(err, closeFn())
 	}
@@ -230,7 +193,7 @@ func nvmlBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, e
 	if err != nil {
 		return nil, errors.Join(err, closeFn())
 	}
-	if err := startIndex(ctx, idx, log); err != nil {
+	if err := startIndex(ctx, idx); err != nil {
 		return nil, errors.Join(err, closeFn())
 	}
 	return &backend{sampler: sampler, close: closeFn, mapper: mapper, resolver: idx}, nil
@@ -241,7 +204,7 @@ type noPods struct{}
 
 func (noPods) Resolve(string, string) (gpu.PodRef, bool) { return gpu.PodRef{}, false }
 
-func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, error) {
+func simBackend(ctx context.Context, o *Options, clk clock.PassiveClock) (*backend, error) {
 	s := o.Sim
 	var pods sim.PodSource
 	if s.PodsFile != "" {
@@ -251,7 +214,7 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 		}
 		pods = static
 	} else {
-		cfg, err := restConfig(o.Kubeconfig)
+		cfg, err := serving.RestConfig(binaryName, o.Kubeconfig)
 		if err != nil {
 			return nil, err
 		}
@@ -269,7 +232,7 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 		if err != nil {
 			return nil, err
 		}
-		if err := startIndex(ctx, idx, log); err != nil {
+		if err := startIndex(ctx, idx); err != nil {
 			return nil, err
 		}
 		pods = sim.KubePods{List: idx.Pods, DeploymentOf: idx.DeploymentOf, Resource: corev1.ResourceName(s.Resource)}
@@ -283,7 +246,7 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 		t.Loop = s.TraceLoop
 		trace = t
 	}
-	load, err := sim.NewLoad(trace, time.Now(), s.TraceSpeed)
+	load, err := sim.NewLoad(trace, clk.Now(), s.TraceSpeed)
 	if err != nil {
 		return nil, err
 	}
@@ -302,6 +265,7 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 		NoiseAmplitude: s.NoiseAmplitude,
 		Seed:           s.Seed,
 		MemoryMiB:      s.MemoryMiB,
+		Clock:          clk,
 	}, pods, load)
 	if err != nil {
 		return nil, err
@@ -322,14 +286,15 @@ func simBackend(ctx context.Context, o *Options, log *slog.Logger) (*backend, er
 
 // stepModels advances the simulated model servers every second: their
 // queues integrate load over time, whoever scrapes them and how often.
-func stepModels(ctx context.Context, models *sim.Server, log *slog.Logger) {
+func stepModels(ctx context.Context, models *sim.Server, clk clock.PassiveClock) {
+	log := klog.FromContext(ctx)
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	failing := false
 	for {
-		err := models.Step(time.Now())
+		err := models.Step(clk.Now())
 		if err != nil && !failing {
-			log.Warn("stepping the simulated model servers", "err", err)
+			log.Error(err, "stepping the simulated model servers")
 		}
 		failing = err != nil
 		select {
@@ -340,7 +305,8 @@ func stepModels(ctx context.Context, models *sim.Server, log *slog.Logger) {
 	}
 }
 
-func startIndex(ctx context.Context, idx *podindex.Index, log *slog.Logger) error {
+func startIndex(ctx context.Context, idx *podindex.Index) error {
+	log := klog.FromContext(ctx)
 	idx.Start(ctx)
 	syncCtx, cancel := context.WithTimeout(ctx, informerSyncTimeout)
 	defer cancel()
@@ -351,15 +317,7 @@ func startIndex(ctx context.Context, idx *podindex.Index, log *slog.Logger) erro
 	return nil
 }
 
-// restConfig loads --kubeconfig, else $KUBECONFIG or ~/.kube/config, else
-// the in-cluster service account.
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client (set --kubeconfig, $KUBECONFIG, or run in a pod): %w", err)
-	}
-	cfg.UserAgent = binaryName + "/" + version.Version
-	return cfg, nil
-}
+// scrapeErrorLog logs what the /metrics handler reports (promhttp.Logger).
+type scrapeErrorLog struct{ log klog.Logger }
+
+func (l scrapeErrorLog) Println(v ...any) { l.log.Error(nil, fmt.Sprint(v...)) }

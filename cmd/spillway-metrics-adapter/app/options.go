@@ -13,6 +13,7 @@ import (
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
 
+	"github.com/spillway-dev/spillway/cmd/internal/cli"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
@@ -34,13 +35,12 @@ type Options struct {
 	RefreshInterval    time.Duration
 	MaxStaleness       time.Duration
 	MinPodDataShare    float64
-	LiveQuery          bool
 	SelfMetricsAddress string
 	// metrics is the metric table Validate loaded.
 	metrics []metrictable.Row
 	// Certs: the self-managed serving certificate (certs.go).
 	Certs       certOptions
-	Verbosity   int
+	Logging     cli.Logging
 	ShowVersion bool
 }
 
@@ -101,12 +101,10 @@ func (o *Options) ownFlags() *pflag.FlagSet {
 			"Below it the request fails with 503 naming the counts and the HPA keeps its scale: when one node's exporter or scrape is down, "+
 			"the pods still reporting must not decide alone (a low reading from them would scale in the pods nobody measured). "+
 			"0 answers whenever any selected pod has data; 1 needs every expected pod.")
-	fs.BoolVar(&o.LiveQuery, "live-query", o.LiveQuery,
-		"Benchmark only: query Prometheus on every request instead of serving the snapshot, the way prometheus-adapter works, to compare latencies in one run.")
 	fs.StringVar(&o.SelfMetricsAddress, "self-metrics-address", o.SelfMetricsAddress,
 		"host:port for a plain-HTTP /metrics with the adapter's own metrics (refresh duration and errors, snapshot age and size, requests and latency by API). Empty disables it.")
 	o.Certs.addFlags(fs)
-	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (klog level).")
+	o.Logging.AddFlags(fs, "2 adds the series dropped by the provenance checks, higher adds the serving library's detail.")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print the version and exit.")
 	return fs
 }
@@ -162,8 +160,8 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("--self-metrics-address: %w", err))
 		}
 	}
-	if o.Verbosity < 0 {
-		errs = append(errs, fmt.Errorf("-v must not be negative, got %d", o.Verbosity))
+	if err := o.Logging.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if so := o.Adapter.CustomMetricsAdapterServerOptions; so != nil {
 		errs = append(errs, o.Certs.validate(so.SecureServing.ServerCert.CertKey.CertFile)...)

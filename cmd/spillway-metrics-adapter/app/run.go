@@ -2,13 +2,9 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,8 +15,10 @@ import (
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/spillway-dev/spillway/cmd/internal/cli"
+	"github.com/spillway-dev/spillway/cmd/internal/serving"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 	"github.com/spillway-dev/spillway/pkg/provider"
 	"github.com/spillway-dev/spillway/pkg/version"
@@ -49,9 +47,8 @@ See docs/adapter.md for the APIService objects and HPA examples.
 
 // Run parses args and runs the adapter until ctx ends.
 //
-// Logs go to stderr through klog, like the serving library's own logs;
-// stderr is accepted for symmetry with the other binaries' Run.
-func Run(ctx context.Context, args []string, stdout, _ io.Writer) error {
+// Logs go to stderr through klog, like the serving library's own logs.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := NewOptions()
 	own, lib := o.ownFlags(), o.libraryFlags()
 	all := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
@@ -70,8 +67,8 @@ func Run(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if done || err != nil {
 		return err
 	}
-	var lvl klog.Level
-	if err := lvl.Set(strconv.Itoa(o.Verbosity)); err != nil {
+	ctx, _, err = o.Logging.Setup(ctx, stderr)
+	if err != nil {
 		return err
 	}
 	return run(ctx, o)
@@ -113,8 +110,8 @@ func run(ctx context.Context, o *Options) error {
 		RefreshInterval: o.RefreshInterval,
 		MaxStaleness:    o.MaxStaleness,
 		MinPodDataShare: o.MinPodDataShare,
-		LiveQuery:       o.LiveQuery,
 		Metrics:         o.metrics,
+		Clock:           clock.RealClock{},
 	})
 	if err != nil {
 		return err
@@ -147,11 +144,7 @@ func run(ctx context.Context, o *Options) error {
 	defer stopMetrics()
 	go p.Run(ctx)
 
-	mode := "cache"
-	if o.LiveQuery {
-		mode = "live-query (benchmark only)"
-	}
-	log.Info("Starting", "version", version.String(binaryName), "mode", mode, "prometheus", o.PrometheusURL,
+	log.Info("Starting", "version", version.String(binaryName), "prometheus", o.PrometheusURL,
 		"seriesSelector", identity.String(), "podSeriesSelector", podIdentity.String(), "metrics", len(o.metrics), "metricsConfig", o.MetricsConfig, "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness, "minPodDataShare", o.MinPodDataShare)
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }
@@ -199,26 +192,32 @@ func slimPod(obj any) (any, error) {
 }
 
 // serveSelfMetrics serves reg on a plain-HTTP /metrics; it returns once the
-// port is bound so a taken port fails the start.
+// port is bound so a taken port fails the start. A server that stops on its
+// own is logged: the adapter keeps serving the metrics APIs without it.
 func serveSelfMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (func(), error) {
 	if addr == "" {
 		return func() {}, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	group, err := serving.Listen(&serving.Server{Name: "self-metrics server", Addr: addr, Handler: mux})
 	if err != nil {
 		return nil, fmt.Errorf("--self-metrics-address: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	group.Start()
+	log := klog.FromContext(ctx)
+	stopped := make(chan struct{})
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.FromContext(ctx).Error(err, "Self-metrics server stopped")
+		select {
+		case err := <-group.Failed():
+			log.Error(err, "Self-metrics server stopped")
+		case <-stopped:
 		}
 	}()
 	return func() {
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
+		close(stopped)
+		if err := group.Shutdown(ctx); err != nil {
+			log.Error(err, "Stopping the self-metrics server")
+		}
 	}, nil
 }

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/spillway-dev/spillway/pkg/gpu"
 )
 
@@ -45,8 +47,8 @@ type Config struct {
 	Seed uint64
 	// MemoryMiB is each process's memory on each of its GPUs.
 	MemoryMiB float64
-	// Now is the clock (time.Now when nil).
-	Now func() time.Time
+	// Clock is the real clock when nil.
+	Clock clock.PassiveClock
 }
 
 // Validate reports every bad field at once.
@@ -105,8 +107,8 @@ func New(cfg Config, pods PodSource, load LoadSource) (*Sampler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	return &Sampler{cfg: cfg, pods: pods, load: load, nodes: map[string]*nodeGPUs{}}, nil
 }
@@ -124,7 +126,7 @@ func (s *Sampler) Sample(ctx context.Context) (gpu.Sample, error) {
 	if err != nil {
 		return gpu.Sample{}, fmt.Errorf("listing GPU pods: %w", err)
 	}
-	now := s.cfg.Now()
+	now := s.cfg.Clock.Now()
 	step := s.step
 	s.step++
 

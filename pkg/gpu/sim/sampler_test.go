@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/spillway-dev/spillway/pkg/gpu"
 )
 
@@ -22,7 +24,7 @@ func (m *mutablePods) Pods() ([]Pod, error) { return m.pods, m.err }
 
 func config(node string) Config {
 	return Config{Node: node, GPUsPerNode: 8, Model: "NVIDIA H100 80GB HBM3", CapacityRPS: 10, MemoryMiB: 1000,
-		Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }}
+		Clock: clocktesting.NewFakePassiveClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 }
 
 func newLoad(t *testing.T, overrides map[string]float64) *Load {
@@ -247,9 +249,9 @@ func TestTraceDrivesUtilization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := start
+	clk := clocktesting.NewFakePassiveClock(start)
 	cfg := config("gpu-1")
-	cfg.Now = func() time.Time { return now }
+	cfg.Clock = clk
 	s, err := New(cfg, StaticPods(fixturePods(t)), load)
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +260,7 @@ func TestTraceDrivesUtilization(t *testing.T) {
 		at   time.Duration
 		want float64
 	}{{0, 0}, {5 * time.Second, 50}, {10 * time.Second, 100}, {time.Hour, 100}} {
-		now = start.Add(tc.at)
+		clk.SetTime(start.Add(tc.at))
 		out, err := s.Sample(context.Background())
 		if err != nil {
 			t.Fatal(err)

@@ -46,7 +46,11 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	loadBin, err := buildLoadGenerator(ctx, b.o.repoRoot, tmp)
+	loadBin, err := buildCommand(ctx, b.o.repoRoot, tmp, "adapterload")
+	if err != nil {
+		return err
+	}
+	liveBin, err := buildCommand(ctx, b.o.repoRoot, tmp, "liveadapter")
 	if err != nil {
 		return err
 	}
@@ -94,7 +98,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 
-	srv, err := startServers(ctx, c, adapterBin, testAdapterBin, prom.URL, b.o.aggregator)
+	srv, err := startServers(ctx, c, binaries{adapter: adapterBin, live: liveBin, testAdapter: testAdapterBin}, prom.URL, b.o.aggregator)
 	if err != nil {
 		return err
 	}

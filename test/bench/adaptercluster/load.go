@@ -46,7 +46,7 @@ func (t target) viaAggregator() bool { return strings.HasPrefix(t.url, "/") }
 const (
 	serverFloor    = "test-adapter (floor)"
 	serverCache    = "spillway cache"
-	serverLive     = "spillway --live-query"
+	serverLive     = "live query (test/bench/liveadapter)"
 	serverCacheAgg = "spillway cache via aggregator"
 )
 
@@ -174,13 +174,15 @@ func fetchItems(ctx context.Context, hc *http.Client, u string) (int, error) {
 
 // buildLoadGenerator compiles test/bench/adapterload once; it then runs as a
 // process of its own, as hey would.
-func buildLoadGenerator(ctx context.Context, repoRoot, dir string) (string, error) {
-	bin := filepath.Join(dir, "adapterload")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./test/bench/adapterload")
+// buildCommand builds one of the benchmark's own commands (pkg, e.g.
+// "adapterload") from the checkout into dir.
+func buildCommand(ctx context.Context, repoRoot, dir, pkg string) (string, error) {
+	bin := filepath.Join(dir, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./test/bench/"+pkg)
 	cmd.Dir = repoRoot
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("building the load generator (go build ./test/bench/adapterload in %s): %w\n%s", repoRoot, err, out)
+		return "", fmt.Errorf("building %s (go build ./test/bench/%s in %s): %w\n%s", pkg, pkg, repoRoot, err, out)
 	}
 	return bin, nil
 }

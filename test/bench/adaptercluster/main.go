@@ -2,8 +2,10 @@
 // local control plane with 5,000 Running pods and a real Prometheus holding
 // 20,000 DCGM_CUSTOM_PROCESS_SM_UTIL series, it serves the same requests
 // from three servers side by side — custom-metrics-apiserver's test-adapter
-// (values in memory: the serving stack's floor), spillway-metrics-adapter in
-// cache mode and the same binary with --live-query — and loads each in turn
+// (values in memory: the serving stack's floor), spillway-metrics-adapter
+// (answers from its cache) and test/bench/liveadapter (the same provider
+// and serving stack, but one PromQL query per request: the prometheus-
+// adapter way, which the product does not offer) — and loads each in turn
 // at a fixed rate with test/bench/adapterload. It prints p50/p99 per server
 // and path and writes the table to <out>/adapter.md.
 //

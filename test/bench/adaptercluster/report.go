@@ -117,7 +117,8 @@ Notes:
   name reads memory only (the Pods floor); by selector it lists the pods from kube-apiserver on every request
   (its client throttle lifted to 1000 req/s), a reference for "LIST per request" rather than a floor.
 - "p99 from schedule" counts from when a request was due, so a server that falls behind the rate shows it.
-- Live-query mode runs one PromQL query per request (the prometheus-adapter way); it exists only for this comparison.
+- The live-query server (test/bench/liveadapter) answers through the same provider and serving stack as the adapter but runs one
+  PromQL query per request for the selected pods (the prometheus-adapter way); it exists only for this comparison.
 `)
 	return b.String()
 }

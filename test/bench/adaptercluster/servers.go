@@ -34,10 +34,19 @@ func checkPortFree(port int) error {
 	return ln.Close()
 }
 
-// startServers runs the test-adapter and the two spillway adapters with the
-// admin kubeconfig for listing, authentication and authorization.
-func startServers(ctx context.Context, c *localcluster.Cluster, adapterBin, testAdapterBin, promURL string, aggregator bool) (*servers, error) {
-	ports, err := localcluster.FreePorts(5)
+// binaries are the three servers' executables.
+type binaries struct {
+	// adapter is spillway-metrics-adapter; live the benchmark's
+	// request-time-PromQL server over the same provider; testAdapter the
+	// library's floor.
+	adapter, live, testAdapter string
+}
+
+// startServers runs the test-adapter, spillway-metrics-adapter and the live
+// query server with the admin kubeconfig for listing, authentication and
+// authorization.
+func startServers(ctx context.Context, c *localcluster.Cluster, bins binaries, promURL string, aggregator bool) (*servers, error) {
+	ports, err := localcluster.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -57,19 +66,16 @@ func startServers(ctx context.Context, c *localcluster.Cluster, adapterBin, test
 	// req/s by default; lifted, so that path measures kube-apiserver, not the
 	// throttle.
 	floorArgs := append(common("test-adapter", s.floorPort), "--client-qps=1000", "--client-burst=1000")
-	if _, err := c.StartProcess("test-adapter", testAdapterBin, floorArgs, nil); err != nil {
+	if _, err := c.StartProcess("test-adapter", bins.testAdapter, floorArgs, nil); err != nil {
 		return nil, err
 	}
-	spillway := func(name string, port, selfPort int, extra ...string) error {
-		args := append(common(name, port),
+	// Both spillway servers read the same series with the same staleness.
+	promArgs := func(name string, port int) []string {
+		return append(common(name, port),
 			"--prometheus-url="+promURL,
 			"--series-selector=job=\""+benchJob+"\"",
-			"--refresh-interval=5s",
 			"--max-staleness=30s",
-			fmt.Sprintf("--self-metrics-address=127.0.0.1:%d", selfPort),
 		)
-		_, err := c.StartProcess(name, adapterBin, append(args, extra...), nil)
-		return err
 	}
 	// Registered through the aggregator, the cache adapter manages its
 	// certificate as the chart's default does and writes its CA into the
@@ -82,10 +88,12 @@ func startServers(ctx context.Context, c *localcluster.Cluster, adapterBin, test
 		}
 		cacheTLS = demo.AdapterTLSArgs()
 	}
-	if err := spillway("spillway-metrics-adapter-cache", s.cachePort, ports[3], cacheTLS...); err != nil {
+	cacheArgs := append(promArgs("spillway-metrics-adapter-cache", s.cachePort),
+		"--refresh-interval=5s", fmt.Sprintf("--self-metrics-address=127.0.0.1:%d", ports[3]))
+	if _, err := c.StartProcess("spillway-metrics-adapter-cache", bins.adapter, append(cacheArgs, cacheTLS...), nil); err != nil {
 		return nil, err
 	}
-	if err := spillway("spillway-metrics-adapter-live", s.livePort, ports[4], "--live-query"); err != nil {
+	if _, err := c.StartProcess("liveadapter", bins.live, promArgs("liveadapter", s.livePort), nil); err != nil {
 		return nil, err
 	}
 	return s, nil
