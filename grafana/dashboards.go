@@ -100,55 +100,69 @@ func Fleet() (dashboard.Dashboard, error) {
 	kv.Min(0).Max(1)
 	l.add(8, 8, kv)
 
-	// Placement: pods carry spillway.dev/unit and spillway.dev/policy, which
-	// kube-state-metrics exposes as label_spillway_dev_unit/_policy once
-	// allowed (--metric-labels-allowlist=pods=[spillway.dev/unit,spillway.dev/policy]).
-	unitLabels := `max by (namespace, pod, label_spillway_dev_policy, label_spillway_dev_unit) (kube_pod_labels{namespace=~"$namespace", label_spillway_dev_policy=~"$policy", label_spillway_dev_unit!=""})`
+	// Placement: spillway-controller counts the pods of each policy's
+	// units by phase (fleetmetrics), so no kube-state-metrics is needed.
+	// Every replica exports the same counts: max by, never sum.
+	policySel := fmt.Sprintf(`%s=~"$namespace", %s=~"$policy"`, mn.LabelNamespace, mn.LabelPolicy)
 	inPhase := func(phase string) string {
-		return fmt.Sprintf(`count by (namespace, label_spillway_dev_policy, label_spillway_dev_unit) (%s and on (namespace, pod) (max by (namespace, pod) (kube_pod_status_phase{phase=%q}) == 1))`, unitLabels, phase)
+		return fmt.Sprintf(`max by (%s, %s, %s) (%s{%s, %s=%q})`, mn.LabelNamespace, mn.LabelPolicy, mn.LabelUnit,
+			mn.ResourcePolicyUnitPods, policySel, mn.LabelPhase, phase)
 	}
-	unitLegend := "{{namespace}}/{{label_spillway_dev_policy}}: {{label_spillway_dev_unit}}"
+	// zeroPer is 0 for every existing policy (and unit, when by includes
+	// it): the fallback of a per-policy counter, which has no series
+	// before its first event although 0 is the truth.
+	zeroPer := func(by string) string {
+		return fmt.Sprintf(`0 * max by (%s) (%s{%s})`, by, mn.ResourcePolicyUnitPods, policySel)
+	}
+	byUnit := fmt.Sprintf("%s, %s, %s", mn.LabelNamespace, mn.LabelPolicy, mn.LabelUnit)
+	byPolicy := fmt.Sprintf("%s, %s", mn.LabelNamespace, mn.LabelPolicy)
+	unitLegend := "{{namespace}}/{{policy}}: {{unit}}"
 	l.row("Placement: replicas by unit (on-prem first, then elastic)")
 	l.add(12, 9, stacked("Running replicas by unit",
-		"Running pods of each ResourcePolicy by the unit the placement webhook put them on (pod label spillway.dev/unit). Units are tried in order: on-prem first, the elastic pool last. Needs kube-state-metrics with --metric-labels-allowlist=pods=[spillway.dev/unit,spillway.dev/policy].",
+		"Running pods of each ResourcePolicy by the unit the placement webhook put them on (pod label spillway.dev/unit; none: outside every unit). Units are tried in order: on-prem first, the elastic pool last.",
 		"short", target(inPhase("Running"), unitLegend)))
 	l.add(12, 9, stacked("Pending replicas by unit",
 		"Placed pods not yet running. Pending on an on-prem unit past the policy's grace gets the pod re-placed; pending on the elastic unit means the node autoscaler is adding (or cannot add) a node.",
 		"short", target(inPhase("Pending"), unitLegend)))
 	l.add(8, 8, timeseriesPanel("Placements per minute by unit", "Pods the webhook admitted, by the unit it chose (none: outside every unit, prefer strategy).", "short",
-		target(fmt.Sprintf(`sum by (namespace, policy, unit) (rate(%s{namespace=~"$namespace", policy=~"$policy"}[$__rate_interval])) * 60`, mn.PlacementPods), "{{namespace}}/{{policy}}: {{unit}}")))
+		target(fmt.Sprintf(`sum by (%s) (rate(%s{%s}[$__rate_interval])) * 60 or %s`, byUnit, mn.PlacementPods, policySel, zeroPer(byUnit)), unitLegend)))
 	l.add(8, 8, timeseriesPanel("Re-placements and refusals per minute",
 		"Re-placed: pods deleted after staying unschedulable on their unit past the grace, so their replacement goes further down the list. Refused: required-strategy pods refused because every unit was at its max.",
 		"short",
-		target(fmt.Sprintf(`sum by (namespace, policy, unit) (rate(%s{namespace=~"$namespace", policy=~"$policy"}[$__rate_interval])) * 60`, mn.PlacementReplacements), "re-placed from {{unit}} ({{namespace}}/{{policy}})"),
-		target(fmt.Sprintf(`sum by (namespace, policy) (rate(%s{namespace=~"$namespace", policy=~"$policy"}[$__rate_interval])) * 60`, mn.PlacementDenied), "refused ({{namespace}}/{{policy}})")))
+		target(fmt.Sprintf(`sum by (%s) (rate(%s{%s}[$__rate_interval])) * 60 or %s`, byUnit, mn.PlacementReplacements, policySel, zeroPer(byUnit)), "re-placed from {{unit}} ({{namespace}}/{{policy}})"),
+		target(fmt.Sprintf(`sum by (%s) (rate(%s{%s}[$__rate_interval])) * 60 or %s`, byPolicy, mn.PlacementDenied, policySel, zeroPer(byPolicy)), "refused ({{namespace}}/{{policy}})")))
 	l.add(8, 8, timeseriesPanel("Pods that bypassed the webhook",
 		"Selected pods created while no controller replica answered the webhook (failurePolicy Ignore): in no unit by design. See the controller's availability.",
 		"short",
-		target(fmt.Sprintf(`sum by (namespace, policy) (%s{namespace=~"$namespace", policy=~"$policy"})`, mn.PlacementUnplacedPods), "{{namespace}}/{{policy}}")))
+		target(fmt.Sprintf(`max by (%s) (%s{%s})`, byPolicy, mn.PlacementUnplacedPods, policySel), "{{namespace}}/{{policy}}")))
 
+	// Autoscaling: the HPA each InferenceScaler owns, as spillway-controller
+	// reads it (fleetmetrics); the HPA bears the scaler's name.
 	l.row("Autoscaling")
-	hpaSel := `{namespace=~"$namespace", horizontalpodautoscaler=~"$hpa"}`
+	scalerSel := fmt.Sprintf(`{%s=~"$namespace", %s=~"$inferencescaler"}`, mn.LabelNamespace, mn.LabelInferenceScaler)
+	byScaler := fmt.Sprintf("%s, %s", mn.LabelNamespace, mn.LabelInferenceScaler)
+	scalerGauge := func(name string) string { return fmt.Sprintf(`max by (%s) (%s%s)`, byScaler, name, scalerSel) }
 	l.add(16, 9, timeseriesPanel("HPA desired vs current replicas",
-		"kube-state-metrics' view of each HPA: desired replicas (what the HPA computed from spillway's metric) against current replicas, with the max as the ceiling.",
+		"The HPA each InferenceScaler owns: desired replicas (what the HPA computed from spillway's metric) against current replicas, with the max as the ceiling.",
 		"short",
-		target(`max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_desired_replicas`+hpaSel+`)`, "{{namespace}}/{{horizontalpodautoscaler}} desired"),
-		target(`max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_current_replicas`+hpaSel+`)`, "{{namespace}}/{{horizontalpodautoscaler}} current"),
-		target(`max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas`+hpaSel+`)`, "{{namespace}}/{{horizontalpodautoscaler}} max")))
+		target(scalerGauge(mn.InferenceScalerHPADesiredReplicas), "{{namespace}}/{{inferencescaler}} desired"),
+		target(scalerGauge(mn.InferenceScalerHPACurrentReplicas), "{{namespace}}/{{inferencescaler}} current"),
+		target(scalerGauge(mn.InferenceScalerHPAMaxReplicas), "{{namespace}}/{{inferencescaler}} max")))
 	l.add(8, 9, statPanel("HPAs at their max", "HPAs whose current replicas reached spec.maxReplicas: demand beyond what they may scale to.", "short",
-		target(`count(max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_current_replicas`+hpaSel+`) >= on (namespace, horizontalpodautoscaler) max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_spec_max_replicas`+hpaSel+`)) or vector(0)`, ""),
+		target(fmt.Sprintf(`count(%s >= on (%s) %s) or vector(0)`, scalerGauge(mn.InferenceScalerHPACurrentReplicas), byScaler, scalerGauge(mn.InferenceScalerHPAMaxReplicas)), ""),
 		step("green", nil), step("orange", ptr.To(1.0))))
+	byMetric := fmt.Sprintf("%s, %s, %s", byScaler, mn.LabelMetricName, mn.LabelMetricTargetType)
 	l.add(24, 8, timeseriesPanel("HPA metric: current vs target",
-		fmt.Sprintf("The value the HPA last read for %s (per pod, from spillway's metrics API) and its target.", mn.ProcessSMUtil),
+		fmt.Sprintf("The value each owned HPA last read for each of its metrics (%s or the model servers' queue, per pod or external, from spillway's metrics API) and its target.", mn.ProcessSMUtil),
 		"short",
-		target(fmt.Sprintf(`max by (namespace, horizontalpodautoscaler, metric_target_type) (kube_horizontalpodautoscaler_status_target_metric{namespace=~"$namespace", horizontalpodautoscaler=~"$hpa", metric_name=%q})`, mn.ProcessSMUtil), "{{namespace}}/{{horizontalpodautoscaler}} current ({{metric_target_type}})"),
-		target(fmt.Sprintf(`max by (namespace, horizontalpodautoscaler, metric_target_type) (kube_horizontalpodautoscaler_spec_target_metric{namespace=~"$namespace", horizontalpodautoscaler=~"$hpa", metric_name=%q})`, mn.ProcessSMUtil), "{{namespace}}/{{horizontalpodautoscaler}} target ({{metric_target_type}})")))
+		target(fmt.Sprintf(`max by (%s) (%s%s)`, byMetric, mn.InferenceScalerHPAMetricValue, scalerSel), "{{namespace}}/{{inferencescaler}} {{metric_name}} current ({{metric_target_type}})"),
+		target(fmt.Sprintf(`max by (%s) (%s%s)`, byMetric, mn.InferenceScalerHPAMetricTarget, scalerSel), "{{namespace}}/{{inferencescaler}} {{metric_name}} target ({{metric_target_type}})")))
 
 	vars := []cog.Builder[dashboard.VariableModel]{
 		queryVar("namespace", "Namespace", fmt.Sprintf("label_values(%s, %s)", mn.ProcessSMUtil, mn.LabelACKNamespace), "Workload namespace."),
 		queryVar("node", "Node", fmt.Sprintf(`label_values(%s{%s=~"$namespace"}, %s)`, mn.ProcessSMUtil, mn.LabelACKNamespace, mn.LabelHostname), "GPU node (the exporter's Hostname label)."),
-		queryVar("policy", "ResourcePolicy", `label_values(kube_pod_labels{namespace=~"$namespace", label_spillway_dev_policy!=""}, label_spillway_dev_policy)`, "ResourcePolicy of placed pods (the spillway.dev/policy pod label)."),
-		queryVar("hpa", "HPA", `label_values(kube_horizontalpodautoscaler_spec_max_replicas{namespace=~"$namespace"}, horizontalpodautoscaler)`, "HorizontalPodAutoscaler."),
+		queryVar("policy", "ResourcePolicy", fmt.Sprintf(`label_values(%s{%s=~"$namespace"}, %s)`, mn.ResourcePolicyUnitPods, mn.LabelNamespace, mn.LabelPolicy), "ResourcePolicy."),
+		queryVar("inferencescaler", "InferenceScaler", fmt.Sprintf(`label_values(%s{%s=~"$namespace"}, %s)`, mn.InferenceScalerHPAMaxReplicas, mn.LabelNamespace, mn.LabelInferenceScaler), "InferenceScaler (its HPA bears its name)."),
 	}
 	return newDashboard("spillway-fleet", "Spillway / GPU fleet",
 		"GPU utilization by pod, GPU and node; replicas by placement unit; HPA decisions.", vars, l)
@@ -216,12 +230,18 @@ func Components() (dashboard.Dashboard, error) {
 	l.add(8, 8, timeseriesPanel("Webhook errors by reason", "Admissions answered without a placement because something failed.", "ops",
 		target(fmt.Sprintf(`sum by (reason) (rate(%s[$__rate_interval]))`, mn.PlacementWebhookErrors), "{{reason}}")))
 	l.add(8, 8, timeseriesPanel("Deletion-cost patches by result", "pod-deletion-cost annotations written so scale-in removes elastic pods first.", "ops",
-		target(fmt.Sprintf(`sum by (result) (rate(%s[$__rate_interval]))`, mn.DeletionCostPatches), "{{result}}")))
+		// Labelled by namespace and policy too, so nothing can export it at
+		// 0 beforehand: no series means no patch, shown as ok at 0.
+		target(fmt.Sprintf(`sum by (%[1]s) (rate(%[2]s[$__rate_interval])) or label_replace(vector(0), "%[1]s", "ok", "", "")`, mn.LabelResult, mn.DeletionCostPatches), "{{result}}")))
 	l.add(12, 8, timeseriesPanel("InferenceScaler reconciles by result", "", "ops",
 		target(fmt.Sprintf(`sum by (%s) (rate(%s[$__rate_interval]))`, mn.LabelResult, mn.InferenceScalerReconciles), "{{result}}")))
+	// Counted per scaler, so exported only after a first activation; every
+	// existing scaler (its HPA's gauges) stands at 0 until then.
+	byScaler := fmt.Sprintf("%s, %s", mn.LabelNamespace, mn.LabelInferenceScaler)
+	zeroPerScaler := fmt.Sprintf(`0 * max by (%s) (%s)`, byScaler, mn.InferenceScalerHPAMaxReplicas)
 	l.add(12, 8, timeseriesPanel("InferenceScaler schedule and fallback activations", "Schedule windows opening and fallback floors applied, per hour.", "short",
-		target(fmt.Sprintf(`sum by (%s, %s, %s) (increase(%s[1h]))`, mn.LabelNamespace, mn.LabelInferenceScaler, mn.LabelSchedule, mn.InferenceScalerScheduleActivations), "schedule {{schedule}} ({{namespace}}/{{inferencescaler}})"),
-		target(fmt.Sprintf(`sum by (%s, %s) (increase(%s[1h]))`, mn.LabelNamespace, mn.LabelInferenceScaler, mn.InferenceScalerFallbackActivations), "fallback ({{namespace}}/{{inferencescaler}})")))
+		target(fmt.Sprintf(`sum by (%s, %s) (increase(%s[1h])) or %s`, byScaler, mn.LabelSchedule, mn.InferenceScalerScheduleActivations, zeroPerScaler), "schedule {{schedule}} ({{namespace}}/{{inferencescaler}})"),
+		target(fmt.Sprintf(`sum by (%s) (increase(%s[1h])) or %s`, byScaler, mn.InferenceScalerFallbackActivations, zeroPerScaler), "fallback ({{namespace}}/{{inferencescaler}})")))
 
 	vars := []cog.Builder[dashboard.VariableModel]{
 		queryVar("adapter_job", "Adapter job", fmt.Sprintf(`label_values(%s, job)`, mn.AdapterSnapshotAge), "Scrape job(s) of spillway-metrics-adapter."),
@@ -229,6 +249,16 @@ func Components() (dashboard.Dashboard, error) {
 	}
 	return newDashboard("spillway-components", "Spillway / Components",
 		"Health of spillway itself: adapter freshness and latency, exporter collections, placement webhook and controllers.", vars, l)
+}
+
+// ExpectedEmpty names, by panel title, the panels whose queries may
+// legitimately return nothing on a cluster running spillway and Prometheus
+// only (the demo, the e2e test), and why. Every other query returns data
+// there: counters with a known, finite label set are exported at 0 by the
+// component that owns them, and per-object counters fall back to 0 per
+// existing object (see the queries).
+var ExpectedEmpty = map[string]string{
+	"NVML errors by operation": "NVML only: the simulated GPU backend makes no NVML calls, and with NVML a series appears at the first failed call (its operation and return code are not known before).",
 }
 
 // OutputDirs are where the rendered dashboards live, relative to the

@@ -163,6 +163,27 @@ func TestDashboardQueriesReadOnlyExportedMetrics(t *testing.T) {
 	}
 }
 
+// The dashboards must work with only Prometheus and spillway: they may not
+// read kube-state-metrics (TestDashboardQueriesReadOnlyExportedMetrics
+// would fail), and every panel ExpectedEmpty excuses must exist.
+func TestExpectedEmptyNamesPanels(t *testing.T) {
+	titles := map[string]bool{}
+	for _, d := range committed(t) {
+		for _, p := range panels(d) {
+			title, _ := p["title"].(string)
+			titles[title] = true
+		}
+	}
+	for title, why := range ExpectedEmpty {
+		if !titles[title] {
+			t.Errorf("ExpectedEmpty names panel %q, which no dashboard has", title)
+		}
+		if strings.TrimSpace(why) == "" {
+			t.Errorf("ExpectedEmpty gives no reason for panel %q", title)
+		}
+	}
+}
+
 var usedVar = regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`)
 
 func TestDashboardsAreWellFormed(t *testing.T) {
@@ -249,7 +270,7 @@ func TestQueryMetrics(t *testing.T) {
 		{name: "binary join deduplicates", query: `g * on (pod) group_left () g or a_total`, want: []string{"a_total", "g"}},
 		{name: "__name__ matcher", query: `{__name__="g", pod="p"}`, want: []string{"g"}},
 		{name: "label_values with selector", query: `label_values(g{ns=~"$namespace"}, pod)`, want: []string{"g"}},
-		{name: "histogram bare name is unknown", query: `h_seconds`, want: []string{"h_seconds"}, wantErr: "h_seconds, which neither"},
+		{name: "histogram bare name is unknown", query: `h_seconds`, want: []string{"h_seconds"}, wantErr: "reads h_seconds, which"},
 		{name: "unknown metric", query: `sum(rate(b_total[5m])) / sum(rate(a_total[5m]))`, want: []string{"a_total", "b_total"}, wantErr: "reads b_total"},
 		{name: "no metric name", query: `{pod="p"}`, wantErr: "has no metric name"},
 		{name: "no selector at all", query: `vector(1)`, wantErr: "selects no metric"},
