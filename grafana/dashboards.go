@@ -240,7 +240,7 @@ func Components() (dashboard.Dashboard, error) {
 	byScaler := fmt.Sprintf("%s, %s", mn.LabelNamespace, mn.LabelInferenceScaler)
 	zeroPerScaler := fmt.Sprintf(`0 * max by (%s) (%s)`, byScaler, mn.InferenceScalerHPAMaxReplicas)
 	l.add(12, 8, timeseriesPanel("InferenceScaler schedule and fallback activations", "Schedule windows opening and fallback floors applied, per hour.", "short",
-		target(fmt.Sprintf(`sum by (%s, %s) (increase(%s[1h])) or %s`, byScaler, mn.LabelSchedule, mn.InferenceScalerScheduleActivations, zeroPerScaler), "schedule {{schedule}} ({{namespace}}/{{inferencescaler}})"),
+		target(fmt.Sprintf(`sum by (%s, %s) (increase(%s[1h])) or on (%s) %s`, byScaler, mn.LabelSchedule, mn.InferenceScalerScheduleActivations, byScaler, zeroPerScaler), "schedule {{schedule}} ({{namespace}}/{{inferencescaler}})"),
 		target(fmt.Sprintf(`sum by (%s) (increase(%s[1h])) or %s`, byScaler, mn.InferenceScalerFallbackActivations, zeroPerScaler), "fallback ({{namespace}}/{{inferencescaler}})")))
 
 	vars := []cog.Builder[dashboard.VariableModel]{
