@@ -14,7 +14,7 @@ import (
 // File is one dashboard and the file name it is provisioned under.
 type File struct {
 	Name      string
-	Dashboard dashboard.Dashboard
+	Dashboard Dashboard
 }
 
 // All returns every dashboard, in a fixed order.
@@ -22,7 +22,7 @@ func All() ([]File, error) {
 	var files []File
 	for _, f := range []struct {
 		name  string
-		build func() (dashboard.Dashboard, error)
+		build func() (Dashboard, error)
 	}{
 		{"spillway-fleet.json", Fleet},
 		{"spillway-components.json", Components},
@@ -52,7 +52,7 @@ func perGPU(metric, by string) string {
 
 // Fleet is the operator's view: where GPU time goes, how replicas split
 // between on-prem and elastic units, and what the HPAs decide.
-func Fleet() (dashboard.Dashboard, error) {
+func Fleet() (Dashboard, error) {
 	podBy := fmt.Sprintf("%s, %s", mn.LabelACKNamespace, mn.LabelACKPod)
 	podLegend := fmt.Sprintf("{{%s}}/{{%s}}", mn.LabelACKNamespace, mn.LabelACKPod)
 	gpuBy := fmt.Sprintf("%s, %s, %s, %s", mn.LabelHostname, mn.LabelGPU, mn.LabelUUID, mn.LabelModelName)
@@ -170,7 +170,7 @@ func Fleet() (dashboard.Dashboard, error) {
 
 // Components is the on-call view of spillway itself: is the data fresh, how
 // fast is the adapter, are the exporters collecting, is the webhook healthy.
-func Components() (dashboard.Dashboard, error) {
+func Components() (Dashboard, error) {
 	l := &layout{}
 	l.row("Metrics adapter: freshness and latency")
 	l.add(8, 8, timeseriesPanel("Snapshot age",

@@ -22,10 +22,16 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 )
 
+// Dashboard is Grafana's classic dashboard JSON model. The SDK marks it
+// deprecated in favour of dashboardv2, the v2 schema that only Grafana 12's
+// app platform serves; file provisioning and the chart's dashboard sidecar
+// load this model from Grafana 10 on, so spillway keeps it.
+type Dashboard = dashboard.Dashboard //nolint:staticcheck // see above
+
 // Render returns the dashboard as indented JSON with a trailing newline.
 // The output is deterministic: the same dashboard always renders to the
 // same bytes, so committed files can be compared with a fresh render.
-func Render(d dashboard.Dashboard) ([]byte, error) {
+func Render(d Dashboard) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -71,13 +77,14 @@ func queryVar(name, label, query, description string) *dashboard.QueryVariableBu
 
 // dashboard fills the fields every spillway dashboard shares, and places
 // the layout's panels.
-func newDashboard(uid, title, description string, vars []cog.Builder[dashboard.VariableModel], l *layout) (dashboard.Dashboard, error) {
+func newDashboard(uid, title, description string, vars []cog.Builder[dashboard.VariableModel], l *layout) (Dashboard, error) {
 	builtIn := dashboard.NewAnnotationQueryBuilder().
 		Name("Annotations & Alerts").BuiltIn(1).Type("dashboard").
 		Datasource(common.DataSourceRef{Type: cog.ToPtr("grafana"), Uid: cog.ToPtr("-- Grafana --")}).
 		Enable(true).Hide(true).IconColor("rgba(0, 211, 255, 1)")
 	link := dashboard.NewDashboardLinkBuilder("Spillway").Type(dashboard.DashboardLinkTypeDashboards).
 		Tags([]string{"spillway"}).AsDropdown(true).IncludeVars(true).KeepTime(true)
+	//nolint:staticcheck // the classic model: see Dashboard
 	b := dashboard.NewDashboardBuilder(title).Uid(uid).Description(description).
 		Tags([]string{"spillway", "gpu"}).Timezone("browser").Editable().
 		Tooltip(dashboard.DashboardCursorSyncCrosshair).Refresh("30s").Version(1).
@@ -89,10 +96,10 @@ func newDashboard(uid, title, description string, vars []cog.Builder[dashboard.V
 	}
 	d, err := b.Build()
 	if err != nil {
-		return dashboard.Dashboard{}, fmt.Errorf("dashboard %s: %w", uid, err)
+		return Dashboard{}, fmt.Errorf("dashboard %s: %w", uid, err)
 	}
 	if l.err != nil {
-		return dashboard.Dashboard{}, fmt.Errorf("dashboard %s: %w", uid, l.err)
+		return Dashboard{}, fmt.Errorf("dashboard %s: %w", uid, l.err)
 	}
 	// Placed by layout rather than by the builder's WithPanel, whose
 	// placement does not wrap a panel that would overflow the line.
