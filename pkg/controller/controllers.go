@@ -117,7 +117,7 @@ func Register(mgr manager.Manager, d Deps) error {
 		{"InferenceScaler", func() error {
 			return inferencescaler.Register(mgr, reg, inferencescaler.Options{HPASyncPeriod: d.HPASyncPeriod, Clock: d.Clock})
 		}},
-		{"fleet metrics", func() error { return fleetmetrics.Register(mgr, d.Registerer) }},
+		{"fleet metrics", func() error { return fleetmetrics.Register(mgr, d.Registerer, fleetmetrics.Options{}) }},
 	}
 	for _, s := range steps {
 		if err := s.register(); err != nil {

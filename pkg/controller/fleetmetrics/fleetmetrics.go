@@ -37,6 +37,15 @@ const scrapeTimeout = 5 * time.Second
 // phases are the pod phases every unit reports, zero included.
 var phases = []corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodSucceeded, corev1.PodFailed, corev1.PodUnknown}
 
+// Options configures the collector.
+type Options struct {
+	// OnError hears about a scrape that could not read the cache; that
+	// scrape then lacks the series the read would have given. Register
+	// sets it to log through the manager's logger when nil; New drops the
+	// errors when nil.
+	OnError func(error)
+}
+
 // Collector is a prometheus.Collector over the cache.
 type Collector struct {
 	reader  client.Reader
@@ -47,15 +56,18 @@ type Collector struct {
 	metricValue, metricTarget                  *prometheus.Desc
 }
 
-// New returns a collector reading from reader (the manager's cache).
-// onError hears about a scrape that could not read the cache; that scrape
-// then lacks the series the read would have given.
-func New(reader client.Reader, onError func(error)) *Collector {
+// New builds a collector reading from reader (the manager's cache) and
+// registers it on reg. It takes no event recorder, unlike the other
+// packages here: it only reads.
+func New(reader client.Reader, reg prometheus.Registerer, opts Options) (*Collector, error) {
+	if reader == nil || reg == nil {
+		return nil, errors.New("fleetmetrics: nil reader or registerer")
+	}
 	scaler := []string{mn.LabelNamespace, mn.LabelInferenceScaler}
 	metric := []string{mn.LabelNamespace, mn.LabelInferenceScaler, mn.LabelMetricName, mn.LabelMetricTargetType}
-	return &Collector{
+	c := &Collector{
 		reader:  reader,
-		onError: onError,
+		onError: opts.OnError,
 		unitPods: prometheus.NewDesc(mn.ResourcePolicyUnitPods,
 			"Pods carrying a ResourcePolicy's placement labels, by policy, unit (none: placed outside every unit) and phase.",
 			[]string{mn.LabelNamespace, mn.LabelPolicy, mn.LabelUnit, mn.LabelPhase}, nil),
@@ -72,17 +84,22 @@ func New(reader client.Reader, onError func(error)) *Collector {
 		metricTarget: prometheus.NewDesc(mn.InferenceScalerHPAMetricTarget,
 			"Target of one metric of the HPA an InferenceScaler owns.", metric, nil),
 	}
+	if err := reg.Register(c); err != nil {
+		return nil, fmt.Errorf("fleetmetrics: %w", err)
+	}
+	return c, nil
 }
 
-// Register adds the collector, reading the manager's cache, to reg. Every
-// replica exports the series (the cache runs on each).
-func Register(mgr manager.Manager, reg prometheus.Registerer) error {
-	log := mgr.GetLogger().WithName("fleetmetrics")
-	c := New(mgr.GetCache(), func(err error) { log.Error(err, "fleet metrics incomplete for this scrape") })
-	if err := reg.Register(c); err != nil {
-		return fmt.Errorf("fleet metrics: %w", err)
+// Register builds the collector on mgr's cache and registers it on reg.
+// Every replica exports the series (the cache runs on each); there is
+// nothing to add to mgr itself.
+func Register(mgr manager.Manager, reg prometheus.Registerer, opts Options) error {
+	if opts.OnError == nil {
+		log := mgr.GetLogger().WithName("fleetmetrics")
+		opts.OnError = func(err error) { log.Error(err, "fleet metrics incomplete for this scrape") }
 	}
-	return nil
+	_, err := New(mgr.GetCache(), reg, opts)
+	return err
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -97,7 +98,7 @@ func TestCollect(t *testing.T) {
 		ownedHPA("team-a", "llm"),
 		foreign,
 	}
-	c := New(newClient(t, objs...), func(err error) { t.Errorf("scrape error: %v", err) })
+	c := newCollector(t, newClient(t, objs...), func(err error) { t.Errorf("scrape error: %v", err) })
 
 	const want = `
 # HELP spillway_resourcepolicy_unit_pods Pods carrying a ResourcePolicy's placement labels, by policy, unit (none: placed outside every unit) and phase.
@@ -153,7 +154,7 @@ spillway_inferencescaler_hpa_metric_value{inferencescaler="llm",metric_name="DCG
 }
 
 func TestCollectEmptyCluster(t *testing.T) {
-	c := New(newClient(t), func(err error) { t.Errorf("scrape error: %v", err) })
+	c := newCollector(t, newClient(t), func(err error) { t.Errorf("scrape error: %v", err) })
 	if n := testutil.CollectAndCount(c); n != 0 {
 		t.Errorf("an empty cluster gave %d series, want 0", n)
 	}
@@ -168,13 +169,22 @@ func (failingReader) List(context.Context, client.ObjectList, ...client.ListOpti
 
 func TestCollectReportsReadErrors(t *testing.T) {
 	var got []error
-	c := New(failingReader{}, func(err error) { got = append(got, err) })
+	c := newCollector(t, failingReader{}, func(err error) { got = append(got, err) })
 	if n := testutil.CollectAndCount(c); n != 0 {
 		t.Errorf("a failed read gave %d series, want 0", n)
 	}
 	if len(got) != 1 || !strings.Contains(got[0].Error(), "cache not started") {
 		t.Errorf("onError heard %v, want one error naming the failed read", got)
 	}
+}
+
+func newCollector(tb testing.TB, r client.Reader, onError func(error)) *Collector {
+	tb.Helper()
+	c, err := New(r, prometheus.NewRegistry(), Options{OnError: onError})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }
 
 func newClient(tb testing.TB, objs ...client.Object) client.Client {
@@ -222,7 +232,7 @@ func BenchmarkCollect50kPods(b *testing.B) {
 		}
 		store.pods = append(store.pods, pod("team-a", fmt.Sprintf("p%d", i), l, corev1.PodRunning))
 	}
-	c := New(store, func(err error) { b.Error(err) })
+	c := newCollector(b, store, func(err error) { b.Error(err) })
 	for b.Loop() {
 		if n := testutil.CollectAndCount(c); n != 15 {
 			b.Fatalf("got %d series, want 15", n)
