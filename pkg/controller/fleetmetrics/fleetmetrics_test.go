@@ -18,36 +18,39 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	mn "github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
+// policy is a ResourcePolicy with units of the given names.
 func policy(ns, name string, units ...string) *v1alpha1.ResourcePolicy {
-	rp := &v1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	us := []v1alpha1.Unit{}
 	for _, u := range units {
-		rp.Spec.Units = append(rp.Spec.Units, v1alpha1.Unit{Name: u})
+		us = append(us, v1alpha1.Unit{Name: u})
 	}
-	return rp
+	return testobjects.ResourcePolicy(testobjects.PolicyOptions{Name: name, Namespace: ns, Units: us})
 }
 
 func pod(ns, name string, labels map[string]string, phase corev1.PodPhase) *corev1.Pod {
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Status: corev1.PodStatus{Phase: phase}}
+	return testobjects.Pod(testobjects.PodOptions{Name: name, Namespace: ns, Labels: labels, Phase: phase})
 }
 
 func placed(policy, unit string) map[string]string {
 	return map[string]string{placement.LabelPolicy: policy, placement.LabelUnit: unit}
 }
 
+// ownedHPA is the HPA of InferenceScaler scaler: two metrics, one of them
+// read.
 func ownedHPA(ns, scaler string) *autoscalingv2.HorizontalPodAutoscaler {
-	return &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: scaler, OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: v1alpha1.GroupVersion.String(), Kind: "InferenceScaler", Name: scaler, UID: "u", Controller: ptr.To(true),
-		}}},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			MinReplicas: ptr.To(int32(2)), MaxReplicas: 10,
-			Metrics: []autoscalingv2.MetricSpec{{
+	return testobjects.HPA(testobjects.HPAOptions{Name: scaler, Namespace: ns, Deployment: scaler, MinReplicas: ptr.To(int32(2)), MaxReplicas: 10},
+		func(h *autoscalingv2.HorizontalPodAutoscaler) {
+			h.OwnerReferences = []metav1.OwnerReference{{
+				APIVersion: v1alpha1.GroupVersion.String(), Kind: "InferenceScaler", Name: scaler, UID: "u", Controller: ptr.To(true),
+			}}
+			h.Spec.Metrics = []autoscalingv2.MetricSpec{{
 				Type: autoscalingv2.PodsMetricSourceType,
 				Pods: &autoscalingv2.PodsMetricSource{
 					Metric: autoscalingv2.MetricIdentifier{Name: mn.ProcessSMUtil},
@@ -59,26 +62,25 @@ func ownedHPA(ns, scaler string) *autoscalingv2.HorizontalPodAutoscaler {
 					Metric: autoscalingv2.MetricIdentifier{Name: mn.VLLMRequestsWaiting},
 					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: ptr.To(resource.MustParse("500m"))},
 				},
-			}},
-		},
-		Status: autoscalingv2.HorizontalPodAutoscalerStatus{
-			CurrentReplicas: 3, DesiredReplicas: 4,
-			CurrentMetrics: []autoscalingv2.MetricStatus{{
-				Type: autoscalingv2.PodsMetricSourceType,
-				Pods: &autoscalingv2.PodsMetricStatus{
-					Metric:  autoscalingv2.MetricIdentifier{Name: mn.ProcessSMUtil},
-					Current: autoscalingv2.MetricValueStatus{AverageValue: ptr.To(resource.MustParse("75"))},
-				},
-			}}, // the External metric was not read yet: no value, its target only
-		},
-	}
+			}}
+			h.Status = autoscalingv2.HorizontalPodAutoscalerStatus{
+				CurrentReplicas: 3, DesiredReplicas: 4,
+				CurrentMetrics: []autoscalingv2.MetricStatus{{
+					Type: autoscalingv2.PodsMetricSourceType,
+					Pods: &autoscalingv2.PodsMetricStatus{
+						Metric:  autoscalingv2.MetricIdentifier{Name: mn.ProcessSMUtil},
+						Current: autoscalingv2.MetricValueStatus{AverageValue: ptr.To(resource.MustParse("75"))},
+					},
+				}}, // the External metric was not read yet: no value, its target only
+			}
+		})
 }
 
 func TestCollect(t *testing.T) {
 	foreign := ownedHPA("team-a", "hand-made")
 	foreign.OwnerReferences = nil
 	unnamed := policy("team-b", "batch")
-	unnamed.Spec.Units = []v1alpha1.Unit{{}} // labelled by index: "0"
+	unnamed.Spec.Units = []v1alpha1.Unit{{}} // labelled by its index, "0"
 
 	objs := []client.Object{
 		policy("team-a", "llm", "onprem", "elastic"),
