@@ -1,24 +1,32 @@
 package grafana
 
-import "k8s.io/utils/ptr"
+import (
+	"errors"
 
-// promDS is the data source of every panel and query: the dashboard's
-// "datasource" variable, so one dashboard works with any Prometheus.
-var promDS = &Datasource{Type: "prometheus", UID: "${datasource}"}
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+)
 
 // gridWidth is Grafana's grid width.
 const gridWidth = 24
 
 // layout places panels left to right in lines of gridWidth columns, under
-// full-width rows, and numbers them.
+// full-width rows, and numbers them. A panel that does not build is kept
+// as an error, returned when the dashboard is assembled.
 type layout struct {
-	panels []Panel
-	nextID int
-	x, y   int
-	lineH  int
+	panels []dashboard.PanelOrRowPanel
+	err    error
+	nextID uint32
+	x, y   uint32
+	lineH  uint32
 }
 
-func (l *layout) id() int {
+func (l *layout) id() uint32 {
 	l.nextID++
 	return l.nextID
 }
@@ -33,131 +41,89 @@ func (l *layout) newline() {
 // row starts a new expanded row.
 func (l *layout) row(title string) {
 	l.newline()
-	collapsed := false
-	l.panels = append(l.panels, Panel{
-		ID: l.id(), Type: "row", Title: title, Collapsed: &collapsed,
-		GridPos: GridPos{H: 1, W: gridWidth, X: 0, Y: l.y},
-	})
+	r, err := dashboard.NewRowBuilder(title).Collapsed(false).Id(l.id()).
+		GridPos(dashboard.GridPos{H: 1, W: gridWidth, X: 0, Y: l.y}).Build()
+	if err != nil {
+		l.err = errors.Join(l.err, err)
+		return
+	}
+	l.panels = append(l.panels, dashboard.PanelOrRowPanel{RowPanel: &r})
 	l.y++
 }
 
-// add places p w columns wide and h high, wrapping when the line is full.
-func (l *layout) add(w, h int, p Panel) {
+// add places the panel w columns wide and h high, wrapping when the line
+// is full.
+func (l *layout) add(w, h uint32, b cog.Builder[dashboard.Panel]) {
+	p, err := b.Build()
+	if err != nil {
+		l.err = errors.Join(l.err, err)
+		return
+	}
 	if l.x+w > gridWidth {
 		l.newline()
 	}
-	p.ID = l.id()
-	p.GridPos = GridPos{H: h, W: w, X: l.x, Y: l.y}
-	l.panels = append(l.panels, p)
+	p.Id = cog.ToPtr(l.id())
+	p.GridPos = &dashboard.GridPos{H: h, W: w, X: l.x, Y: l.y}
+	l.panels = append(l.panels, dashboard.PanelOrRowPanel{Panel: &p})
 	l.x += w
 	l.lineH = max(l.lineH, h)
 }
 
-// target is one PromQL query; legend uses Grafana's {{label}} syntax.
-func target(expr, legend string) Target {
-	return Target{Datasource: promDS, Expr: expr, LegendFormat: legend, Range: true, EditorMode: "code"}
+// target is one PromQL range query; legend uses Grafana's {{label}} syntax.
+func target(expr, legend string) *prometheus.DataqueryBuilder {
+	return prometheus.NewDataqueryBuilder().Datasource(promDS()).Expr(expr).LegendFormat(legend).
+		Range().EditorMode(prometheus.QueryEditorModeCode)
 }
 
 // withRefIDs names a panel's queries A, B, C...
-func withRefIDs(ts []Target) []Target {
-	for i := range ts {
-		ts[i].RefID = string(rune('A' + i))
+func withRefIDs(ts []*prometheus.DataqueryBuilder) []cog.Builder[variants.Dataquery] {
+	out := make([]cog.Builder[variants.Dataquery], len(ts))
+	for i, t := range ts {
+		out[i] = t.RefId(string(rune('A' + i)))
 	}
-	return ts
+	return out
 }
 
 // timeseries is a line chart in unit (Grafana unit ids: percent, s, short,
 // decmbytes, reqps...).
-func timeseries(title, description, unit string, targets ...Target) Panel {
-	return Panel{
-		Type: "timeseries", Title: title, Description: description, Datasource: promDS,
-		Targets: withRefIDs(targets),
-		FieldConfig: &FieldConfig{Defaults: FieldDefaults{
-			Unit: unit,
-			Custom: map[string]any{
-				"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
-				"showPoints": "never", "spanNulls": false,
-			},
-		}, Overrides: []any{}},
-		Options: map[string]any{
-			"legend":  map[string]any{"displayMode": "table", "placement": "right", "showLegend": true, "calcs": []string{"lastNotNull", "max"}},
-			"tooltip": map[string]any{"mode": "multi", "sort": "desc"},
-		},
-	}
+func timeseriesPanel(title, description, unit string, targets ...*prometheus.DataqueryBuilder) *timeseries.PanelBuilder {
+	return timeseries.NewPanelBuilder().Title(title).Description(description).Datasource(promDS()).
+		Targets(withRefIDs(targets)).Unit(unit).
+		DrawStyle(common.GraphDrawStyleLine).LineWidth(1).FillOpacity(10).
+		ShowPoints(common.VisibilityModeNever).SpanNulls(common.BoolOrFloat64{Bool: cog.ToPtr(false)}).
+		Legend(common.NewVizLegendOptionsBuilder().DisplayMode(common.LegendDisplayModeTable).
+			Placement(common.LegendPlacementRight).ShowLegend(true).Calcs([]string{"lastNotNull", "max"})).
+		Tooltip(common.NewVizTooltipOptionsBuilder().Mode(common.TooltipDisplayModeMulti).Sort(common.SortOrderDescending))
 }
 
 // stacked is a stacked area chart (counts that add up, like replicas).
-func stacked(title, description, unit string, targets ...Target) Panel {
-	p := timeseries(title, description, unit, targets...)
-	p.FieldConfig.Defaults.Custom["stacking"] = map[string]any{"mode": "normal", "group": "A"}
-	p.FieldConfig.Defaults.Custom["fillOpacity"] = 40
-	return p
+func stacked(title, description, unit string, targets ...*prometheus.DataqueryBuilder) *timeseries.PanelBuilder {
+	return timeseriesPanel(title, description, unit, targets...).
+		Stacking(common.NewStackingConfigBuilder().Mode(common.StackingModeNormal).Group("A")).
+		FillOpacity(40)
 }
 
 // percent0to100 fixes the axis of utilization panels.
-func percent0to100(p Panel) Panel {
-	p.FieldConfig.Defaults.Min = ptr.To(0.0)
-	p.FieldConfig.Defaults.Max = ptr.To(100.0)
+func percent0to100(p *timeseries.PanelBuilder) *timeseries.PanelBuilder {
+	return p.Min(0).Max(100)
+}
+
+// statPanel is a single-number panel over an instant query; steps colour it
+// (none: plain).
+func statPanel(title, description, unit string, t *prometheus.DataqueryBuilder, steps ...dashboard.Threshold) *stat.PanelBuilder {
+	p := stat.NewPanelBuilder().Title(title).Description(description).Datasource(promDS()).
+		Targets(withRefIDs([]*prometheus.DataqueryBuilder{t.Instant()})).Unit(unit).NoValue("no data").
+		ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}).Fields("").Values(false)).
+		ColorMode(common.BigValueColorModeValue).GraphMode(common.BigValueGraphModeArea).
+		TextMode(common.BigValueTextModeAuto).JustifyMode(common.BigValueJustifyModeAuto)
+	if len(steps) > 0 {
+		p.Thresholds(dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).Steps(steps)).
+			ColorScheme(dashboard.NewFieldColorBuilder().Mode(dashboard.FieldColorModeIdThresholds))
+	}
 	return p
 }
 
-// stat is a single-number panel; steps colour it (nil: plain).
-func stat(title, description, unit string, t Target, steps ...Threshold) Panel {
-	t.Instant, t.Range = true, false
-	fd := FieldDefaults{Unit: unit, NoValue: "no data"}
-	if len(steps) > 0 {
-		fd.Thresholds = &Thresholds{Mode: "absolute", Steps: steps}
-		fd.Color = map[string]any{"mode": "thresholds"}
-	}
-	return Panel{
-		Type: "stat", Title: title, Description: description, Datasource: promDS,
-		Targets:     withRefIDs([]Target{t}),
-		FieldConfig: &FieldConfig{Defaults: fd, Overrides: []any{}},
-		Options: map[string]any{
-			"reduceOptions": map[string]any{"calcs": []string{"lastNotNull"}, "fields": "", "values": false},
-			"colorMode":     "value", "graphMode": "area", "textMode": "auto", "justifyMode": "auto",
-		},
-	}
-}
-
-func step(color string, from *float64) Threshold { return Threshold{Color: color, Value: from} }
-
-// datasourceVar is the Prometheus data source picker every query uses.
-func datasourceVar() Variable {
-	return Variable{
-		Name: "datasource", Label: "Data source", Type: "datasource", Query: "prometheus",
-		Current: map[string]any{}, Options: []any{},
-	}
-}
-
-// queryVar is a multi-value variable filled by a Grafana label_values(...)
-// query; All matches every value (regex .*).
-func queryVar(name, label, query, description string) Variable {
-	return Variable{
-		Name: name, Label: label, Type: "query", Description: description,
-		Datasource: promDS, Definition: query,
-		Query:   map[string]any{"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
-		Refresh: 2, Sort: 1, Multi: true, IncludeAll: true, AllValue: ".*",
-		Current: map[string]any{"selected": true, "text": []string{"All"}, "value": []string{"$__all"}},
-		Options: []any{},
-	}
-}
-
-// dashboard fills the fields every spillway dashboard shares.
-func dashboard(uid, title, description string, vars []Variable, l *layout) Dashboard {
-	return Dashboard{
-		UID: uid, Title: title, Description: description,
-		Tags:     []string{"spillway", "gpu"},
-		Timezone: "browser", Editable: true, GraphTooltip: 1, Refresh: "30s",
-		SchemaVersion: 39, Version: 1,
-		Time:       TimeRange{From: "now-6h", To: "now"},
-		Templating: Templating{List: append([]Variable{datasourceVar()}, vars...)},
-		Annotations: Annotation{List: []map[string]any{{
-			"builtIn": 1, "datasource": map[string]any{"type": "grafana", "uid": "-- Grafana --"},
-			"enable": true, "hide": true, "iconColor": "rgba(0, 211, 255, 1)",
-			"name": "Annotations & Alerts", "type": "dashboard",
-		}}},
-		Links:  []Link{{Title: "Spillway", Type: "dashboards", Tags: []string{"spillway"}, AsDropdown: true, IncludeVars: true, KeepTime: true}},
-		Panels: l.panels,
-	}
+// step is a threshold step; a nil from is the base step.
+func step(color string, from *float64) dashboard.Threshold {
+	return dashboard.Threshold{Color: color, Value: from}
 }

@@ -57,6 +57,13 @@ func SpillwayMetrics() []Metric {
 		{mn.PlacementUnplacedPods, Gauge},
 		{mn.DeletionCostPatches, Counter},
 		{mn.PlacementAdoptedPods, Counter},
+		{mn.ResourcePolicyUnitPods, Gauge},
+		{mn.InferenceScalerHPADesiredReplicas, Gauge},
+		{mn.InferenceScalerHPACurrentReplicas, Gauge},
+		{mn.InferenceScalerHPAMinReplicas, Gauge},
+		{mn.InferenceScalerHPAMaxReplicas, Gauge},
+		{mn.InferenceScalerHPAMetricValue, Gauge},
+		{mn.InferenceScalerHPAMetricTarget, Gauge},
 		// spillway-metrics-adapter self-metrics.
 		{mn.AdapterRefreshDuration, Histogram},
 		{mn.AdapterRefreshErrors, Counter},
@@ -76,10 +83,20 @@ func SpillwayMetrics() []Metric {
 }
 
 // ThirdPartyMetrics are the families from outside spillway that dashboards
-// and alerts may read: kube-state-metrics (HPAs, pods, the exporter's
-// DaemonSet), Prometheus's own per-target series, and vLLM's gauges.
+// and alerts may read: Prometheus's own per-target series and vLLM's
+// gauges (scraped from the model servers' pods).
 var ThirdPartyMetrics = []Metric{
 	{"up", Gauge},
+	{mn.VLLMRequestsWaiting, Gauge},
+	{mn.VLLMRequestsRunning, Gauge},
+	{mn.VLLMKVCacheUsage, Gauge},
+}
+
+// KubeStateMetrics are the kube-state-metrics families the chart's alert
+// rules may read. Dashboards may not: they must work on a cluster with only
+// Prometheus and spillway, whose controller exports the fleet state they
+// show (pkg/controller/fleetmetrics).
+var KubeStateMetrics = []Metric{
 	{"kube_horizontalpodautoscaler_status_desired_replicas", Gauge},
 	{"kube_horizontalpodautoscaler_status_current_replicas", Gauge},
 	{"kube_horizontalpodautoscaler_spec_max_replicas", Gauge},
@@ -92,10 +109,6 @@ var ThirdPartyMetrics = []Metric{
 	{"kube_pod_info", Gauge},
 	{"kube_daemonset_status_desired_number_scheduled", Gauge},
 	{"kube_daemonset_status_number_ready", Gauge},
-	// Model servers' own gauges (vLLM), scraped from the pods.
-	{mn.VLLMRequestsWaiting, Gauge},
-	{mn.VLLMRequestsRunning, Gauge},
-	{mn.VLLMKVCacheUsage, Gauge},
 }
 
 // SeriesNames expands families into the series names a query may select:
@@ -186,7 +199,7 @@ func CheckQuery(query string, known map[string]bool) error {
 		}
 	}
 	if len(unknown) > 0 {
-		return fmt.Errorf("query %q reads %s, which neither spillway nor kube-state-metrics exports", query, strings.Join(unknown, ", "))
+		return fmt.Errorf("query %q reads %s, which is not among the metrics this query may read", query, strings.Join(unknown, ", "))
 	}
 	return nil
 }

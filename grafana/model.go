@@ -1,156 +1,32 @@
 // Package grafana defines spillway's Grafana dashboards in Go and checks
 // their queries.
 //
-// The dashboards are data built here; `go run ./grafana/gen` renders them
-// into grafana/dashboards/*.json (for file provisioning) and into the Helm
-// chart's dashboards/ (for the dashboard sidecar). The package test fails
-// when a committed JSON file differs from what the code renders, when a
-// query does not parse as PromQL, or when it reads a metric that neither
-// spillway nor kube-state-metrics exports. Nobody edits the JSON by hand.
+// The dashboards are built with Grafana's typed SDK
+// (github.com/grafana/grafana-foundation-sdk/go), so their JSON follows
+// Grafana's dashboard schema by construction; `go run ./grafana/gen` renders
+// them into grafana/dashboards/*.json (for file provisioning) and into the
+// Helm chart's dashboards/ (for the dashboard sidecar). The package test
+// fails when a committed JSON file differs from what the code renders, when
+// a query does not parse as PromQL, or when it reads a metric that neither
+// spillway nor the listed third parties export. Nobody edits the JSON by
+// hand.
 package grafana
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 )
 
-// Dashboard is the subset of Grafana's dashboard JSON model spillway uses
-// (schemaVersion 39, Grafana 10 and later).
-type Dashboard struct {
-	UID           string     `json:"uid"`
-	Title         string     `json:"title"`
-	Description   string     `json:"description,omitempty"`
-	Tags          []string   `json:"tags"`
-	Timezone      string     `json:"timezone"`
-	Editable      bool       `json:"editable"`
-	GraphTooltip  int        `json:"graphTooltip"`
-	Refresh       string     `json:"refresh"`
-	SchemaVersion int        `json:"schemaVersion"`
-	Version       int        `json:"version"`
-	Time          TimeRange  `json:"time"`
-	Templating    Templating `json:"templating"`
-	Annotations   Annotation `json:"annotations"`
-	Links         []Link     `json:"links"`
-	Panels        []Panel    `json:"panels"`
-}
-
-// TimeRange is the default time range.
-type TimeRange struct {
-	From string `json:"from"`
-	To   string `json:"to"`
-}
-
-// Templating holds the dashboard variables.
-type Templating struct {
-	List []Variable `json:"list"`
-}
-
-// Annotation is Grafana's annotation list (the built-in one only).
-type Annotation struct {
-	List []map[string]any `json:"list"`
-}
-
-// Link is a dashboard link.
-type Link struct {
-	Title       string   `json:"title"`
-	Type        string   `json:"type"`
-	Tags        []string `json:"tags,omitempty"`
-	AsDropdown  bool     `json:"asDropdown"`
-	IncludeVars bool     `json:"includeVars"`
-	KeepTime    bool     `json:"keepTime"`
-}
-
-// Variable is a template variable: the data source, or a query over it.
-type Variable struct {
-	Name        string      `json:"name"`
-	Label       string      `json:"label"`
-	Type        string      `json:"type"`
-	Description string      `json:"description,omitempty"`
-	Query       any         `json:"query"`
-	Datasource  *Datasource `json:"datasource,omitempty"`
-	Definition  string      `json:"definition,omitempty"`
-	Refresh     int         `json:"refresh"`
-	Regex       string      `json:"regex"`
-	Sort        int         `json:"sort"`
-	Multi       bool        `json:"multi"`
-	IncludeAll  bool        `json:"includeAll"`
-	AllValue    string      `json:"allValue,omitempty"`
-	Hide        int         `json:"hide"`
-	Current     any         `json:"current"`
-	Options     []any       `json:"options"`
-}
-
-// Datasource references a data source by type and uid.
-type Datasource struct {
-	Type string `json:"type"`
-	UID  string `json:"uid"`
-}
-
-// GridPos places a panel on the 24-column grid.
-type GridPos struct {
-	H int `json:"h"`
-	W int `json:"w"`
-	X int `json:"x"`
-	Y int `json:"y"`
-}
-
-// Panel is a row, a time series, a stat or a text panel.
-type Panel struct {
-	ID          int          `json:"id"`
-	Type        string       `json:"type"`
-	Title       string       `json:"title"`
-	Description string       `json:"description,omitempty"`
-	GridPos     GridPos      `json:"gridPos"`
-	Datasource  *Datasource  `json:"datasource,omitempty"`
-	Targets     []Target     `json:"targets,omitempty"`
-	FieldConfig *FieldConfig `json:"fieldConfig,omitempty"`
-	Options     any          `json:"options,omitempty"`
-	// Rows only.
-	Collapsed *bool   `json:"collapsed,omitempty"`
-	Panels    []Panel `json:"panels,omitempty"`
-}
-
-// Target is one PromQL query of a panel.
-type Target struct {
-	RefID        string      `json:"refId"`
-	Datasource   *Datasource `json:"datasource"`
-	Expr         string      `json:"expr"`
-	LegendFormat string      `json:"legendFormat"`
-	Instant      bool        `json:"instant,omitempty"`
-	Range        bool        `json:"range"`
-	EditorMode   string      `json:"editorMode"`
-}
-
-// FieldConfig sets units, limits and thresholds of a panel's fields.
-type FieldConfig struct {
-	Defaults  FieldDefaults `json:"defaults"`
-	Overrides []any         `json:"overrides"`
-}
-
-// FieldDefaults are the per-field defaults.
-type FieldDefaults struct {
-	Unit       string         `json:"unit,omitempty"`
-	Min        *float64       `json:"min,omitempty"`
-	Max        *float64       `json:"max,omitempty"`
-	Decimals   *int           `json:"decimals,omitempty"`
-	NoValue    string         `json:"noValue,omitempty"`
-	Custom     map[string]any `json:"custom,omitempty"`
-	Thresholds *Thresholds    `json:"thresholds,omitempty"`
-	Color      map[string]any `json:"color,omitempty"`
-}
-
-// Thresholds colour a panel by value.
-type Thresholds struct {
-	Mode  string      `json:"mode"`
-	Steps []Threshold `json:"steps"`
-}
-
-// Threshold is one step; a nil Value is the base step.
-type Threshold struct {
-	Color string   `json:"color"`
-	Value *float64 `json:"value"`
-}
+// Dashboard is Grafana's classic dashboard JSON model. The SDK marks it
+// deprecated in favour of dashboardv2, the v2 schema that only Grafana 12's
+// app platform serves; file provisioning and the chart's dashboard sidecar
+// load this model from Grafana 10 on, so spillway keeps it.
+type Dashboard = dashboard.Dashboard //nolint:staticcheck // see above
 
 // Render returns the dashboard as indented JSON with a trailing newline.
 // The output is deterministic: the same dashboard always renders to the
@@ -161,7 +37,72 @@ func Render(d Dashboard) ([]byte, error) {
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(d); err != nil {
-		return nil, fmt.Errorf("rendering dashboard %s: %w", d.UID, err)
+		return nil, fmt.Errorf("rendering dashboard %s: %w", deref(d.Uid), err)
 	}
 	return buf.Bytes(), nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// promDS is the data source of every panel and query: the dashboard's
+// "datasource" variable, so one dashboard works with any Prometheus.
+func promDS() common.DataSourceRef {
+	return common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr("${datasource}")}
+}
+
+// datasourceVar is the Prometheus data source picker every query uses.
+func datasourceVar() *dashboard.DatasourceVariableBuilder {
+	return dashboard.NewDatasourceVariableBuilder("datasource").Label("Data source").Type("prometheus")
+}
+
+// queryVar is a multi-value variable filled by a Grafana label_values(...)
+// query; All matches every value (regex .*).
+func queryVar(name, label, query, description string) *dashboard.QueryVariableBuilder {
+	all := dashboard.StringOrArrayOfString{ArrayOfString: []string{"All"}}
+	allValue := dashboard.StringOrArrayOfString{ArrayOfString: []string{"$__all"}}
+	return dashboard.NewQueryVariableBuilder(name).Label(label).Description(description).
+		Datasource(promDS()).Definition(query).
+		Query(dashboard.StringOrMap{Map: map[string]any{
+			"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1,
+		}}).
+		Refresh(dashboard.VariableRefreshOnTimeRangeChanged).Sort(dashboard.VariableSortAlphabeticalAsc).
+		Multi(true).IncludeAll(true).AllValue(".*").Regex("").Hide(dashboard.VariableHideDontHide).
+		Current(dashboard.VariableOption{Selected: cog.ToPtr(true), Text: all, Value: allValue})
+}
+
+// dashboard fills the fields every spillway dashboard shares, and places
+// the layout's panels.
+func newDashboard(uid, title, description string, vars []cog.Builder[dashboard.VariableModel], l *layout) (Dashboard, error) {
+	builtIn := dashboard.NewAnnotationQueryBuilder().
+		Name("Annotations & Alerts").BuiltIn(1).Type("dashboard").
+		Datasource(common.DataSourceRef{Type: cog.ToPtr("grafana"), Uid: cog.ToPtr("-- Grafana --")}).
+		Enable(true).Hide(true).IconColor("rgba(0, 211, 255, 1)")
+	link := dashboard.NewDashboardLinkBuilder("Spillway").Type(dashboard.DashboardLinkTypeDashboards).
+		Tags([]string{"spillway"}).AsDropdown(true).IncludeVars(true).KeepTime(true)
+	//nolint:staticcheck // the classic model: see Dashboard
+	b := dashboard.NewDashboardBuilder(title).Uid(uid).Description(description).
+		Tags([]string{"spillway", "gpu"}).Timezone("browser").Editable().
+		Tooltip(dashboard.DashboardCursorSyncCrosshair).Refresh("30s").Version(1).
+		Time("now-6h", "now").
+		Annotation(builtIn).Link(link).
+		WithVariable(datasourceVar())
+	for _, v := range vars {
+		b.WithVariable(v)
+	}
+	d, err := b.Build()
+	if err != nil {
+		return Dashboard{}, fmt.Errorf("dashboard %s: %w", uid, err)
+	}
+	if l.err != nil {
+		return Dashboard{}, fmt.Errorf("dashboard %s: %w", uid, l.err)
+	}
+	// Placed by layout rather than by the builder's WithPanel, whose
+	// placement does not wrap a panel that would overflow the line.
+	d.Panels = l.panels
+	return d, nil
 }

@@ -41,7 +41,7 @@ func TestLintEveryVariant(t *testing.T) {
 }
 
 func TestAlertRulesReadOnlyExportedMetrics(t *testing.T) {
-	known := grafana.SeriesNames(grafana.SpillwayMetrics(), grafana.ThirdPartyMetrics)
+	known := grafana.SeriesNames(grafana.SpillwayMetrics(), grafana.ThirdPartyMetrics, grafana.KubeStateMetrics)
 	for _, v := range Variants() {
 		rules := Find(render(t, v.Set...), "PrometheusRule")
 		for _, r := range rules {

@@ -27,12 +27,16 @@ func main() {
 }
 
 func run(root string) error {
+	files, err := grafana.All()
+	if err != nil {
+		return err
+	}
 	for _, dir := range grafana.OutputDirs {
 		dir = filepath.Join(root, dir)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		for _, f := range grafana.All() {
+		for _, f := range files {
 			data, err := grafana.Render(f.Dashboard)
 			if err != nil {
 				return err

@@ -30,6 +30,7 @@ import (
 
 	"github.com/spillway-dev/spillway/pkg/controller/certs"
 	"github.com/spillway-dev/spillway/pkg/controller/deletioncost"
+	"github.com/spillway-dev/spillway/pkg/controller/fleetmetrics"
 	"github.com/spillway-dev/spillway/pkg/controller/inferencescaler"
 	"github.com/spillway-dev/spillway/pkg/controller/placementwebhook"
 	"github.com/spillway-dev/spillway/pkg/controller/resourcepolicy"
@@ -116,6 +117,7 @@ func Register(mgr manager.Manager, d Deps) error {
 		{"InferenceScaler", func() error {
 			return inferencescaler.Register(mgr, reg, inferencescaler.Options{HPASyncPeriod: d.HPASyncPeriod, Clock: d.Clock})
 		}},
+		{"fleet metrics", func() error { return fleetmetrics.Register(mgr, d.Registerer, fleetmetrics.Options{}) }},
 	}
 	for _, s := range steps {
 		if err := s.register(); err != nil {

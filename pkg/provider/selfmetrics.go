@@ -71,6 +71,11 @@ func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*sel
 		Help: "Series that matched --series-selector but were dropped, never served, because their Hostname is not the node their pod is bound to, " +
 			"by reason (" + strings.Join(metricnames.RejectedReasons, ", ") + "); counted on every refresh that read them.",
 	}, []string{metricnames.LabelAdapterReason})
+	for _, api := range []string{apiCustom, apiExternal} {
+		// Successful requests of each API at 0 from the start, so an API
+		// nobody calls shows 0 rather than nothing.
+		m.requests.WithLabelValues(api, "OK")
+	}
 	for _, r := range metricnames.RejectedReasons {
 		// Present at 0 from the start, so increases are visible to rate().
 		m.seriesRejected.WithLabelValues(r)

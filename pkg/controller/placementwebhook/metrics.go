@@ -45,6 +45,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Placement admission requests that admitted the pod unplaced because of an error, by reason.",
 		}, []string{metricnames.LabelReason}),
 	}
+	// Every reason is exported at 0 from the start: dashboards show no
+	// errors rather than no data, and rate() sees the first one.
+	for _, r := range []string{reasonDecode, reasonRead, reasonEncode, reasonKey, reasonPanic, reasonShared} {
+		m.Errors.WithLabelValues(r)
+	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.Placements, m.Denied, m.Duration, m.Errors} {
 		errs = append(errs, reg.Register(c))
