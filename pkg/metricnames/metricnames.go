@@ -128,7 +128,8 @@ const (
 	// AdapterRefreshDuration is a histogram of the time to query Prometheus
 	// and build a snapshot, failed refreshes included.
 	AdapterRefreshDuration = "spillway_metrics_adapter_refresh_duration_seconds"
-	// AdapterRefreshErrors counts failed refreshes.
+	// AdapterRefreshErrors counts failed refreshes, by LabelAdapterReason
+	// (the RefreshFailed* values).
 	AdapterRefreshErrors = "spillway_metrics_adapter_refresh_errors_total"
 	// AdapterPartialDataRefusals counts requests refused because fewer than
 	// the minimum share of the selected pods that should report had data.
@@ -182,6 +183,24 @@ const (
 // RejectedReasons lists every AdapterSeriesRejected reason.
 var RejectedReasons = []string{RejectedMissingHostname, RejectedUnknownPod, RejectedUnscheduledPod, RejectedHostnameMismatch,
 	RejectedMissingInstance, RejectedNoPodIP, RejectedInstanceMismatch}
+
+// Reasons of AdapterRefreshErrors.
+const (
+	// RefreshFailedQuery: the query failed (Prometheus unreachable, an HTTP
+	// or API error, a timeout, an answer that is not a vector).
+	RefreshFailedQuery = "query"
+	// RefreshFailedPartialResponse: Prometheus answered with warnings, e.g.
+	// Thanos Query when a store or shard did not respond; the answer may
+	// lack series and is not used.
+	RefreshFailedPartialResponse = "partial_response"
+	// RefreshFailedCredentials: a credential file of the adapter's
+	// Prometheus client (bearer token, CA, client certificate, header file)
+	// could not be read or used; nothing was sent.
+	RefreshFailedCredentials = "credentials"
+)
+
+// RefreshFailureReasons lists every AdapterRefreshErrors reason.
+var RefreshFailureReasons = []string{RefreshFailedQuery, RefreshFailedPartialResponse, RefreshFailedCredentials}
 
 // ExporterJob is the scrape job the chart's ServiceMonitor/PodMonitor (for a
 // release named spillway) and docs/install.md's scrape config give the

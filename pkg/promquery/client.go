@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/api"
@@ -19,8 +21,8 @@ type Config struct {
 	URL string
 	// Timeout bounds each query, on the wire and on the server.
 	Timeout time.Duration
-	// RoundTripper, when set, carries the requests (TLS, auth). Nil uses
-	// the client library's default transport.
+	// RoundTripper, when set, carries the requests (TLS, auth: see
+	// NewTransport). Nil uses the client library's default transport.
 	RoundTripper http.RoundTripper
 	// SeriesSelector is the exporter's identity, added to every query.
 	// Required: without it any scrape target could publish the metrics.
@@ -57,6 +59,8 @@ func New(cfg Config) (*Client, error) {
 		errs = append(errs, fmt.Errorf("prometheus URL %q: scheme must be http or https", cfg.URL))
 	case u.Host == "":
 		errs = append(errs, fmt.Errorf("prometheus URL %q has no host", cfg.URL))
+	case u.Query().Has(PartialResponseParam):
+		errs = append(errs, fmt.Errorf("prometheus URL %q sets %s: the client always sends %s=false", cfg.URL, PartialResponseParam, PartialResponseParam))
 	}
 	if cfg.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("prometheus timeout must be positive, got %s", cfg.Timeout))
@@ -72,7 +76,11 @@ func New(cfg Config) (*Client, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	c, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: cfg.RoundTripper})
+	rt := cfg.RoundTripper
+	if rt == nil {
+		rt = api.DefaultRoundTripper
+	}
+	c, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: noPartialResponse{rt}})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client: %w", err)
 	}
@@ -82,7 +90,8 @@ func New(cfg Config) (*Client, error) {
 // Samples runs q, scoped to the client's SeriesSelector (or, for ScopePods,
 // its PodSeriesSelector), as one instant
 // query at Prometheus's own "now" (so the adapter's clock never shifts the
-// evaluation window) and decodes it.
+// evaluation window) and decodes it. A response that carries warnings fails
+// with a *PartialResponseError: the result is complete or not returned.
 func (c *Client) Samples(ctx context.Context, q Query) (Result, error) {
 	if err := q.Validate(); err != nil {
 		return Result{}, err
@@ -101,10 +110,60 @@ func (c *Client) Samples(ctx context.Context, q Query) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("prometheus query: %w", err)
 	}
-	res, err := Decode(v, q)
-	if err != nil {
-		return Result{}, err
+	if len(warnings) > 0 {
+		return Result{}, &PartialResponseError{Warnings: warnings}
 	}
-	res.Warnings = warnings
-	return res, nil
+	return Decode(v, q)
+}
+
+// PartialResponseParam is Thanos Query's parameter that allows (true) or
+// forbids (false) answers with data from only some of its stores. The
+// client always sends false, so Thanos fails the query when a store does
+// not answer instead of returning what the others had; Prometheus ignores
+// parameters it does not know.
+const PartialResponseParam = "partial_response"
+
+// noPartialResponse adds partial_response=false to the URL of every
+// request (the API reads form values from the URL and the body alike).
+type noPartialResponse struct{ next http.RoundTripper }
+
+func (n noPartialResponse) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	q := r.URL.Query()
+	q.Set(PartialResponseParam, "false")
+	r.URL.RawQuery = q.Encode()
+	return n.next.RoundTrip(r)
+}
+
+// PartialResponseError: the server answered but warned that the answer may
+// lack series, as Thanos does when a store or shard did not respond and
+// partial responses are allowed (a server that ignores partial_response,
+// or a proxy in front of several). Serving such an answer would serve part
+// of the fleet as if it were all of it, so it is refused whatever the
+// warning says.
+type PartialResponseError struct {
+	Warnings []string
+}
+
+// maxWarnings and maxWarningLen bound the message: it ends up in every 503
+// the adapter answers while the snapshot ages.
+const (
+	maxWarnings   = 3
+	maxWarningLen = 300
+)
+
+func (e *PartialResponseError) Error() string {
+	shown := make([]string, 0, maxWarnings)
+	for i, w := range e.Warnings {
+		if i == maxWarnings {
+			shown = append(shown, fmt.Sprintf("and %d more", len(e.Warnings)-maxWarnings))
+			break
+		}
+		if len(w) > maxWarningLen {
+			w = w[:maxWarningLen] + "..."
+		}
+		shown = append(shown, strconv.Quote(w))
+	}
+	return fmt.Sprintf("prometheus query: the answer may be partial (a store or shard did not respond), so it is not used; %d warning(s): %s",
+		len(e.Warnings), strings.Join(shown, "; "))
 }

@@ -43,7 +43,7 @@ const vectorBody = `{"status":"success","data":{"resultType":"vector","result":[
  {"metric":{"__name__":"DCGM_CUSTOM_PROCESS_SM_UTIL","NamespaceName":"ns","PodName":"p","UUID":"GPU-1","pid":"9"},"value":[1764331200.5,"42"]},
  {"metric":{"__name__":"DCGM_CUSTOM_PROCESS_SM_UTIL","NamespaceName":"ns","PodName":"p","UUID":"GPU-2","pid":"9"},"value":[1764331200.5,"NaN"]},
  {"metric":{"__name__":"DCGM_CUSTOM_PROCESS_SM_UTIL","Hostname":"n1","UUID":"GPU-3","pid":"1"},"value":[1764331200.5,"3"]}
-]},"warnings":["partial response"]}`
+]}}`
 
 func TestClientSamples(t *testing.T) {
 	tests := []struct {
@@ -68,7 +68,24 @@ func TestClientSamples(t *testing.T) {
 				"lookback_delta": "30s",
 				"timeout":        "2s",
 				"time":           "",
+				// Thanos fails the query rather than answer from some stores.
+				"partial_response": "false",
 			},
+		},
+		{
+			name:    "an answer with warnings is refused, naming them",
+			status:  http.StatusOK,
+			body:    strings.Replace(vectorBody, `]}}`, `]},"warnings":["No StoreAPIs matched for this query","receiving series from store shard-b: rpc error: code = Unavailable"]}`, 1),
+			q:       Query{Metrics: []string{metricnames.ProcessSMUtil}},
+			wantErr: `the answer may be partial (a store or shard did not respond), so it is not used; 2 warning(s): "No StoreAPIs matched for this query"; "receiving series from store shard-b: rpc error: code = Unavailable"`,
+		},
+		{
+			name:        "infos are not warnings",
+			status:      http.StatusOK,
+			body:        strings.Replace(vectorBody, `]}}`, `]},"infos":["PromQL info: metric might not be a counter"]}`, 1),
+			q:           Query{Metrics: []string{metricnames.ProcessSMUtil}},
+			wantSamples: 1,
+			wantSkipped: Skipped{InvalidValue: 1, MissingLabels: 1},
 		},
 		{
 			name:    "API error is returned",
@@ -124,9 +141,6 @@ func TestClientSamples(t *testing.T) {
 			if len(res.Samples) != tt.wantSamples || res.Skipped != tt.wantSkipped {
 				t.Errorf("got %d samples, skipped %+v; want %d, %+v", len(res.Samples), res.Skipped, tt.wantSamples, tt.wantSkipped)
 			}
-			if len(res.Warnings) != 1 || res.Warnings[0] != "partial response" {
-				t.Errorf("warnings = %q", res.Warnings)
-			}
 			if len(api.forms) != 1 {
 				t.Fatalf("server saw %d requests, want 1", len(api.forms))
 			}
@@ -154,6 +168,11 @@ func TestNewValidates(t *testing.T) {
 		{name: "no host", cfg: Config{URL: "http://", Timeout: time.Second, SeriesSelector: testSelector}, wantErr: []string{"has no host"}},
 		{name: "unparsable", cfg: Config{URL: "http://a b:%zz", Timeout: time.Second, SeriesSelector: testSelector}, wantErr: []string{"prometheus URL"}},
 		{
+			name:    "URL that would allow partial answers",
+			cfg:     Config{URL: "http://thanos-query:9090/?partial_response=true", Timeout: time.Second, SeriesSelector: testSelector},
+			wantErr: []string{"sets partial_response: the client always sends partial_response=false"},
+		},
+		{
 			name:    "selector that identifies nothing",
 			cfg:     Config{URL: "http://prometheus:9090", Timeout: time.Second, SeriesSelector: SeriesSelector{{Label: "job", Op: MatchNotEqual, Value: "x"}}},
 			wantErr: []string{"at least one must require a value"},
@@ -177,5 +196,19 @@ func TestNewValidates(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPartialResponseErrorIsBounded(t *testing.T) {
+	long := strings.Repeat("x", 1000)
+	err := &PartialResponseError{Warnings: []string{"a", long, "c", "d", "e"}}
+	msg := err.Error()
+	for _, want := range []string{`5 warning(s): "a"; "` + strings.Repeat("x", maxWarningLen) + `..."; "c"; and 2 more`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, `"d"`) || len(msg) > 600 {
+		t.Errorf("message not bounded (%d bytes): %q", len(msg), msg)
 	}
 }

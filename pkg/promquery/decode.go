@@ -66,9 +66,8 @@ func (s Skipped) Add(o Skipped) Skipped {
 
 // Result is what one query yielded.
 type Result struct {
-	Samples  []Sample
-	Skipped  Skipped
-	Warnings []string
+	Samples []Sample
+	Skipped Skipped
 }
 
 // processKey tells series apart. Hostname is part of it so that a series

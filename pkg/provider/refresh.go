@@ -10,13 +10,15 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 )
 
 // Run refreshes the snapshot every RefreshInterval until ctx ends. A failed
 // refresh keeps the previous snapshot, whose values then age out; it is
-// logged when the state changes, not on every tick.
+// logged when the state or the reason of failing changes, not on every
+// tick.
 func (p *Provider) Run(ctx context.Context) {
 	log := klog.FromContext(ctx)
 	if !p.podsSynced() {
@@ -27,16 +29,16 @@ func (p *Provider) Run(ctx context.Context) {
 	}
 	ticker := time.NewTicker(p.refreshInterval)
 	defer ticker.Stop()
-	failing := false
+	failing := "" // the reason of the current failure; empty while refreshes work
 	for {
 		err := p.Refresh(ctx)
 		switch {
-		case err != nil && ctx.Err() == nil && !failing:
-			log.Error(err, "Refreshing metrics from Prometheus failed; serving the last snapshot until it is stale", "maxStaleness", p.maxStaleness)
-			failing = true
-		case err == nil && failing:
+		case err != nil && ctx.Err() == nil && refreshFailureReason(err) != failing:
+			failing = refreshFailureReason(err)
+			log.Error(err, "Refreshing metrics from Prometheus failed; serving the last snapshot until it is stale", "reason", failing, "maxStaleness", p.maxStaleness)
+		case err == nil && failing != "":
 			log.Info("Refreshing metrics from Prometheus works again")
-			failing = false
+			failing = ""
 		}
 		select {
 		case <-ctx.Done():
@@ -62,7 +64,7 @@ func (p *Provider) Refresh(ctx context.Context) error {
 	samples, skipped, err := p.gather(ctx, p.refreshQueries)
 	p.metrics.refreshDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		p.metrics.refreshErrors.Inc()
+		p.metrics.refreshErrors.WithLabelValues(refreshFailureReason(err)).Inc()
 		p.lastErr.Store(&refreshFailure{err: err, at: observedAt})
 		return err
 	}
@@ -72,6 +74,23 @@ func (p *Provider) Refresh(ctx context.Context) error {
 	p.lastErr.Store(nil)
 	p.metrics.recordSnapshot(snap)
 	return nil
+}
+
+// refreshFailureReason classifies a failed refresh for the self-metrics.
+// A partial answer fails the refresh like an unreachable server (the
+// previous snapshot stays and ages out): serving it would serve the shards
+// that answered as if they were the whole fleet.
+func refreshFailureReason(err error) string {
+	var partial *promquery.PartialResponseError
+	var creds *promquery.CredentialsError
+	switch {
+	case errors.As(err, &partial):
+		return metricnames.RefreshFailedPartialResponse
+	case errors.As(err, &creds):
+		return metricnames.RefreshFailedCredentials
+	default:
+		return metricnames.RefreshFailedQuery
+	}
 }
 
 // metricNames are the served names, in table order.

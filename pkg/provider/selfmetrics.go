@@ -19,7 +19,7 @@ const (
 
 type selfMetrics struct {
 	refreshDuration prometheus.Histogram
-	refreshErrors   prometheus.Counter
+	refreshErrors   *prometheus.CounterVec
 	series          prometheus.Gauge
 	pods            prometheus.Gauge
 	skipped         *prometheus.GaugeVec
@@ -36,10 +36,11 @@ func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*sel
 			Help:    "Time to query Prometheus for all spillway series and build a snapshot, failed refreshes included.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
-		refreshErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		refreshErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.AdapterRefreshErrors,
-			Help: "Refreshes that failed; the previous snapshot stays until it is stale.",
-		}),
+			Help: "Refreshes that failed, by reason (" + strings.Join(metricnames.RefreshFailureReasons, ", ") +
+				"); the previous snapshot stays until it is stale. partial_response: Prometheus (Thanos) warned that the answer may lack series.",
+		}, []string{metricnames.LabelAdapterReason}),
 		series: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricnames.AdapterSnapshotSeries,
 			Help: "Per-process series used to build the current snapshot.",
@@ -75,6 +76,9 @@ func newSelfMetrics(reg prometheus.Registerer, snapshotAge func() float64) (*sel
 		// Successful requests of each API at 0 from the start, so an API
 		// nobody calls shows 0 rather than nothing.
 		m.requests.WithLabelValues(api, "OK")
+	}
+	for _, r := range metricnames.RefreshFailureReasons {
+		m.refreshErrors.WithLabelValues(r)
 	}
 	for _, r := range metricnames.RejectedReasons {
 		// Present at 0 from the start, so increases are visible to rate().
