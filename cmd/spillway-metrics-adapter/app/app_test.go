@@ -24,6 +24,8 @@ func TestHelpAndVersion(t *testing.T) {
 			want: []string{
 				"--prometheus-url", "--refresh-interval", "--max-staleness", "--self-metrics-address",
 				"--prometheus-timeout", "--series-selector", `(default "job=\"spillway-gpu-exporter\"")`, "--version",
+				"--prometheus-bearer-token-file", "--prometheus-ca-file", "--prometheus-client-cert-file", "--prometheus-client-key-file",
+				"--prometheus-header", "--prometheus-header-file",
 				// The library's flags are there too.
 				"--secure-port", "--tls-cert-file", "--authentication-kubeconfig", "--authorization-kubeconfig", "--lister-kubeconfig",
 				"(default 5s)", "(default 30s)", "(default 6443)",

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -29,6 +30,15 @@ type Options struct {
 
 	PrometheusURL      string
 	PrometheusTimeout  time.Duration
+	// Credentials of the Prometheus client (promquery.TransportConfig).
+	PrometheusBearerTokenFile string
+	PrometheusCAFile          string
+	PrometheusCertFile        string
+	PrometheusKeyFile         string
+	PrometheusHeaders         []string // Name=Value
+	PrometheusHeaderFiles     []string // Name=path
+	// transport is what Validate built from the credential flags.
+	transport promquery.TransportConfig
 	SeriesSelector     string // parsed by Validate and again by run
 	PodSeriesSelector  string // likewise
 	MetricsConfig      string // a metric table file, loaded by Validate
@@ -70,9 +80,29 @@ func NewOptions() *Options {
 func (o *Options) ownFlags() *pflag.FlagSet {
 	fs := pflag.NewFlagSet(binaryName, pflag.ContinueOnError)
 	fs.StringVar(&o.PrometheusURL, "prometheus-url", o.PrometheusURL,
-		"Base URL of the Prometheus server that scrapes spillway-gpu-exporter, e.g. http://prometheus.monitoring.svc:9090. Required.")
+		"Base URL of the Prometheus server that scrapes spillway-gpu-exporter, e.g. http://prometheus.monitoring.svc:9090, or of anything serving its HTTP API "+
+			"over several (Thanos Query, Mimir, Cortex; a path prefix such as /prometheus is kept). Required. Every query sends partial_response=false, and an answer "+
+			"with warnings (a store or shard that did not respond) fails the refresh like an unreachable server: part of the fleet is never served as all of it. "+
+			"There is no setting that accepts partial answers.")
 	fs.DurationVar(&o.PrometheusTimeout, "prometheus-timeout", o.PrometheusTimeout,
 		"Upper bound for one Prometheus query, sent to Prometheus as its evaluation timeout too.")
+	fs.StringVar(&o.PrometheusBearerTokenFile, "prometheus-bearer-token-file", o.PrometheusBearerTokenFile,
+		"File with a token sent to Prometheus as 'Authorization: Bearer <token>' (Thanos, Mimir or Cortex behind an authenticating gateway). "+
+			"Read on every query, so a rotated token (a Secret volume) is used from the next refresh. Never logged.")
+	fs.StringVar(&o.PrometheusCAFile, "prometheus-ca-file", o.PrometheusCAFile,
+		"PEM bundle of the CAs Prometheus's serving certificate must chain to (instead of the system's roots). Needs an https --prometheus-url. Re-read on every query.")
+	fs.StringVar(&o.PrometheusCertFile, "prometheus-client-cert-file", o.PrometheusCertFile,
+		"PEM client certificate presented to Prometheus (mutual TLS), with --prometheus-client-key-file. Needs an https --prometheus-url. "+
+			"Both are re-read on every query, so a rotated certificate is used from the next refresh.")
+	fs.StringVar(&o.PrometheusKeyFile, "prometheus-client-key-file", o.PrometheusKeyFile,
+		"PEM private key of --prometheus-client-cert-file.")
+	fs.StringArrayVar(&o.PrometheusHeaders, "prometheus-header", o.PrometheusHeaders,
+		"Name=Value: an HTTP header sent with every query, e.g. X-Scope-OrgID=team-a for Mimir or Cortex. Repeatable. "+
+			"Headers the HTTP client owns (Host, Connection and the other hop-by-hop ones, Content-Type, Content-Length, Accept-Encoding) are refused, "+
+			"and Authorization with --prometheus-bearer-token-file. Put secrets in --prometheus-header-file, not here (command lines are visible).")
+	fs.StringArrayVar(&o.PrometheusHeaderFiles, "prometheus-header-file", o.PrometheusHeaderFiles,
+		"Name=path: an HTTP header whose value is the content of the file (surrounding whitespace trimmed), re-read on every query: for secret values. Repeatable; "+
+			"the same rules as --prometheus-header.")
 	fs.StringVar(&o.SeriesSelector, "series-selector", o.SeriesSelector,
 		"PromQL label matchers that only the exporter's series carry, added to every query: the scrape job Prometheus gives spillway-gpu-exporter "+
 			"(the chart's ServiceMonitor/PodMonitor use the exporter Service's name). Comma-separated, braces optional, e.g. 'job=\"spillway-gpu-exporter\",cluster=\"a\"'. "+
@@ -126,7 +156,11 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--prometheus-url: %w", err))
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
 		errs = append(errs, fmt.Errorf("--prometheus-url %q must be an http(s) URL with a host", o.PrometheusURL))
+	case u.Query().Has(promquery.PartialResponseParam):
+		errs = append(errs, fmt.Errorf("--prometheus-url %q sets %s: the adapter always sends %s=false, so a shard that does not answer fails the refresh instead of serving part of the fleet",
+			o.PrometheusURL, promquery.PartialResponseParam, promquery.PartialResponseParam))
 	}
+	errs = append(errs, o.validateTransport()...)
 	if o.PrometheusTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--prometheus-timeout must be positive, got %s", o.PrometheusTimeout))
 	}
@@ -168,6 +202,59 @@ func (o *Options) Validate() error {
 		errs = append(errs, o.Adapter.Validate()...)
 	}
 	return errors.Join(errs...)
+}
+
+// validateTransport builds o.transport from the credential flags and
+// reports every problem with them.
+func (o *Options) validateTransport() []error {
+	var errs []error
+	o.transport = promquery.TransportConfig{
+		BearerTokenFile: o.PrometheusBearerTokenFile,
+		CAFile:          o.PrometheusCAFile,
+		CertFile:        o.PrometheusCertFile,
+		KeyFile:         o.PrometheusKeyFile,
+	}
+	for _, h := range o.PrometheusHeaders {
+		name, value, ok := strings.Cut(h, "=")
+		if !ok {
+			errs = append(errs, fmt.Errorf("--prometheus-header %q: want Name=Value", h))
+			continue
+		}
+		o.transport.Headers = append(o.transport.Headers, promquery.Header{Name: name, Value: value})
+	}
+	for _, h := range o.PrometheusHeaderFiles {
+		name, path, ok := strings.Cut(h, "=")
+		if !ok || path == "" {
+			errs = append(errs, fmt.Errorf("--prometheus-header-file %q: want Name=path", h))
+			continue
+		}
+		o.transport.Headers = append(o.transport.Headers, promquery.Header{Name: name, File: path})
+	}
+	if u, err := url.Parse(o.PrometheusURL); err == nil && u.Scheme == "http" &&
+		(o.PrometheusCAFile != "" || o.PrometheusCertFile != "" || o.PrometheusKeyFile != "") {
+		errs = append(errs, fmt.Errorf("--prometheus-ca-file, --prometheus-client-cert-file and --prometheus-client-key-file need an https --prometheus-url, got %q", o.PrometheusURL))
+	}
+	if o.PrometheusKeyFile != "" && o.PrometheusCertFile == "" {
+		errs = append(errs, errors.New("--prometheus-client-key-file needs --prometheus-client-cert-file"))
+	}
+	if o.PrometheusCertFile != "" && o.PrometheusKeyFile == "" {
+		errs = append(errs, errors.New("--prometheus-client-cert-file needs --prometheus-client-key-file"))
+	}
+	check := o.transport
+	if (check.CertFile == "") != (check.KeyFile == "") {
+		check.CertFile, check.KeyFile = "", "" // reported above, with the flags' names
+	}
+	if err := check.Validate(); err != nil {
+		var joined interface{ Unwrap() []error }
+		if errors.As(err, &joined) {
+			for _, e := range joined.Unwrap() {
+				errs = append(errs, fmt.Errorf("prometheus client: %w", e))
+			}
+		} else {
+			errs = append(errs, fmt.Errorf("prometheus client: %w", err))
+		}
+	}
+	return errs
 }
 
 // loadMetrics reads a metric table file.

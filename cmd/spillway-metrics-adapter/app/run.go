@@ -33,7 +33,8 @@ and swaps in an in-memory snapshot; requests are answered from memory. A pod's
 value: per GPU, the sum of its processes (capped at 100 for utilizations), then the
 mean over its GPUs (memory: the sum). Values older than --max-staleness are never
 served: a request for which no selected pod has a fresh value fails, so the HPA
-holds its scale instead of seeing 0.
+holds its scale instead of seeing 0. An answer that may be partial (Thanos warns
+that a store or shard did not respond) fails the refresh the same way.
 
 Only the exporter's series count: every query carries --series-selector, and a
 series whose Hostname is not the node its pod is bound to is dropped and counted
@@ -94,7 +95,11 @@ func run(ctx context.Context, o *Options) error {
 			return fmt.Errorf("--pod-series-selector: %w", err)
 		}
 	}
-	prom, err := promquery.New(promquery.Config{URL: o.PrometheusURL, Timeout: o.PrometheusTimeout, SeriesSelector: identity, PodSeriesSelector: podIdentity})
+	transport, err := promquery.NewTransport(o.transport)
+	if err != nil {
+		return fmt.Errorf("prometheus client: %w", err)
+	}
+	prom, err := promquery.New(promquery.Config{URL: o.PrometheusURL, Timeout: o.PrometheusTimeout, RoundTripper: transport, SeriesSelector: identity, PodSeriesSelector: podIdentity})
 	if err != nil {
 		return err
 	}
@@ -144,7 +149,13 @@ func run(ctx context.Context, o *Options) error {
 	defer stopMetrics()
 	go p.Run(ctx)
 
+	headers := make([]string, len(o.transport.Headers))
+	for i, h := range o.transport.Headers {
+		headers[i] = h.Name // names only: values may be secrets
+	}
 	log.Info("Starting", "version", version.String(binaryName), "prometheus", o.PrometheusURL,
+		"prometheusBearerTokenFile", o.transport.BearerTokenFile, "prometheusCAFile", o.transport.CAFile,
+		"prometheusClientCertFile", o.transport.CertFile, "prometheusHeaders", headers,
 		"seriesSelector", identity.String(), "podSeriesSelector", podIdentity.String(), "metrics", len(o.metrics), "metricsConfig", o.MetricsConfig, "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness, "minPodDataShare", o.MinPodDataShare)
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }
