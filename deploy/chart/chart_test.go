@@ -175,6 +175,8 @@ func TestInvalidValuesFailWithAMessage(t *testing.T) {
 		{[]string{"adapter.tls.mode=selfSigned"}, "adapter.tls.mode=selfSigned is gone"},
 		{[]string{"adapter.tls.mode=none"}, `adapter.tls.mode "none": want selfManaged, secret or insecureSelfSigned`},
 		{[]string{"adapter.prometheus.url="}, "adapter.prometheus.url is required"},
+		{[]string{"adapter.prometheus.tls.caFile=/etc/spillway/prometheus/ca.crt"}, `adapter.prometheus.tls needs an https adapter.prometheus.url, got "http://prometheus-operated.monitoring.svc:9090"`},
+		{[]string{"adapter.prometheus.url=https://thanos:9090", "adapter.prometheus.tls.keyFile=/k"}, "adapter.prometheus.tls.certFile and keyFile go together"},
 		{[]string{"controller.webhook.failurePolicy=Maybe"}, "controller.webhook.failurePolicy"},
 		{[]string{"adapter.podAntiAffinity=always"}, "adapter.podAntiAffinity"},
 		{[]string{"metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"}, "exclude each other"},

@@ -167,6 +167,15 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 			if got := roleRules(r.one("ClusterRole", "spillway-gpu-exporter")); !slices.Equal(got, []string{"/pods:get", "/pods:list", "/pods:watch"}) {
 				t.Errorf("exporter ClusterRole %v, want read-only pods", got)
 			}
+			// Prometheus without credentials: no flags, no mount.
+			for _, a := range r.args("Deployment/spillway-metrics-adapter") {
+				if strings.HasPrefix(a, "--prometheus-") && !strings.HasPrefix(a, "--prometheus-url=") && !strings.HasPrefix(a, "--prometheus-timeout=") {
+					t.Errorf("adapter arg %s by default", a)
+				}
+			}
+			if got := str(r.one("Deployment", "spillway-metrics-adapter"), "spec", "template", "spec", "volumes"); strings.Contains(got, "prometheus-credentials") {
+				t.Errorf("adapter volumes %s: credentials mounted by default", got)
+			}
 			if n := r.count("ServiceMonitor") + r.count("PodMonitor") + r.count("PrometheusRule") + r.count("Certificate"); n != 0 {
 				t.Errorf("%d optional objects rendered by default", n)
 			}
@@ -332,6 +341,29 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 				}
 			}
 			checkNoSelfManagedAdapterTLS(t, r)
+		}},
+		{"adapter-secured-prometheus", func(t *testing.T, r rendered) {
+			args := r.args("Deployment/spillway-metrics-adapter")
+			for _, want := range []string{
+				"--prometheus-url=https://thanos-query.monitoring.svc:9090",
+				"--prometheus-bearer-token-file=/etc/spillway/prometheus/token",
+				"--prometheus-ca-file=/etc/spillway/prometheus/ca.crt",
+				"--prometheus-client-cert-file=/etc/spillway/prometheus/tls.crt",
+				"--prometheus-client-key-file=/etc/spillway/prometheus/tls.key",
+				"--prometheus-header=X-Scope-OrgID=tenant-a|tenant-b",
+				"--prometheus-header-file=X-Api-Key=/etc/spillway/prometheus/api-key",
+			} {
+				if !slices.Contains(args, want) {
+					t.Errorf("adapter args %q lack %s", args, want)
+				}
+			}
+			pod := &unstructured.Unstructured{Object: r.one("Deployment", "spillway-metrics-adapter").Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)}
+			if got := str(pod, "volumes"); !strings.Contains(got, "map[name:prometheus-credentials secret:map[secretName:thanos-client]]") {
+				t.Errorf("adapter volumes %s: the credentials Secret is not mounted", got)
+			}
+			if got := str(pod, "containers"); !strings.Contains(got, "map[mountPath:/etc/spillway/prometheus name:prometheus-credentials readOnly:true]") {
+				t.Errorf("adapter containers %s: the credentials are not mounted read-only at /etc/spillway/prometheus", got)
+			}
 		}},
 		{"exporter-root-device-group", func(t *testing.T, r rendered) {
 			pod := r.one("DaemonSet", "spillway-gpu-exporter").Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)

@@ -45,6 +45,12 @@ func Variants() []Variant {
 			"adapter.tls.mode=secret", "adapter.tls.secretName=spillway-adapter-tls", "adapter.tls.caBundle=" + testCABundle,
 		}},
 		{Name: "adapter-tls-insecure-dev", Set: []string{"adapter.tls.mode=insecureSelfSigned"}},
+		{Name: "adapter-secured-prometheus", Set: []string{
+			"adapter.prometheus.url=https://thanos-query.monitoring.svc:9090", "adapter.prometheus.secretName=thanos-client",
+			"adapter.prometheus.bearerTokenFile=/etc/spillway/prometheus/token", "adapter.prometheus.tls.caFile=/etc/spillway/prometheus/ca.crt",
+			"adapter.prometheus.tls.certFile=/etc/spillway/prometheus/tls.crt", "adapter.prometheus.tls.keyFile=/etc/spillway/prometheus/tls.key",
+			"adapter.prometheus.headers.X-Scope-OrgID=tenant-a|tenant-b", "adapter.prometheus.headerFiles.X-Api-Key=/etc/spillway/prometheus/api-key",
+		}},
 		{Name: "exporter-root-device-group", Set: []string{"exporter.runAsUser=0", "exporter.supplementalGroups={44}"}},
 		{Name: "single-replicas-hard-anti-affinity", Set: []string{
 			"adapter.replicas=1", "controller.replicas=1", "controller.leaderElection.enabled=false",

@@ -164,6 +164,15 @@ group: cert-manager.io
 {{- if and .Values.adapter.enabled (not .Values.adapter.prometheus.url) }}
 {{- fail "adapter.prometheus.url is required: the Prometheus that scrapes the exporter" }}
 {{- end }}
+{{- with .Values.adapter.prometheus }}
+{{- $tls := or .tls.caFile .tls.certFile .tls.keyFile }}
+{{- if and $.Values.adapter.enabled $tls (not (hasPrefix "https://" .url)) }}
+{{- fail (printf "adapter.prometheus.tls needs an https adapter.prometheus.url, got %q" .url) }}
+{{- end }}
+{{- if ne (not .tls.certFile) (not .tls.keyFile) }}
+{{- fail "adapter.prometheus.tls.certFile and keyFile go together" }}
+{{- end }}
+{{- end }}
 {{- if not (has .Values.controller.webhook.failurePolicy (list "Ignore" "Fail")) }}
 {{- fail (printf "controller.webhook.failurePolicy %q: want Ignore or Fail" .Values.controller.webhook.failurePolicy) }}
 {{- end }}
