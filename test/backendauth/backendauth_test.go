@@ -189,8 +189,9 @@ func startPrometheus(t *testing.T, bin, dir, addr string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	done := make(chan struct{})
+	var exitErr error // set before done closes
+	go func() { exitErr = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
@@ -211,8 +212,8 @@ func startPrometheus(t *testing.T, bin, dir, addr string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
-		case err := <-done:
-			t.Fatalf("prometheus exited: %v (log in %s)", err, logFile.Name())
+		case <-done:
+			t.Fatalf("prometheus exited: %v (log in %s)", exitErr, logFile.Name())
 		default:
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)

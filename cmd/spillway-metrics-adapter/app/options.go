@@ -28,8 +28,8 @@ type Options struct {
 	// (secure serving, delegated authn/authz, audit, lister kubeconfig).
 	Adapter *basecmd.AdapterBase
 
-	PrometheusURL      string
-	PrometheusTimeout  time.Duration
+	PrometheusURL     string
+	PrometheusTimeout time.Duration
 	// Credentials of the Prometheus client (promquery.TransportConfig).
 	PrometheusBearerTokenFile string
 	PrometheusCAFile          string
@@ -39,6 +39,7 @@ type Options struct {
 	PrometheusHeaderFiles     []string // Name=path
 	// transport is what Validate built from the credential flags.
 	transport promquery.TransportConfig
+
 	SeriesSelector     string // parsed by Validate and again by run
 	PodSeriesSelector  string // likewise
 	MetricsConfig      string // a metric table file, loaded by Validate
