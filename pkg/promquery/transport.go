@@ -184,19 +184,23 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return inner.RoundTrip(r)
 }
 
-// current returns the transport for the TLS files as they are now.
+// current returns the transport for the TLS files as they are now. The
+// files are read on every request but parsed only when they changed.
 func (t *transport) current() (*http.Transport, error) {
 	if !t.cfg.hasTLSFiles() {
 		return t.inner, nil
 	}
-	files, err := t.cfg.loadTLS()
+	files, err := t.cfg.readTLS()
 	if err != nil {
 		return nil, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.inner != nil && bytes.Equal(files.ca, t.tlsSeen.ca) && bytes.Equal(files.cert, t.tlsSeen.cert) && bytes.Equal(files.key, t.tlsSeen.key) {
+	if t.inner != nil && files.same(t.tlsSeen) {
 		return t.inner, nil
+	}
+	if err := t.cfg.parseTLS(&files); err != nil {
+		return nil, err
 	}
 	if t.inner != nil {
 		t.inner.CloseIdleConnections()
@@ -207,35 +211,57 @@ func (t *transport) current() (*http.Transport, error) {
 
 // loadTLS reads and parses the TLS files (none configured: zero value).
 func (c TransportConfig) loadTLS() (tlsFiles, error) {
+	f, err := c.readTLS()
+	if err != nil {
+		return f, err
+	}
+	return f, c.parseTLS(&f)
+}
+
+// readTLS reads the TLS files that are configured.
+func (c TransportConfig) readTLS() (tlsFiles, error) {
 	var f tlsFiles
 	var errs []error
 	if c.CAFile != "" {
-		b, err := os.ReadFile(c.CAFile)
-		if err == nil {
-			f.ca, f.pool = b, x509.NewCertPool()
-			if !f.pool.AppendCertsFromPEM(b) {
-				err = errors.New("no PEM certificate in it")
-			}
-		}
-		if err != nil {
+		var err error
+		if f.ca, err = os.ReadFile(c.CAFile); err != nil {
 			errs = append(errs, &CredentialsError{What: "CA file", Path: c.CAFile, Err: err})
 		}
 	}
 	if c.CertFile != "" && c.KeyFile != "" {
-		cert, errC := os.ReadFile(c.CertFile)
-		key, errK := os.ReadFile(c.KeyFile)
-		err := errors.Join(errC, errK)
-		if err == nil {
-			var pair tls.Certificate
-			if pair, err = tls.X509KeyPair(cert, key); err == nil {
-				f.cert, f.key, f.pair = cert, key, &pair
-			}
-		}
-		if err != nil {
+		var errC, errK error
+		f.cert, errC = os.ReadFile(c.CertFile)
+		f.key, errK = os.ReadFile(c.KeyFile)
+		if err := errors.Join(errC, errK); err != nil {
 			errs = append(errs, &CredentialsError{What: "client certificate", Path: c.CertFile + " (key " + c.KeyFile + ")", Err: err})
 		}
 	}
 	return f, errors.Join(errs...)
+}
+
+// parseTLS fills f's CA pool and key pair from its contents.
+func (c TransportConfig) parseTLS(f *tlsFiles) error {
+	var errs []error
+	if f.ca != nil {
+		f.pool = x509.NewCertPool()
+		if !f.pool.AppendCertsFromPEM(f.ca) {
+			errs = append(errs, &CredentialsError{What: "CA file", Path: c.CAFile, Err: errors.New("no PEM certificate in it")})
+		}
+	}
+	if f.cert != nil || f.key != nil {
+		pair, err := tls.X509KeyPair(f.cert, f.key)
+		if err != nil {
+			errs = append(errs, &CredentialsError{What: "client certificate", Path: c.CertFile + " (key " + c.KeyFile + ")", Err: err})
+		} else {
+			f.pair = &pair
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// same reports whether f has the contents of o.
+func (f tlsFiles) same(o tlsFiles) bool {
+	return bytes.Equal(f.ca, o.ca) && bytes.Equal(f.cert, o.cert) && bytes.Equal(f.key, o.key)
 }
 
 // tlsConfig verifies the server with the given CAs (or the system's) and

@@ -36,7 +36,7 @@ type testCA struct {
 
 var serial atomic.Int64
 
-func newTestCA(t *testing.T, cn string) *testCA {
+func newTestCA(t testing.TB, cn string) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -60,7 +60,7 @@ func newTestCA(t *testing.T, cn string) *testCA {
 
 // issue returns a certificate for cn (a server one for 127.0.0.1 when
 // server is set) as PEM, with its key.
-func (ca *testCA) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
+func (ca *testCA) issue(t testing.TB, cn string, server bool) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -420,5 +420,41 @@ func TestTransportConfigValidate(t *testing.T) {
 				t.Errorf("error quotes the token: %q", err)
 			}
 		})
+	}
+}
+
+// BenchmarkCredentialReads is what reading every credential file costs each
+// query (a CA, a client certificate and key, a token, a header file), next
+// to the tens of milliseconds of the query itself.
+func BenchmarkCredentialReads(b *testing.B) {
+	ca := newTestCA(b, "ca")
+	cert, key := ca.issue(b, "client", false)
+	dir := b.TempDir()
+	files := map[string][]byte{"ca.crt": ca.pem, "tls.crt": cert, "tls.key": key, "token": []byte("token"), "org": []byte("team-a")}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rt, err := NewTransport(TransportConfig{
+		BearerTokenFile: filepath.Join(dir, "token"), CAFile: filepath.Join(dir, "ca.crt"),
+		CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
+		Headers: []Header{{Name: "X-Scope-OrgID", File: filepath.Join(dir, "org")}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := rt.(*transport)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := tr.current(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := readToken(tr.cfg.BearerTokenFile); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := readHeaderFile(tr.cfg.Headers[0]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
