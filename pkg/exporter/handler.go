@@ -186,9 +186,11 @@ func (f *processFamilies) writeText(w *bufio.Writer, snap *snapshot, m int, line
 			_, _ = w.WriteString(f.header[m])
 			header = true
 		}
-		line = append(line[:0], f.names[m]...)
-		line = append(line, p.s.text...)
-		line = append(line, ' ')
+		// Name and labels go straight into w's buffer; only the value
+		// is formatted on the side.
+		_, _ = w.WriteString(f.names[m])
+		_, _ = w.WriteString(p.s.text)
+		line = append(line[:0], ' ')
 		line = appendFloat(line, p.v[m])
 		line = append(line, '\n')
 		_, _ = w.Write(line)
@@ -196,11 +198,18 @@ func (f *processFamilies) writeText(w *bufio.Writer, snap *snapshot, m int, line
 	return line
 }
 
-// appendFloat formats a sample value as the text format does.
+// appendFloat formats a sample value as the text format does
+// (strconv's 'g' format, shortest representation).
 func appendFloat(b []byte, v float64) []byte {
 	switch {
 	case v == 0: // -0 too
 		return append(b, '0')
+	case v > -1e6 && v < 1e6 && v == math.Trunc(v):
+		// Most values (percentages, MiB) are whole numbers, which 'g'
+		// writes as plain integers below 1e6 (where it switches to an
+		// exponent); AppendInt is several times faster than the shortest
+		// float search.
+		return strconv.AppendInt(b, int64(v), 10)
 	case math.IsInf(v, +1):
 		return append(b, "+Inf"...)
 	case math.IsInf(v, -1):
