@@ -5,6 +5,7 @@ package exporter
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,22 +25,44 @@ import (
 
 // BenchmarkCollectRender measures one background collection (NVML sample
 // through go-nvml's DGX H100 mock, PID -> pod through a /proc tree, render)
-// plus one scrape of the /metrics handler in the text format (as Prometheus
-// asks, without gzip), in steady state (PID cache warm), for 64
-// processes (8 per GPU) and for 512 (64 per GPU). The collect and scrape
-// sub-benchmarks time each half alone; scrape-gzip is a scrape as
-// Prometheus sends it, compressed.
+// plus one scrape of the /metrics handler, in steady state (PID cache
+// warm), for 64 processes (8 per GPU) and for 512 (64 per GPU).
+//
+//   - collect+scrape: a collection and a scrape in the text format, as
+//     Prometheus asks for it, without gzip;
+//   - collect+scrape-gzip: the same, compressed as Prometheus fetches it;
+//   - collect, scrape, scrape-gzip: each half alone (the scrapes read the
+//     same snapshot every time);
+//   - scrape-http-gzip: a whole HTTP scrape over loopback with Prometheus
+//     3's request headers (server, connection and the client reading the
+//     compressed body, all in this process).
 func BenchmarkCollectRender(b *testing.B) {
+	modes := []benchMode{
+		{name: "collect+scrape", collect: true, scrape: true},
+		{name: "collect+scrape-gzip", collect: true, scrape: true, gzip: true},
+		{name: "collect", collect: true},
+		{name: "scrape", scrape: true},
+		{name: "scrape-gzip", scrape: true, gzip: true},
+		{name: "scrape-http-gzip", http: true},
+	}
 	for _, perGPU := range []int{8, 64} {
-		for _, mode := range []string{"collect+scrape", "collect", "scrape", "scrape-gzip"} {
-			b.Run(fmt.Sprintf("8gpu_x_%dproc/%s", 8*perGPU, mode), func(b *testing.B) {
-				benchCollectRender(b, perGPU, strings.HasPrefix(mode, "collect"), mode != "collect", mode == "scrape-gzip")
+		for _, mode := range modes {
+			b.Run(fmt.Sprintf("8gpu_x_%dproc/%s", 8*perGPU, mode.name), func(b *testing.B) {
+				benchCollectRender(b, perGPU, mode)
 			})
 		}
 	}
 }
 
-func benchCollectRender(b *testing.B, perGPU int, collect, render, gzip bool) {
+// benchMode is what one iteration of BenchmarkCollectRender does.
+type benchMode struct {
+	name            string
+	collect, scrape bool
+	gzip            bool // scrape with Accept-Encoding: gzip
+	http            bool // scrape through an HTTP server over loopback, with gzip
+}
+
+func benchCollectRender(b *testing.B, perGPU int, mode benchMode) {
 	srv := dgxh100.New()
 	procfs := fstest.MapFS{}
 	resolver := fakeResolver{}
@@ -93,22 +116,61 @@ func benchCollectRender(b *testing.B, perGPU int, collect, render, gzip bool) {
 	if n := strings.Count(rec.Body.String(), "\nDCGM_CUSTOM_PROCESS_"); n != 5*8*perGPU {
 		b.Fatalf("scrape has %d process series, want %d", n, 5*8*perGPU)
 	}
-	if gzip {
+	if mode.gzip {
 		req.Header.Set("Accept-Encoding", "gzip")
+	}
+	if mode.http {
+		benchHTTPScrape(b, metrics)
+		return
 	}
 
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if collect {
+		if mode.collect {
 			if err := e.CollectOnce(ctx); err != nil {
 				b.Fatal(err)
 			}
 		}
-		if render {
+		if mode.scrape {
 			clear(w.h)
 			metrics.ServeHTTP(w, req)
 		}
+	}
+}
+
+// benchHTTPScrape scrapes metrics through a loopback HTTP server as
+// Prometheus 3 does: its Accept header, gzip, the compressed body read to
+// the end. The client does not decompress (it set Accept-Encoding
+// itself), as Prometheus decompresses while parsing, which is not the
+// exporter's cost.
+func benchHTTPScrape(b *testing.B, metrics http.Handler) {
+	srv := httptest.NewServer(metrics)
+	defer srv.Close()
+	client := srv.Client()
+	req, err := http.NewRequestWithContext(b.Context(), http.MethodGet, srv.URL+"/metrics", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Accept", prom3Accept)
+	req.Header.Set("Accept-Encoding", "gzip")
+	scrape := func() int64 {
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "gzip" {
+			b.Fatalf("scrape: status %d, encoding %q, %d bytes, %v", resp.StatusCode, resp.Header.Get("Content-Encoding"), n, err)
+		}
+		return n
+	}
+	scrape() // open the connection
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		scrape()
 	}
 }
 

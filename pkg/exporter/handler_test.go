@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -305,4 +306,31 @@ func TestScrapesDuringCollections(t *testing.T) {
 		}
 	}
 	<-done
+}
+
+// TestAppendFloat checks the text format's values against strconv's
+// shortest 'g' format, around the whole-number shortcut's edges.
+func TestAppendFloat(t *testing.T) {
+	special := map[float64]string{0: "0", math.Inf(1): "+Inf", math.Inf(-1): "-Inf"}
+	values := []float64{
+		math.Copysign(0, -1), 1, -1, 0.5, 1.5, 99, 100, 81920, 81920.5, 1e-7, -1e-7,
+		99999, 999999, 999999.5, 1e6, -1e6, 1e6 + 1, -999999, 1234567, 1e15, 1e21, -1e21,
+		math.MaxFloat64, math.SmallestNonzeroFloat64, math.Nextafter(1e6, 0), math.Nextafter(1e6, 2e6),
+		float64(1<<53) + 2, math.Inf(1), math.Inf(-1),
+	}
+	for i := range 1000 {
+		values = append(values, float64(i*997), -float64(i*997), float64(i)/8)
+	}
+	for _, v := range values {
+		want, ok := special[v]
+		if !ok {
+			want = strconv.FormatFloat(v, 'g', -1, 64)
+		}
+		if got := string(appendFloat([]byte("x"), v)); got != "x"+want {
+			t.Errorf("appendFloat(%v) = %q, want %q", v, got[1:], want)
+		}
+	}
+	if got := string(appendFloat(nil, math.NaN())); got != "NaN" {
+		t.Errorf("appendFloat(NaN) = %q", got)
+	}
 }
