@@ -46,7 +46,7 @@ build: ## Build the three binaries into bin/ (the exporter with cgo for NVML).
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/spillway-controller ./cmd/spillway-controller
 
 .PHONY: control-plane
-control-plane: ## Build the pinned control-plane binaries into the user cache (cold: ~14 min on 2 cores here; later runs reuse them).
+control-plane: ## Build the pinned control-plane binaries and Thanos into the user cache (cold: ~14 min + ~9 min for Thanos on 2 cores here; later runs reuse them).
 	go run ./test/cmd/localcluster build
 
 $(CONTROLLER_GEN): tools/controller-gen/go.mod
