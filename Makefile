@@ -150,6 +150,10 @@ bench: control-plane build ## Go benchmarks (exporter collect+render, adapter se
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
 	go run ./test/bench/adaptercluster --bin-dir $(BIN)
 
+.PHONY: bench-fleet
+bench-fleet: control-plane build ## The adapter reading a synthetic fleet of 20,000 to 200,000 series through Thanos Query over two Prometheus shards; writes out/bench/fleet.md.
+	go run ./test/bench/fleet --bin-dir $(BIN) --out out/bench
+
 .PHONY: bench-tidal
 bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run).
 	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --day-duration $(TIDAL_DAY)

@@ -27,6 +27,12 @@ const podWorkers = 16
 // otherwise evict all of them five minutes in. It returns the pod names by
 // app. cfg is an admin config; its rate limits are lifted here.
 func (f Fleet) CreatePods(ctx context.Context, cfg *rest.Config, log io.Writer) (map[string][]string, error) {
+	return f.CreatePodsFrom(ctx, cfg, 0, log)
+}
+
+// CreatePodsFrom is CreatePods for the apps from firstApp on, for a fleet
+// that grows: the pods of the apps before it exist already.
+func (f Fleet) CreatePodsFrom(ctx context.Context, cfg *rest.Config, firstApp int, log io.Writer) (map[string][]string, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = 500, 500
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -74,7 +80,7 @@ func (f Fleet) CreatePods(ctx context.Context, cfg *rest.Config, log io.Writer) 
 		}()
 	}
 feed:
-	for a := range f.Apps {
+	for a := firstApp; a < f.Apps; a++ {
 		app := AppName(a)
 		for p := range f.PodsPerApp {
 			pod := PodName(app, p)
