@@ -360,12 +360,14 @@ func get(ctx context.Context, path string) (*metricList, error) {
 	return &l, json.Unmarshal(raw, &l)
 }
 
+// refreshErrors is the adapter's count of failed refreshes, summed over
+// whatever labels the counter carries.
 func refreshErrors(t *testing.T, a *demo.Adapter) float64 {
 	t.Helper()
 	var n float64
 	err := framework.ScrapeMetrics(context.Background(), a.SelfMetricsAddr, func(series string, v float64) {
-		if series == metricnames.AdapterRefreshErrors {
-			n = v
+		if series == metricnames.AdapterRefreshErrors || strings.HasPrefix(series, metricnames.AdapterRefreshErrors+"{") {
+			n += v
 		}
 	})
 	if err != nil {
