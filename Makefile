@@ -46,7 +46,7 @@ build: ## Build the three binaries into bin/ (the exporter with cgo for NVML).
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/spillway-controller ./cmd/spillway-controller
 
 .PHONY: control-plane
-control-plane: ## Build the pinned control-plane binaries into the user cache (cold: ~14 min on 2 cores here; later runs reuse them).
+control-plane: ## Build the pinned control-plane binaries and Thanos into the user cache (cold: ~14 min + ~9 min for Thanos on 2 cores here; later runs reuse them).
 	go run ./test/cmd/localcluster build
 
 $(CONTROLLER_GEN): tools/controller-gen/go.mod
@@ -149,6 +149,10 @@ demo: control-plane build ## The seed scenario on a local cluster with simulated
 bench: control-plane build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster.
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
 	go run ./test/bench/adaptercluster --bin-dir $(BIN)
+
+.PHONY: bench-fleet
+bench-fleet: control-plane build ## The adapter reading a synthetic fleet of 20,000 to 200,000 series through Thanos Query over two Prometheus shards; writes out/bench/fleet.md.
+	go run ./test/bench/fleet --bin-dir $(BIN) --out out/bench
 
 .PHONY: bench-tidal
 bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run).

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +63,12 @@ type Prometheus struct {
 
 // StartPrometheus writes a config for the targets and starts Prometheus.
 func (c *Cluster) StartPrometheus(ctx context.Context, name string, interval time.Duration, targets []ScrapeTarget) (*Prometheus, error) {
+	return c.startPrometheus(ctx, name, interval, targets, nil)
+}
+
+// startPrometheus is StartPrometheus with external labels in the global
+// config (which a Thanos sidecar requires; see StartThanos).
+func (c *Cluster) startPrometheus(ctx context.Context, name string, interval time.Duration, targets []ScrapeTarget, externalLabels map[string]string) (*Prometheus, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -70,7 +78,14 @@ func (c *Cluster) StartPrometheus(ctx context.Context, name string, interval tim
 		return nil, err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\nscrape_configs:\n", interval, interval)
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", interval, interval)
+	if len(externalLabels) > 0 {
+		b.WriteString("  external_labels:\n")
+		for _, k := range slices.Sorted(maps.Keys(externalLabels)) {
+			fmt.Fprintf(&b, "    %s: %q\n", k, externalLabels[k])
+		}
+	}
+	b.WriteString("scrape_configs:\n")
 	for _, t := range targets {
 		path := t.Path
 		if path == "" {

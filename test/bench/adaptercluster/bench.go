@@ -8,12 +8,21 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spillway-dev/spillway/internal/fleetsim"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
-// Namespace holds every benchmark pod.
-const benchNamespace = "bench"
+// The synthetic fleet: every benchmark pod is in benchNamespace, bound to
+// benchNode (the Hostname of every series).
+const (
+	benchNamespace = "bench"
+	benchNode      = "bench-gpu-node"
+)
+
+// benchJob is the scrape job of the synthetic exporter; the adapters under
+// test select it with --series-selector.
+const benchJob = "bench-gpu-exporter"
 
 type bench struct {
 	o      options
@@ -58,9 +67,10 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 
-	series := seriesFor(b.o.apps, b.o.podsPerApp)
-	exposition := renderExposition(series)
-	metricsSrv, err := serveExposition(exposition)
+	fleet := fleetsim.Fleet{Namespace: benchNamespace, Node: benchNode, Apps: b.o.apps, PodsPerApp: b.o.podsPerApp}
+	series := fleet.Series()
+	exposition := fleetsim.Render(series)
+	metricsSrv, err := fleetsim.Serve(exposition)
 	if err != nil {
 		return err
 	}
@@ -84,7 +94,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		}
 	}()
 
-	pods, err := createPods(ctx, c, b.o.apps, b.o.podsPerApp, b.log)
+	pods, err := fleet.CreatePods(ctx, c.RESTConfig(), b.log)
 	if err != nil {
 		return err
 	}
@@ -94,7 +104,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := waitSeries(ctx, prom.URL, len(series), b.log); err != nil {
+	if err := fleetsim.WaitSeries(ctx, prom.URL, len(series), 3*time.Minute, b.log); err != nil {
 		return err
 	}
 
@@ -102,7 +112,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	app := appName(b.o.benchApp)
+	app := fleetsim.AppName(b.o.benchApp)
 	if err := srv.seedFloor(ctx, pods[app]); err != nil {
 		return err
 	}

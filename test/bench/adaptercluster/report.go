@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spillway-dev/spillway/internal/fleetsim"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
@@ -66,7 +67,7 @@ func (r report) markdown() string {
 		"(+%s unmeasured warm-up), at most %d in flight, HTTP/1.1, admin bearer token. "+
 		"All servers ran side by side on this machine's %d CPUs, load generator included; run took %s.\n\n",
 		localcluster.KubernetesVersion, r.pods, benchNamespace, o.apps, o.podsPerApp, r.series, metricnames.ProcessSMUtil,
-		appName(o.benchApp), o.podsPerApp, o.rps, o.duration, o.warmup, o.concurrency, runtime.NumCPU(), r.duration.Round(time.Second))
+		fleetsim.AppName(o.benchApp), o.podsPerApp, o.rps, o.duration, o.warmup, o.concurrency, runtime.NumCPU(), r.duration.Round(time.Second))
 
 	b.WriteString("| server | request | route | items | requests | errors | p50 | p99 | p99 from schedule |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|\n")

@@ -21,8 +21,8 @@ Runs spillway's local control plane (etcd, kube-apiserver, kube-controller-manag
 kube-scheduler, kwok, Karpenter's kwok provider) built from pinned versions.
 
 commands:
-  build   build the pinned control-plane binaries into the user cache (no cluster);
-          a cold build takes ~20-25 minutes on 2 cores, later calls return at once
+  build   build the pinned control-plane binaries and Thanos into the user cache (no
+          cluster); a cold build takes ~25-30 minutes on 2 cores, later calls return at once
   up      start a cluster in the background with one on-prem GPU node and an elastic
           Karpenter NodePool, print its KUBECONFIG, and return
   down    stop the cluster started by "up" (only the processes it started)
@@ -41,6 +41,11 @@ func run(ctx context.Context, args []string) error {
 	case "build":
 		bins, err := localcluster.EnsureBinaries(ctx, os.Stderr)
 		if err != nil {
+			return err
+		}
+		// Thanos is not part of a cluster, but the fleet tests start it:
+		// built here so a cold build never runs inside a test's timeout.
+		if _, err := localcluster.EnsureThanos(ctx, os.Stderr); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "[localcluster] binaries ready: %s\n", filepath.Dir(filepath.Dir(bins.KubeAPIServer)))

@@ -1,4 +1,4 @@
-package main
+package fleetsim
 
 import (
 	"context"
@@ -13,40 +13,46 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-
-	"github.com/spillway-dev/spillway/internal/localcluster"
 )
 
 const podWorkers = 16
 
-// createPods creates the benchmark pods bound to a node that kwok does not
-// manage, then marks each Running, so nothing changes them while the
-// adapters watch. They tolerate the node's not-ready/unreachable taints
-// forever, because with no kubelet heartbeating it the node lifecycle
-// controller taints the node and would otherwise evict all of them five
-// minutes in. It returns the pod names by app.
-func createPods(ctx context.Context, c *localcluster.Cluster, apps, podsPerApp int, log io.Writer) (map[string][]string, error) {
-	cfg := c.RESTConfig()
+// CreatePods creates the fleet's namespace (if missing), its node and its
+// pods bound to that node, which no kwok manages, then marks each Running,
+// so nothing changes them while the adapters watch. They tolerate the
+// node's not-ready/unreachable taints forever, because with no kubelet
+// heartbeating it the node lifecycle controller taints the node and would
+// otherwise evict all of them five minutes in. It returns the pod names by
+// app. cfg is an admin config; its rate limits are lifted here.
+func (f Fleet) CreatePods(ctx context.Context, cfg *rest.Config, log io.Writer) (map[string][]string, error) {
+	return f.CreatePodsFrom(ctx, cfg, 0, log)
+}
+
+// CreatePodsFrom is CreatePods for the apps from firstApp on, for a fleet
+// that grows: the pods of the apps before it exist already.
+func (f Fleet) CreatePodsFrom(ctx context.Context, cfg *rest.Config, firstApp int, log io.Writer) (map[string][]string, error) {
+	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = 500, 500
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := createNode(ctx, cs); err != nil {
+	if err := f.createNode(ctx, cs); err != nil {
 		return nil, err
 	}
-	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{})
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.Namespace}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("creating namespace %s: %w", benchNamespace, err)
+		return nil, fmt.Errorf("creating namespace %s: %w", f.Namespace, err)
 	}
 	// Pods are only created once the namespace's default ServiceAccount
 	// exists (the ServiceAccount admission plugin would reject them).
-	if err := waitServiceAccount(ctx, cs); err != nil {
+	if err := f.waitServiceAccount(ctx, cs); err != nil {
 		return nil, err
 	}
 
-	byApp := make(map[string][]string, apps)
+	byApp := make(map[string][]string, f.Apps)
 	type job struct{ app, pod string }
 	jobs := make(chan job)
 	var (
@@ -63,21 +69,21 @@ func createPods(ctx context.Context, c *localcluster.Cluster, apps, podsPerApp i
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if err := createRunningPod(wctx, cs, j.app, j.pod); err != nil {
+				if err := f.createRunningPod(wctx, cs, j.app, j.pod); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					return
 				}
 				if n := done.Add(1); n%1000 == 0 {
-					fmt.Fprintf(log, "[adaptercluster] %d pods Running (%s)\n", n, time.Since(start).Round(time.Second))
+					fmt.Fprintf(log, "[fleetsim] %d pods Running (%s)\n", n, time.Since(start).Round(time.Second))
 				}
 			}
 		}()
 	}
 feed:
-	for a := range apps {
-		app := appName(a)
-		for p := range podsPerApp {
-			pod := podName(app, p)
+	for a := firstApp; a < f.Apps; a++ {
+		app := AppName(a)
+		for p := range f.PodsPerApp {
+			pod := PodName(app, p)
 			byApp[app] = append(byApp[app], pod)
 			select {
 			case jobs <- job{app, pod}:
@@ -94,20 +100,20 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(log, "[adaptercluster] %d pods Running in namespace %s in %s\n", done.Load(), benchNamespace, time.Since(start).Round(time.Second))
+	fmt.Fprintf(log, "[fleetsim] %d pods Running in namespace %s in %s\n", done.Load(), f.Namespace, time.Since(start).Round(time.Second))
 	return byApp, nil
 }
 
-func createNode(ctx context.Context, cs kubernetes.Interface) error {
+func (f Fleet) createNode(ctx context.Context, cs kubernetes.Interface) error {
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU:    resource.MustParse("1000"),
 		corev1.ResourceMemory: resource.MustParse("4Ti"),
-		corev1.ResourcePods:   resource.MustParse("10000"),
+		corev1.ResourcePods:   resource.MustParse("100000"),
 	}
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:   benchNode,
-			Labels: map[string]string{corev1.LabelHostname: benchNode},
+			Name:   f.Node,
+			Labels: map[string]string{corev1.LabelHostname: f.Node},
 		},
 		// Unschedulable keeps the scheduler from placing anything else here.
 		Spec:   corev1.NodeSpec{Unschedulable: true},
@@ -115,47 +121,47 @@ func createNode(ctx context.Context, cs kubernetes.Interface) error {
 	}
 	_, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating node %s: %w", benchNode, err)
+		return fmt.Errorf("creating node %s: %w", f.Node, err)
 	}
 	return nil
 }
 
-func waitServiceAccount(ctx context.Context, cs kubernetes.Interface) error {
+func (f Fleet) waitServiceAccount(ctx context.Context, cs kubernetes.Interface) error {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for {
-		_, err := cs.CoreV1().ServiceAccounts(benchNamespace).Get(wctx, "default", metav1.GetOptions{})
+		_, err := cs.CoreV1().ServiceAccounts(f.Namespace).Get(wctx, "default", metav1.GetOptions{})
 		if err == nil {
 			return nil
 		}
 		select {
 		case <-wctx.Done():
-			return fmt.Errorf("waiting for the default ServiceAccount in %s: %w (last error %w)", benchNamespace, wctx.Err(), err)
+			return fmt.Errorf("waiting for the default ServiceAccount in %s: %w (last error %w)", f.Namespace, wctx.Err(), err)
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
 }
 
-func createRunningPod(ctx context.Context, cs kubernetes.Interface, app, name string) error {
+func (f Fleet) createRunningPod(ctx context.Context, cs kubernetes.Interface, app, name string) error {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      name,
-			Namespace: benchNamespace,
+			Namespace: f.Namespace,
 			Labels:    map[string]string{"app": app},
 		},
 		Spec: corev1.PodSpec{
-			NodeName:                     benchNode,
+			NodeName:                     f.Node,
 			AutomountServiceAccountToken: ptr.To(false),
-			Containers:                   []corev1.Container{{Name: benchContainer, Image: "registry.invalid/bench:0"}},
+			Containers:                   []corev1.Container{{Name: Container, Image: "registry.invalid/bench:0"}},
 			Tolerations: []corev1.Toleration{
 				{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
 				{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
 			},
 		},
 	}
-	created, err := cs.CoreV1().Pods(benchNamespace).Create(ctx, pod, metav1.CreateOptions{})
+	created, err := cs.CoreV1().Pods(f.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		created, err = cs.CoreV1().Pods(benchNamespace).Get(ctx, name, metav1.GetOptions{})
+		created, err = cs.CoreV1().Pods(f.Namespace).Get(ctx, name, metav1.GetOptions{})
 	}
 	if err != nil {
 		return fmt.Errorf("creating pod %s: %w", name, err)
@@ -166,7 +172,7 @@ func createRunningPod(ctx context.Context, cs kubernetes.Interface, app, name st
 	now := metav1.Now()
 	created.Status.Phase = corev1.PodRunning
 	created.Status.StartTime = &now
-	if _, err := cs.CoreV1().Pods(benchNamespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Pods(f.Namespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("marking pod %s Running: %w", name, err)
 	}
 	return nil
