@@ -150,7 +150,7 @@ demo: control-plane build ## The seed scenario on a local cluster with simulated
 
 ##@ Benchmarks
 .PHONY: bench
-bench: control-plane build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster.
+bench: control-plane keda build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster, and KEDA on the same series (out/bench/peers.md).
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
 	go run ./test/bench/adaptercluster --bin-dir $(BIN)
 
