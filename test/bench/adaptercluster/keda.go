@@ -177,13 +177,16 @@ func (r report) peersMarkdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %s | %s | %s |\n",
 			t.server, t.api, route, s.Requests, s.Errors, ms(s.P50), ms(s.P99), ratio)
 	}
+	var failed []string
 	for _, res := range r.results {
 		if res.err != nil && strings.HasPrefix(res.target.name, "keda-") {
-			fmt.Fprintf(&b, "\n- %s: %v", res.target.name, res.err)
+			failed = append(failed, fmt.Sprintf("- %s: %v", res.target.name, res.err))
 		}
 	}
+	if len(failed) > 0 {
+		b.WriteString("\nKEDA targets that failed under the load:\n\n" + strings.Join(failed, "\n") + "\n")
+	}
 	b.WriteString(`
-
 Notes:
 - KEDA serves external.metrics.k8s.io only once spillway's aggregated adapter is stopped (one owner per API group
   version), so its rows were measured after spillway's, against the same cluster, Prometheus and series.
