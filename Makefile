@@ -49,6 +49,10 @@ build: ## Build the three binaries into bin/ (the exporter with cgo for NVML).
 control-plane: ## Build the pinned control-plane binaries and Thanos into the user cache (cold: ~14 min + ~9 min for Thanos on 2 cores here; later runs reuse them).
 	go run ./test/cmd/localcluster build
 
+.PHONY: keda
+keda: ## Build KEDA v2.21.0's operator and metrics API server into the user cache (the peer test/keda runs; cold: ~8 min on 2 cores).
+	go run ./test/cmd/localcluster build-keda
+
 $(CONTROLLER_GEN): tools/controller-gen/go.mod
 	go -C tools/controller-gen build -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
 
@@ -111,7 +115,7 @@ unit: $(HELM) ## Fast tests: no cluster, all packages in parallel.
 	go test -short -count=1 ./...
 
 .PHONY: integration
-integration: control-plane build $(HELM) ## Cluster-backed tests (real apiserver, kcm, scheduler, kwok, Karpenter, Prometheus), one package at a time.
+integration: control-plane keda build $(HELM) ## Cluster-backed tests (real apiserver, kcm, scheduler, kwok, Karpenter, Prometheus, KEDA), one package at a time.
 	go test -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./test/...
 
 .PHONY: test
@@ -146,7 +150,7 @@ demo: control-plane build ## The seed scenario on a local cluster with simulated
 
 ##@ Benchmarks
 .PHONY: bench
-bench: control-plane build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster.
+bench: control-plane keda build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster, and KEDA on the same series (out/bench/peers.md).
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
 	go run ./test/bench/adaptercluster --bin-dir $(BIN)
 

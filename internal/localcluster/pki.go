@@ -52,8 +52,9 @@ func serial() *big.Int {
 	return n
 }
 
-// issue signs a leaf certificate. Server certs get loopback SANs.
-func (c *ca) issue(cn string, orgs []string, server bool) (certPEM, keyPEM []byte, err error) {
+// issue signs a leaf certificate. Server certs get loopback SANs and any
+// extra DNS names (the in-cluster Service names a client verifies).
+func (c *ca) issue(cn string, orgs []string, server bool, extraDNS ...string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -68,7 +69,7 @@ func (c *ca) issue(cn string, orgs []string, server bool) (certPEM, keyPEM []byt
 	}
 	if server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-		tmpl.DNSNames = []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}
+		tmpl.DNSNames = append([]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}, extraDNS...)
 		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)

@@ -1,5 +1,5 @@
 // Package testobjects builds the objects spillway's tests start from (a
-// ResourcePolicy, pods, nodes, HPAs) with what a test does not care about
+// ResourcePolicy, pods, nodes, HPAs, KEDA ScaledObjects) with what a test does not care about
 // filled in, so that each test states only the fields it is about.
 //
 // Every builder takes a small options struct whose zero fields mean "the
@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
@@ -174,6 +175,69 @@ func HPA(o HPAOptions, edit ...func(*autoscalingv2.HorizontalPodAutoscaler)) *au
 		e(h)
 	}
 	return h
+}
+
+// ScaledObjectOptions describe a KEDA ScaledObject (keda.sh/v1alpha1) on a
+// Deployment with one Prometheus trigger; zero fields are left unset
+// (KEDA's defaults), except Namespace (default Namespace).
+type ScaledObjectOptions struct {
+	Name, Namespace string
+	// Deployment is the scale target's name.
+	Deployment string
+	// MinReplicas and MaxReplicas are minReplicaCount and maxReplicaCount
+	// (KEDA's defaults: 0 and 100).
+	MinReplicas, MaxReplicas *int32
+	// PollingInterval is how often the operator polls the trigger.
+	PollingInterval time.Duration
+	// ServerAddress, Query and Threshold are the trigger's metadata of the
+	// same names; Metadata adds other keys (e.g. ignoreNullValues).
+	ServerAddress, Query, Threshold string
+	Metadata                        map[string]string
+	// ScaleWindow, when set, gives the generated HPA a behavior that scales
+	// up and down by up to 100 % every ScaleWindow with no stabilization
+	// (advanced.horizontalPodAutoscalerConfig.behavior).
+	ScaleWindow time.Duration
+}
+
+// ScaledObject builds the ScaledObject o describes as an unstructured
+// object (spillway does not import KEDA's API types), then applies edit.
+func ScaledObject(o ScaledObjectOptions, edit ...func(*unstructured.Unstructured)) *unstructured.Unstructured {
+	meta := map[string]any{"serverAddress": o.ServerAddress, "query": o.Query, "threshold": o.Threshold}
+	for k, v := range o.Metadata {
+		meta[k] = v
+	}
+	spec := map[string]any{
+		"scaleTargetRef": map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": o.Deployment},
+		"triggers":       []any{map[string]any{"type": "prometheus", "metadata": meta}},
+	}
+	if o.MinReplicas != nil {
+		spec["minReplicaCount"] = int64(*o.MinReplicas)
+	}
+	if o.MaxReplicas != nil {
+		spec["maxReplicaCount"] = int64(*o.MaxReplicas)
+	}
+	if o.PollingInterval > 0 {
+		spec["pollingInterval"] = int64(o.PollingInterval / time.Second)
+	}
+	if o.ScaleWindow > 0 {
+		rules := map[string]any{
+			"stabilizationWindowSeconds": int64(0),
+			"policies":                   []any{map[string]any{"type": "Percent", "value": int64(100), "periodSeconds": int64(o.ScaleWindow / time.Second)}},
+		}
+		spec["advanced"] = map[string]any{"horizontalPodAutoscalerConfig": map[string]any{
+			"behavior": map[string]any{"scaleUp": rules, "scaleDown": rules},
+		}}
+	}
+	so := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "keda.sh/v1alpha1",
+		"kind":       "ScaledObject",
+		"metadata":   map[string]any{"name": o.Name, "namespace": or(o.Namespace, Namespace)},
+		"spec":       spec,
+	}}
+	for _, e := range edit {
+		e(so)
+	}
+	return so
 }
 
 func objectMeta(name, namespace string, created time.Time) metav1.ObjectMeta {

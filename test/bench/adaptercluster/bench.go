@@ -50,6 +50,11 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("building the test-adapter: %w", err)
 	}
+	if b.o.keda {
+		if _, err := localcluster.EnsureKEDA(ctx, b.log); err != nil {
+			return fmt.Errorf("building KEDA: %w", err)
+		}
+	}
 	tmp, err := os.MkdirTemp("", "spillway-adaptercluster-")
 	if err != nil {
 		return err
@@ -136,6 +141,26 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if b.o.keda {
+		kts, err := startKEDA(ctx, c, srv, prom.URL, app)
+		if err != nil {
+			return err
+		}
+		if err := waitTargets(ctx, c, kts, len(pods[app]), b.log); err != nil {
+			return err
+		}
+		for _, t := range kts {
+			b.logf("loading %s: %.0f req/s for %s (+%s warm-up)", t.name, b.o.rps, b.o.duration, b.o.warmup)
+			s, lerr := runLoad(ctx, loadBin, c.KubeconfigPath(), t, b.o)
+			if lerr != nil {
+				b.logf("  %s failed: %v", t.name, lerr)
+			}
+			results = append(results, result{target: t, summary: s, err: lerr})
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 
 	rep := report{
 		when:     started,
@@ -155,6 +180,15 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 	b.logf("wrote %s", out)
+	if b.o.keda {
+		peers := filepath.Join(b.o.outDir, "peers.md")
+		text := rep.peersMarkdown()
+		fmt.Fprint(b.stdout, "\n"+text)
+		if err := os.WriteFile(peers, []byte(text), 0o644); err != nil {
+			return err
+		}
+		b.logf("wrote %s", peers)
+	}
 	for _, r := range results {
 		if r.err != nil && !r.target.reference {
 			return fmt.Errorf("target %s failed: %w", r.target.name, r.err)

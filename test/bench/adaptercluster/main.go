@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/spillway-dev/spillway/internal/localcluster"
 )
 
 type options struct {
@@ -41,6 +43,7 @@ type options struct {
 	warmup      time.Duration
 	concurrency int
 	aggregator  bool
+	keda        bool
 	keepDir     bool
 }
 
@@ -100,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "Unmeasured load sent to each target first.")
 	fs.IntVar(&o.concurrency, "concurrency", 50, "Most requests in flight at once per target.")
 	fs.BoolVar(&o.aggregator, "aggregator", true, "Also register the cache-mode adapter through the kube-apiserver aggregator and measure that path.")
+	fs.BoolVar(&o.keda, "keda", true, "Then measure KEDA "+localcluster.KEDAVersion+"'s external metric for ScaledObjects over the same series, direct and through the aggregator (builds KEDA into the user cache on first use, ~8 min cold), and write <out>/peers.md.")
 	fs.BoolVar(&o.keepDir, "keep-dir", false, "Keep the cluster directory (logs, Prometheus data) after the run.")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

@@ -24,6 +24,9 @@ type servers struct {
 	floorPort, cachePort, livePort int
 	// aggregator: the cache adapter is also registered through APIServices.
 	aggregator bool
+	// cacheProc is the cache adapter's process (stopped before KEDA takes
+	// external.metrics.k8s.io).
+	cacheProc *localcluster.Process
 }
 
 func checkPortFree(port int) error {
@@ -90,7 +93,7 @@ func startServers(ctx context.Context, c *localcluster.Cluster, bins binaries, p
 	}
 	cacheArgs := append(promArgs("spillway-metrics-adapter-cache", s.cachePort),
 		"--refresh-interval=5s", fmt.Sprintf("--self-metrics-address=127.0.0.1:%d", ports[3]))
-	if _, err := c.StartProcess("spillway-metrics-adapter-cache", bins.adapter, append(cacheArgs, cacheTLS...), nil); err != nil {
+	if s.cacheProc, err = c.StartProcess("spillway-metrics-adapter-cache", bins.adapter, append(cacheArgs, cacheTLS...), nil); err != nil {
 		return nil, err
 	}
 	if _, err := c.StartProcess("liveadapter", bins.live, promArgs("liveadapter", s.livePort), nil); err != nil {

@@ -23,6 +23,9 @@ kube-scheduler, kwok, Karpenter's kwok provider) built from pinned versions.
 commands:
   build   build the pinned control-plane binaries and Thanos into the user cache (no
           cluster); a cold build takes ~25-30 minutes on 2 cores, later calls return at once
+  build-keda
+          build KEDA's operator and metrics API server (the peer the KEDA tests
+          and benchmarks run) into the user cache; cold ~8 minutes on 2 cores
   up      start a cluster in the background with one on-prem GPU node and an elastic
           Karpenter NodePool, print its KUBECONFIG, and return
   down    stop the cluster started by "up" (only the processes it started)
@@ -49,6 +52,13 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "[localcluster] binaries ready: %s\n", filepath.Dir(filepath.Dir(bins.KubeAPIServer)))
+		return nil
+	case "build-keda":
+		kb, err := localcluster.EnsureKEDA(ctx, os.Stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "[localcluster] KEDA %s ready: %s\n", localcluster.KEDAVersion, filepath.Dir(kb.Operator))
 		return nil
 	case "up":
 		return up(ctx)
