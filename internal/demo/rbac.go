@@ -15,6 +15,7 @@ import (
 
 	"github.com/spillway-dev/spillway/deploy/chart"
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/test/framework"
 )
 
 // rbacKinds are the objects of the rendered chart that grant the components
@@ -36,7 +37,7 @@ var rbacKinds = map[string]bool{
 // policy that refuses what the controller does) fails the demo and the e2e
 // test instead of a user's install.
 func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster) (map[string]string, error) {
-	objs, err := chart.Render(ctx, chart.Release{Name: "spillway", Namespace: SystemNamespace, Set: []string{"exporter.backend=sim"}})
+	objs, err := chart.Render(ctx, chart.Release{Name: "spillway", Namespace: framework.SystemNamespace, Set: []string{"exporter.backend=sim"}})
 	if err != nil {
 		return nil, fmt.Errorf("rendering the Helm chart: %w", err)
 	}
@@ -52,13 +53,13 @@ func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster) (ma
 		keep.WriteString("---\n")
 		keep.Write(b)
 	}
-	if err := c.Apply(ctx, []byte(systemNamespace+"---\n"+keep.String())); err != nil {
+	if err := c.Apply(ctx, []byte(framework.SystemNamespaceYAML+"---\n"+keep.String())); err != nil {
 		return nil, err
 	}
 	cfg := c.RESTConfig()
 	out := map[string]string{}
 	for _, sa := range []string{"spillway-gpu-exporter", "spillway-metrics-adapter", "spillway-controller"} {
-		tr, err := c.Client().CoreV1().ServiceAccounts(SystemNamespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		tr, err := c.Client().CoreV1().ServiceAccounts(framework.SystemNamespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
 			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))},
 		}, metav1.CreateOptions{})
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/spillway-dev/spillway/internal/scenario"
 	"github.com/spillway-dev/spillway/pkg/gpu/sim"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/test/framework"
 )
 
 // The seed scenario's names and sizes.
@@ -28,7 +29,7 @@ const (
 	ElasticPool     = "elastic"
 	Predictor       = "qwen-chat-predictor"
 	PredictorApp    = "isvc.qwen-chat-predictor"
-	SeedCapacityRPS = 10.0 // req/s one replica serves at 100 % SM utilization
+	SeedCapacityRPS = framework.SimReplicaCapacityRPS // req/s one replica serves at 100 % SM utilization
 )
 
 // Run configures one play of a trace.

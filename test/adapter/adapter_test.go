@@ -45,9 +45,9 @@ const (
 )
 
 type pipeline struct {
-	exporter *demo.Exporter
+	exporter *framework.Exporter
 	prom     *localcluster.Prometheus
-	adapter  *demo.Adapter
+	adapter  *framework.Adapter
 	// forger is a scrape target (honor_labels: true, like a tenant's pod
 	// a careless job scrapes) that publishes whatever the test sets.
 	forger *forger
@@ -77,7 +77,7 @@ func setup(t *testing.T) *pipeline {
 			return
 		}
 		p := &pipeline{}
-		if p.exporter, setupErr = demo.StartExporter(ctx, cluster, "../../bin", 2*time.Second); setupErr != nil {
+		if p.exporter, setupErr = framework.StartExporter(ctx, cluster, "../../bin", 2*time.Second); setupErr != nil {
 			return
 		}
 		if p.forger, setupErr = startForger(); setupErr != nil {
@@ -94,7 +94,7 @@ func setup(t *testing.T) *pipeline {
 		if setupErr = os.WriteFile(cfg, []byte(metricsConfig), 0o644); setupErr != nil {
 			return
 		}
-		if p.adapter, setupErr = demo.StartAdapter(ctx, cluster, "../../bin", p.prom.URL, 2*time.Second,
+		if p.adapter, setupErr = framework.StartAdapter(ctx, cluster, "../../bin", p.prom.URL, 2*time.Second,
 			[]string{"--max-staleness=" + staleness.String(), "--metrics-config=" + cfg}); setupErr != nil {
 			return
 		}

@@ -85,7 +85,7 @@ func TestMaxHoldsAcrossWebhookReplicas(t *testing.T) {
 	// not connections: the API server keeps one connection to a webhook,
 	// which a Service (or TCPProxy) would pin to one replica.
 	bal := startBalancer(t, h)
-	if err := cluster.Apply(ctx, []byte(demo.WebhookConfig(bal.Port()))); err != nil {
+	if err := cluster.Apply(ctx, []byte(framework.WebhookConfig(bal.Port()))); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { restoreWebhookConfig(t, h) })
@@ -193,7 +193,7 @@ func startBalancer(t *testing.T, h *demo.HA) *localcluster.RequestBalancer {
 	t.Helper()
 	var sec *corev1.Secret
 	framework.Eventually(t, 30*time.Second, time.Second, "the webhook chain's Secret", func(ctx context.Context) (bool, string) {
-		s, err := cluster.Client().CoreV1().Secrets(demo.SystemNamespace).Get(ctx, webhookSecret, metav1.GetOptions{})
+		s, err := cluster.Client().CoreV1().Secrets(framework.SystemNamespace).Get(ctx, webhookSecret, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -228,7 +228,7 @@ func startBalancer(t *testing.T, h *demo.HA) *localcluster.RequestBalancer {
 // waits until pods are placed through it.
 func restoreWebhookConfig(t *testing.T, h *demo.HA) {
 	ctx := context.Background()
-	if err := cluster.Apply(ctx, []byte(demo.WebhookConfig(h.ControllerProxy.Port()))); err != nil {
+	if err := cluster.Apply(ctx, []byte(framework.WebhookConfig(h.ControllerProxy.Port()))); err != nil {
 		t.Errorf("restoring the webhook configuration: %v", err)
 		return
 	}

@@ -443,7 +443,7 @@ func leader(ctx context.Context, h *demo.HA) int {
 
 // leaseHolder is the holder of the controllers' Lease.
 func leaseHolder(ctx context.Context) (string, error) {
-	l, err := cluster.Client().CoordinationV1().Leases(demo.SystemNamespace).Get(ctx, leaseName, metav1.GetOptions{})
+	l, err := cluster.Client().CoordinationV1().Leases(framework.SystemNamespace).Get(ctx, leaseName, metav1.GetOptions{})
 	if err != nil {
 		return "", err
 	}

@@ -1,7 +1,10 @@
 // Package framework is what cluster-backed test packages share: one local
 // control plane per test package (started in TestMain), namespaces per test,
-// object builders and polling helpers. Tests never sleep a fixed time; they
-// poll a condition with a deadline.
+// object builders and polling helpers, and spillway's three binaries started
+// as local processes against the cluster (StartExporter, StartController,
+// StartAdapter, with InstallCRDs), which internal/demo builds the seed's
+// environment from. Tests never sleep a fixed time; they poll a condition
+// with a deadline.
 package framework
 
 import (

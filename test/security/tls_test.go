@@ -34,7 +34,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/test/framework"
 )
 
@@ -45,11 +44,11 @@ const tlsRestoreBound = 15 * time.Second
 
 var (
 	tlsAPIServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
-	// tlsAPIServices are the APIServices demo.APIServices registers.
+	// tlsAPIServices are the APIServices framework.APIServices registers.
 	tlsAPIServices = []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"}
 	// tlsAdapterHost is the name the kube-apiserver verifies the adapter's
 	// certificate for: <service>.<namespace>.svc.
-	tlsAdapterHost = demo.AdapterServiceName + "." + demo.SystemNamespace + ".svc"
+	tlsAdapterHost = framework.AdapterServiceName + "." + framework.SystemNamespace + ".svc"
 )
 
 // tlsRestored polls ok until it holds, fails the test if that takes longer
@@ -137,7 +136,7 @@ func TestWebhookCABundleIsRestoredWithinSeconds(t *testing.T) {
 	env := spillway(t)
 	ctx := context.Background()
 	mwcs := cluster.Client().AdmissionregistrationV1().MutatingWebhookConfigurations()
-	orig, err := mwcs.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{})
+	orig, err := mwcs.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +148,12 @@ func TestWebhookCABundleIsRestoredWithinSeconds(t *testing.T) {
 	tlsVerify(t, "webhook", tlsServedLeaf(t, webhookAddr), bundle, "localhost")
 	t.Cleanup(func() {
 		// Leave a configuration behind whatever happened, for the other tests.
-		if _, err := mwcs.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if _, err := mwcs.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			_, _ = mwcs.Create(ctx, tlsFresh(orig), metav1.CreateOptions{})
 		}
 	})
 	hasBundle := func(ctx context.Context) (bool, string) {
-		cfg, err := mwcs.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{})
+		cfg, err := mwcs.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -167,7 +166,7 @@ func TestWebhookCABundleIsRestoredWithinSeconds(t *testing.T) {
 	}
 	edit := func(set []byte) {
 		t.Helper()
-		cfg, err := mwcs.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{})
+		cfg, err := mwcs.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +184,7 @@ func TestWebhookCABundleIsRestoredWithinSeconds(t *testing.T) {
 	edit(tlsForeignCA(t))
 	took = append(took, tlsRestored(t, "caBundle replaced by another CA", hasBundle))
 
-	if err := mwcs.Delete(ctx, demo.WebhookConfigName, metav1.DeleteOptions{}); err != nil {
+	if err := mwcs.Delete(ctx, framework.WebhookConfigName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mwcs.Create(ctx, tlsFresh(orig), metav1.CreateOptions{}); err != nil {

@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/test/framework"
 )
 
 // testAdapterWritePort is where custom-metrics-apiserver's test-adapter
@@ -83,10 +83,10 @@ func startServers(ctx context.Context, c *localcluster.Cluster, bins binaries, p
 	// kube-apiserver verifies it.
 	var cacheTLS []string
 	if aggregator {
-		if err := c.Apply(ctx, []byte(demo.APIServices(s.cachePort))); err != nil {
+		if err := c.Apply(ctx, []byte(framework.APIServices(s.cachePort))); err != nil {
 			return nil, err
 		}
-		cacheTLS = demo.AdapterTLSArgs()
+		cacheTLS = framework.AdapterTLSArgs()
 	}
 	cacheArgs := append(promArgs("spillway-metrics-adapter-cache", s.cachePort),
 		"--refresh-interval=5s", fmt.Sprintf("--self-metrics-address=127.0.0.1:%d", ports[3]))
