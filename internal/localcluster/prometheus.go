@@ -120,7 +120,7 @@ func (p *Prometheus) Start(ctx context.Context) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return waitFor(wctx, 300*time.Millisecond, "Prometheus ready", func(context.Context) (bool, error) {
+	return Poll(wctx, 300*time.Millisecond, "Prometheus ready", func(context.Context) (bool, error) {
 		if exited, err := proc.Exited(); exited {
 			return false, fmt.Errorf("prometheus exited: %w (see %s)", err, proc.LogPath)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/test/framework"
 )
@@ -250,13 +251,11 @@ func burst(ctx context.Context, n int) []burstResult {
 		go func() {
 			defer wg.Done()
 			<-start
-			p := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("burst-%d", i), Namespace: burstNS, Labels: map[string]string{"app": "burst"}},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: ptr.To(int64(0)),
-					Containers:                    []corev1.Container{{Name: "c", Image: "busybox"}},
-				},
-			}
+			p := testobjects.Pod(testobjects.PodOptions{Name: fmt.Sprintf("burst-%d", i), Namespace: burstNS, Labels: map[string]string{"app": "burst"}},
+				func(p *corev1.Pod) {
+					p.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
+					p.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox"}}
+				})
 			out[i].pod, out[i].err = cluster.Client().CoreV1().Pods(burstNS).Create(ctx, p, metav1.CreateOptions{})
 		}()
 	}

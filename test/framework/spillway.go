@@ -319,40 +319,36 @@ func WaitAPIServices(ctx context.Context, c *localcluster.Cluster) error {
 	defer cancel()
 	rc := c.Client().Discovery().RESTClient()
 	for _, path := range []string{"/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io/v1beta1"} {
-		for {
-			_, err := rc.Get().AbsPath(path).DoRaw(wctx)
-			if err == nil {
-				break
-			}
-			select {
-			case <-wctx.Done():
-				return fmt.Errorf("waiting for %s to be served through the aggregator: %w", path, err)
-			case <-time.After(time.Second):
-			}
+		if err := localcluster.Poll(wctx, time.Second, path+" to be served through the aggregator", func(ctx context.Context) (bool, error) {
+			_, err := rc.Get().AbsPath(path).DoRaw(ctx)
+			return err == nil, err
+		}); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// waitHTTP waits until a GET of url answers 200 OK (a readiness probe).
 func waitHTTP(ctx context.Context, url string) error {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	hc := &http.Client{Timeout: 2 * time.Second}
-	for {
-		resp, err := hc.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %s", resp.Status)
+	return localcluster.Poll(wctx, 300*time.Millisecond, url, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
 		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for %s: %w", url, err)
-		case <-time.After(300 * time.Millisecond):
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false, err
 		}
-	}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false, fmt.Errorf("status %s", resp.Status)
+		}
+		return true, nil
+	})
 }
 
 // SystemNamespaceYAML is the Namespace object of SystemNamespace.
@@ -363,15 +359,8 @@ const SystemNamespaceYAML = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name:
 func waitCABundle(ctx context.Context, c *localcluster.Cluster) error {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for {
-		wh, err := c.Client().AdmissionregistrationV1().MutatingWebhookConfigurations().Get(wctx, WebhookConfigName, metav1.GetOptions{})
-		if err == nil && len(wh.Webhooks) > 0 && len(wh.Webhooks[0].ClientConfig.CABundle) > 0 {
-			return nil
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for the controller to patch the webhook CA bundle: %w (last error %w)", wctx.Err(), err)
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
+	return localcluster.Poll(wctx, 300*time.Millisecond, "the controller to patch the webhook CA bundle", func(ctx context.Context) (bool, error) {
+		wh, err := c.Client().AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
+		return err == nil && len(wh.Webhooks) > 0 && len(wh.Webhooks[0].ClientConfig.CABundle) > 0, err
+	})
 }

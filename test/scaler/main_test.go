@@ -94,17 +94,10 @@ func setup(ctx context.Context, c *localcluster.Cluster) error {
 }
 
 func waitServed(ctx context.Context, c *localcluster.Cluster, groupVersion string) error {
-	for {
+	return localcluster.Poll(ctx, 300*time.Millisecond, groupVersion+" to be served", func(context.Context) (bool, error) {
 		_, err := c.Client().Discovery().ServerResourcesForGroupVersion(groupVersion)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s to be served: %w (last error: %w)", groupVersion, ctx.Err(), err)
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
+		return err == nil, err
+	})
 }
 
 func requireEnv(t *testing.T) {

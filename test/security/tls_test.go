@@ -21,7 +21,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"testing"
@@ -34,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/test/framework"
 )
 
@@ -59,22 +59,18 @@ func tlsRestored(t *testing.T, what string, ok func(ctx context.Context) (bool, 
 	ctx, cancel := context.WithTimeout(context.Background(), tlsRestoreBound)
 	defer cancel()
 	last := ""
-	for {
+	if err := localcluster.Poll(ctx, 50*time.Millisecond, what, func(ctx context.Context) (bool, error) {
 		done, msg := ok(ctx)
-		if done {
-			took := time.Since(start)
-			t.Logf("%s: restored after %s", what, took.Round(time.Millisecond))
-			return took
-		}
-		if ctx.Err() == nil { // a poll cut short by the deadline says nothing new
+		if !done && ctx.Err() == nil { // a poll cut short by the deadline says nothing new
 			last = msg
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not restored within %s (the periodic recheck is 10 minutes away): %s", what, tlsRestoreBound, last)
-		case <-time.After(50 * time.Millisecond):
-		}
+		return done, nil
+	}); err != nil {
+		t.Fatalf("%s: not restored within %s (the periodic recheck is 10 minutes away): %s", what, tlsRestoreBound, last)
 	}
+	took := time.Since(start)
+	t.Logf("%s: restored after %s", what, took.Round(time.Millisecond))
+	return took
 }
 
 // tlsServedLeaf is the certificate a TLS server presents. It is read
@@ -328,15 +324,8 @@ func tlsFreshAPIService(orig *unstructured.Unstructured) *unstructured.Unstructu
 func tlsWaitGone(ctx context.Context, r dynamic.NamespaceableResourceInterface, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	for {
+	return localcluster.Poll(ctx, 100*time.Millisecond, name+" to be gone", func(ctx context.Context) (bool, error) {
 		_, err := r.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(fmt.Errorf("%s still exists", name), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return apierrors.IsNotFound(err), err
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
@@ -130,24 +131,21 @@ func waitSeries(ctx context.Context, promURL string, want int, log io.Writer) er
 	hc := &http.Client{Timeout: 10 * time.Second}
 	q := promURL + "/api/v1/query?query=" + url.QueryEscape("count("+metricnames.ProcessSMUtil+")")
 	last := -1
-	var lastErr error
-	for {
-		n, err := promCount(wctx, hc, q)
-		if err == nil && n == want {
-			fmt.Fprintf(log, "[adaptercluster] Prometheus holds all %d series\n", n)
-			return nil
+	return localcluster.Poll(wctx, time.Second, fmt.Sprintf("Prometheus to hold %d series", want), func(ctx context.Context) (bool, error) {
+		n, err := promCount(ctx, hc, q)
+		if err != nil {
+			return false, err
 		}
-		if err == nil && n != last {
+		if n == want {
+			fmt.Fprintf(log, "[adaptercluster] Prometheus holds all %d series\n", n)
+			return true, nil
+		}
+		if n != last {
 			fmt.Fprintf(log, "[adaptercluster] Prometheus holds %d of %d series\n", n, want)
 			last = n
 		}
-		lastErr = err
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for Prometheus to hold %d series (last count %d, last error %w): %w", want, last, lastErr, wctx.Err())
-		case <-time.After(time.Second):
-		}
-	}
+		return false, fmt.Errorf("last count %d", n)
+	})
 }
 
 func promCount(ctx context.Context, hc *http.Client, q string) (int, error) {

@@ -123,17 +123,10 @@ func createNode(ctx context.Context, cs kubernetes.Interface) error {
 func waitServiceAccount(ctx context.Context, cs kubernetes.Interface) error {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for {
-		_, err := cs.CoreV1().ServiceAccounts(benchNamespace).Get(wctx, "default", metav1.GetOptions{})
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for the default ServiceAccount in %s: %w (last error %w)", benchNamespace, wctx.Err(), err)
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
+	return localcluster.Poll(wctx, 300*time.Millisecond, "the default ServiceAccount in "+benchNamespace, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(benchNamespace).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, err
+	})
 }
 
 func createRunningPod(ctx context.Context, cs kubernetes.Interface, app, name string) error {

@@ -109,17 +109,11 @@ func (s *servers) seedFloor(ctx context.Context, pods []string) error {
 		u := fmt.Sprintf("http://127.0.0.1:%d/write-metrics/namespaces/%s/pods/%s/%s",
 			testAdapterWritePort, benchNamespace, pod, metricnames.ProcessSMUtil)
 		body := []byte(strconv.Quote(strconv.Itoa(40 + i%20)))
-		var lastErr error
-		for {
-			lastErr = post(wctx, hc, u, body)
-			if lastErr == nil {
-				break
-			}
-			select {
-			case <-wctx.Done():
-				return fmt.Errorf("writing test-adapter values (is it up? see its log): %w (last error %w)", wctx.Err(), lastErr)
-			case <-time.After(500 * time.Millisecond):
-			}
+		if err := localcluster.Poll(wctx, 500*time.Millisecond, "the test-adapter to take its values (is it up? see its log)", func(ctx context.Context) (bool, error) {
+			err := post(ctx, hc, u, body)
+			return err == nil, err
+		}); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -106,22 +107,32 @@ func up(ctx context.Context) error {
 	ready := filepath.Join(dir, "ready")
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			fmt.Printf("cluster is up.\n  export KUBECONFIG=%s\n  kubectl get nodes   (kubectl %s: %s)\nstop it with: make cluster-down\n",
-				filepath.Join(dir, "kubeconfig"), localcluster.KubernetesVersion, mustKubectl())
-			return nil
-		}
+	var exitErr error
+	err = localcluster.Poll(ctx, 500*time.Millisecond, "the cluster to start", func(context.Context) (bool, error) {
 		select {
-		case err := <-exited:
-			b, _ := os.ReadFile(logf.Name())
-			return fmt.Errorf("the cluster exited during startup: %w\n%s", err, tailString(string(b), 3000))
-		case <-ctx.Done():
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case exitErr = <-exited:
+			return true, nil
+		default:
 		}
+		_, err := os.Stat(ready)
+		return err == nil, nil
+	})
+	switch {
+	case err != nil:
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		return err
+	case !exists(ready):
+		b, _ := os.ReadFile(logf.Name())
+		return fmt.Errorf("the cluster exited during startup: %w\n%s", cmp.Or(exitErr, errors.New("exit status 0")), tailString(string(b), 3000))
 	}
+	fmt.Printf("cluster is up.\n  export KUBECONFIG=%s\n  kubectl get nodes   (kubectl %s: %s)\nstop it with: make cluster-down\n",
+		filepath.Join(dir, "kubeconfig"), localcluster.KubernetesVersion, mustKubectl())
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func mustKubectl() string {
@@ -174,14 +185,16 @@ func down() error {
 		fmt.Println("no cluster is running")
 		return nil
 	}
-	for range 60 {
-		if _, alive := signalCluster(dir, 0); !alive {
-			fmt.Println("cluster stopped")
-			return nil
-		}
-		time.Sleep(500 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := localcluster.Poll(ctx, 500*time.Millisecond, fmt.Sprintf("the cluster (pid %d) to stop", pid), func(context.Context) (bool, error) {
+		_, alive := signalCluster(dir, 0)
+		return !alive, nil
+	}); err != nil {
+		return err
 	}
-	return fmt.Errorf("cluster (pid %d) did not stop within 30s", pid)
+	fmt.Println("cluster stopped")
+	return nil
 }
 
 func readPID(dir string) (int, error) {
