@@ -176,6 +176,8 @@ func TestInvalidValuesFailWithAMessage(t *testing.T) {
 		{[]string{"adapter.tls.mode=none"}, `adapter.tls.mode "none": want selfManaged, secret or insecureSelfSigned`},
 		{[]string{"adapter.prometheus.url="}, "adapter.prometheus.url is required"},
 		{[]string{"controller.webhook.failurePolicy=Maybe"}, "controller.webhook.failurePolicy"},
+		{[]string{"adapter.external.host=localhost"}, "adapter.external.host needs adapter.external.port"},
+		{[]string{"adapter.external.host=localhost", "adapter.external.port=65536"}, "adapter.external.host needs adapter.external.port"},
 		{[]string{"adapter.podAntiAffinity=always"}, "adapter.podAntiAffinity"},
 		{[]string{"metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"}, "exclude each other"},
 	}

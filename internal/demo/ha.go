@@ -107,7 +107,7 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 	if h.ControllerProxy, err = localcluster.StartTCPProxy(webhookAddrs...); err != nil {
 		return nil, err
 	}
-	if err := c.Apply(ctx, []byte(framework.WebhookConfig(h.ControllerProxy.Port()))); err != nil {
+	if err := framework.ApplyWebhookConfig(ctx, c, h.ControllerProxy.Port()); err != nil {
 		return nil, err
 	}
 	h.WebhookPort = h.ControllerProxy.Port()
@@ -140,7 +140,7 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 	if h.AdapterProxy, err = localcluster.StartTCPProxy(adapterAddrs...); err != nil {
 		return nil, err
 	}
-	if err := c.Apply(ctx, []byte(framework.APIServices(h.AdapterProxy.Port()))); err != nil {
+	if err := framework.ApplyAPIServices(ctx, c, h.AdapterProxy.Port()); err != nil {
 		return nil, err
 	}
 	if err := framework.WaitAPIServices(ctx, c); err != nil {

@@ -1,7 +1,6 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/spillway-dev/spillway/deploy/chart"
 	"github.com/spillway-dev/spillway/internal/localcluster"
@@ -23,10 +21,10 @@ import (
 // controller may do with them and protect spillway's pod labels from
 // everyone else; workloads, Services and APIServices stay out because the
 // components run as local processes.
-var rbacKinds = map[string]bool{
-	"Namespace": true, "ServiceAccount": true,
-	"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
-	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+var rbacKinds = []string{
+	"Namespace", "ServiceAccount",
+	"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
 }
 
 // ServiceAccountKubeconfigs renders the Helm chart as the demo configures
@@ -37,23 +35,11 @@ var rbacKinds = map[string]bool{
 // policy that refuses what the controller does) fails the demo and the e2e
 // test instead of a user's install.
 func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster) (map[string]string, error) {
-	objs, err := chart.Render(ctx, chart.Release{Name: "spillway", Namespace: framework.SystemNamespace, Set: []string{"exporter.backend=sim"}})
+	objs, err := chart.RenderSelected(ctx, framework.ChartRelease("exporter.backend=sim"), chart.OfKinds(rbacKinds...))
 	if err != nil {
 		return nil, fmt.Errorf("rendering the Helm chart: %w", err)
 	}
-	var keep bytes.Buffer
-	for _, obj := range objs {
-		if !rbacKinds[obj.GetKind()] {
-			continue
-		}
-		b, err := yaml.Marshal(obj.Object)
-		if err != nil {
-			return nil, err
-		}
-		keep.WriteString("---\n")
-		keep.Write(b)
-	}
-	if err := c.Apply(ctx, []byte(framework.SystemNamespaceYAML+"---\n"+keep.String())); err != nil {
+	if err := c.Apply(ctx, append([]byte(framework.SystemNamespaceYAML), objs...)); err != nil {
 		return nil, err
 	}
 	cfg := c.RESTConfig()

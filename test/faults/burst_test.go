@@ -86,7 +86,7 @@ func TestMaxHoldsAcrossWebhookReplicas(t *testing.T) {
 	// not connections: the API server keeps one connection to a webhook,
 	// which a Service (or TCPProxy) would pin to one replica.
 	bal := startBalancer(t, h)
-	if err := cluster.Apply(ctx, []byte(framework.WebhookConfig(bal.Port()))); err != nil {
+	if err := framework.ApplyWebhookConfig(ctx, cluster, bal.Port()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { restoreWebhookConfig(t, h) })
@@ -229,7 +229,7 @@ func startBalancer(t *testing.T, h *demo.HA) *localcluster.RequestBalancer {
 // waits until pods are placed through it.
 func restoreWebhookConfig(t *testing.T, h *demo.HA) {
 	ctx := context.Background()
-	if err := cluster.Apply(ctx, []byte(framework.WebhookConfig(h.ControllerProxy.Port()))); err != nil {
+	if err := framework.ApplyWebhookConfig(ctx, cluster, h.ControllerProxy.Port()); err != nil {
 		t.Errorf("restoring the webhook configuration: %v", err)
 		return
 	}

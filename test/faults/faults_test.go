@@ -335,7 +335,7 @@ func TestWebhookConfigurationDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cluster.Apply(context.Background(), []byte(framework.WebhookConfig(h.ControllerProxy.Port())))
+		_ = framework.ApplyWebhookConfig(context.Background(), cluster, h.ControllerProxy.Port())
 	})
 	i := 0
 	var unplaced string
@@ -350,7 +350,7 @@ func TestWebhookConfigurationDeleted(t *testing.T) {
 	})
 
 	applied := time.Now()
-	if err := cluster.Apply(ctx, []byte(framework.WebhookConfig(h.ControllerProxy.Port()))); err != nil {
+	if err := framework.ApplyWebhookConfig(ctx, cluster, h.ControllerProxy.Port()); err != nil {
 		t.Fatal(err)
 	}
 	framework.Eventually(t, 30*time.Second, 250*time.Millisecond, "the CA bundle restored", func(ctx context.Context) (bool, string) {

@@ -7,11 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/spillway-dev/spillway/deploy/chart"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 )
 
@@ -121,9 +122,10 @@ type Controller struct {
 	Proc        *localcluster.Process
 }
 
-// StartController creates the webhook configuration (URL on localhost, CA
-// bundle left for the controller to fill) and runs spillway-controller with
-// the cluster's HPA sync period.
+// StartController applies the chart's webhook configuration (calling
+// https://localhost:<port>, CA bundle left for the controller to fill; see
+// ApplyWebhookConfig), runs spillway-controller with the cluster's HPA sync
+// period and waits until it is ready and has written the CA bundle.
 func StartController(ctx context.Context, c *localcluster.Cluster, binDir string, extraArgs []string) (*Controller, error) {
 	bin, err := binary(binDir, "spillway-controller")
 	if err != nil {
@@ -138,7 +140,7 @@ func StartController(ctx context.Context, c *localcluster.Cluster, binDir string
 		HealthAddr:  fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		WebhookPort: ports[2],
 	}
-	if err := c.Apply(ctx, []byte(SystemNamespaceYAML+"---\n"+WebhookConfig(ctl.WebhookPort))); err != nil {
+	if err := ApplyWebhookConfig(ctx, c, ctl.WebhookPort); err != nil {
 		return nil, err
 	}
 	args := append([]string{
@@ -173,10 +175,11 @@ type Adapter struct {
 	Proc            *localcluster.Process
 }
 
-// StartAdapter registers the APIServices (through an ExternalName Service
-// on localhost), runs spillway-metrics-adapter against Prometheus with a
-// self-managed certificate whose CA it writes into them, and waits until the
-// aggregator serves them, which it does only once it verifies the adapter.
+// StartAdapter registers the chart's APIServices (through an ExternalName
+// Service to localhost; see ApplyAPIServices), runs spillway-metrics-adapter
+// against Prometheus with a self-managed certificate whose CA it writes into
+// them, and waits until the aggregator serves them, which it does only once
+// it verifies the adapter.
 func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL string, interval time.Duration, extraArgs []string) (*Adapter, error) {
 	bin, err := binary(binDir, "spillway-metrics-adapter")
 	if err != nil {
@@ -187,7 +190,7 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 		return nil, err
 	}
 	port, selfPort := ports[0], ports[1]
-	if err := c.Apply(ctx, []byte(APIServices(port))); err != nil {
+	if err := ApplyAPIServices(ctx, c, port); err != nil {
 		return nil, err
 	}
 	args := append(append([]string{
@@ -214,18 +217,19 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 }
 
 // WebhookConfigName is the MutatingWebhookConfiguration the controller keeps
-// its CA bundle in.
+// its CA bundle in (the chart's, for ChartRelease).
 const WebhookConfigName = "spillway-placement"
 
-// AdapterServiceName is the Service the APIServices point at; the adapter's
-// certificate is valid for <AdapterServiceName>.<SystemNamespace>.svc.
+// AdapterServiceName is the Service the APIServices point at (the chart's,
+// for ChartRelease); the adapter's certificate is valid for
+// <AdapterServiceName>.<SystemNamespace>.svc.
 const AdapterServiceName = "spillway-metrics-adapter"
 
 // AdapterTLSArgs make an adapter manage its serving certificate as the
 // chart's default does: a CA and a certificate for
 // spillway-metrics-adapter.spillway-system.svc, kept in a Secret in
 // SystemNamespace, with the CA written into the caBundle of the APIServices
-// that APIServices registers. The kube-apiserver dials localhost through
+// that ApplyAPIServices registers. The kube-apiserver dials localhost through
 // the ExternalName Service but verifies the certificate for that Service's
 // name, exactly as for an in-cluster adapter.
 func AdapterTLSArgs() []string {
@@ -237,79 +241,44 @@ func AdapterTLSArgs() []string {
 	}
 }
 
-// APIServices registers custom.metrics.k8s.io (v1beta1, v1beta2) and
-// external.metrics.k8s.io (v1beta1) to an adapter listening on
-// localhost:port, through an ExternalName Service (local development only).
-// They verify the adapter: their caBundle is left for an adapter started
-// with AdapterTLSArgs to write, and until it does they are unavailable.
-func APIServices(port int) string {
-	var b strings.Builder
-	b.WriteString(SystemNamespaceYAML + "---\n")
-	fmt.Fprintf(&b, `# Local development only: kube-apiserver proxies to https://localhost:<port>.
-apiVersion: v1
-kind: Service
-metadata:
-  name: %[2]s
-  namespace: %[1]s
-spec:
-  type: ExternalName
-  externalName: localhost
-`, SystemNamespace, AdapterServiceName)
-	for _, gv := range []struct{ group, version string }{
-		{"custom.metrics.k8s.io", "v1beta1"},
-		{"custom.metrics.k8s.io", "v1beta2"},
-		{"external.metrics.k8s.io", "v1beta1"},
-	} {
-		fmt.Fprintf(&b, `---
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata:
-  name: %[2]s.%[1]s
-spec:
-  group: %[1]s
-  version: %[2]s
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  # caBundle: written by the adapter (--self-managed-cert).
-  service:
-    namespace: %[3]s
-    name: %[5]s
-    port: %[4]d
-`, gv.group, gv.version, SystemNamespace, port, AdapterServiceName)
-	}
-	return b.String()
+// ChartRelease is the release of the Helm chart whose objects (RBAC,
+// webhook configuration, APIServices) the local components run with: the
+// chart's names in SystemNamespace, with the given --set values.
+func ChartRelease(set ...string) chart.Release {
+	return chart.Release{Name: "spillway", Namespace: SystemNamespace, Set: set}
 }
 
-// WebhookConfig is the placement webhook's MutatingWebhookConfiguration as
-// StartController installs it, calling https://localhost:<port>, with no CA
-// bundle (the controller writes it): what an installer applies again after
-// the configuration was deleted.
-func WebhookConfig(port int) string {
-	return fmt.Sprintf(`apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: %s
-webhooks:
-- name: placement.spillway.dev
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  # spillway being down must never block pod creation.
-  failurePolicy: Ignore
-  timeoutSeconds: 5
-  reinvocationPolicy: Never
-  clientConfig:
-    url: https://localhost:%d/spillway/v1/pods/placement
-  rules:
-  - apiGroups: [""]
-    apiVersions: ["v1"]
-    operations: ["CREATE"]
-    resources: ["pods"]
-  namespaceSelector:
-    matchExpressions:
-    - key: kubernetes.io/metadata.name
-      operator: NotIn
-      values: ["kube-system", "%s"]
-`, WebhookConfigName, port, SystemNamespace)
+// ApplyAPIServices registers custom.metrics.k8s.io (v1beta1, v1beta2) and
+// external.metrics.k8s.io (v1beta1) to an adapter listening on
+// localhost:port: the chart's APIServices and adapter Service, rendered
+// with adapter.external (development only), so the Service is an
+// ExternalName to localhost. They verify the adapter: their caBundle is
+// left for an adapter started with AdapterTLSArgs to write, and until it
+// does they are unavailable.
+func ApplyAPIServices(ctx context.Context, c *localcluster.Cluster, port int) error {
+	r := ChartRelease("adapter.external.host=localhost", "adapter.external.port="+strconv.Itoa(port))
+	objs, err := chart.RenderSelected(ctx, r, func(o *unstructured.Unstructured) bool {
+		return o.GetKind() == "APIService" || (o.GetKind() == "Service" && o.GetName() == AdapterServiceName)
+	})
+	if err != nil {
+		return fmt.Errorf("rendering the chart's APIServices: %w", err)
+	}
+	return c.Apply(ctx, append([]byte(SystemNamespaceYAML), objs...))
+}
+
+// ApplyWebhookConfig applies the placement webhook's
+// MutatingWebhookConfiguration as the chart renders it with
+// controller.webhook.externalAddress (development only), calling
+// https://localhost:<port>, with no CA bundle (the controller writes it):
+// what StartController installs, and what an installer applies again
+// after the configuration was deleted.
+func ApplyWebhookConfig(ctx context.Context, c *localcluster.Cluster, port int) error {
+	r := ChartRelease("controller.webhook.externalAddress=localhost:" + strconv.Itoa(port))
+	objs, err := chart.RenderSelected(ctx, r, chart.OfKinds("MutatingWebhookConfiguration"))
+	if err != nil {
+		return fmt.Errorf("rendering the chart's webhook configuration: %w", err)
+	}
+	return c.Apply(ctx, append([]byte(SystemNamespaceYAML), objs...))
 }
 
 // WaitAPIServices waits until the aggregator serves the custom and external

@@ -44,7 +44,7 @@ const tlsRestoreBound = 15 * time.Second
 
 var (
 	tlsAPIServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
-	// tlsAPIServices are the APIServices framework.APIServices registers.
+	// tlsAPIServices are the APIServices framework.ApplyAPIServices registers.
 	tlsAPIServices = []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"}
 	// tlsAdapterHost is the name the kube-apiserver verifies the adapter's
 	// certificate for: <service>.<namespace>.svc.

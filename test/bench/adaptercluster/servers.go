@@ -83,7 +83,7 @@ func startServers(ctx context.Context, c *localcluster.Cluster, bins binaries, p
 	// kube-apiserver verifies it.
 	var cacheTLS []string
 	if aggregator {
-		if err := c.Apply(ctx, []byte(framework.APIServices(s.cachePort))); err != nil {
+		if err := framework.ApplyAPIServices(ctx, c, s.cachePort); err != nil {
 			return nil, err
 		}
 		cacheTLS = framework.AdapterTLSArgs()
