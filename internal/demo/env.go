@@ -63,7 +63,8 @@ func (o *Options) defaults() {
 // elastic Karpenter NodePool of GPU instances), installs spillway's CRDs,
 // APIServices and webhook configuration, and starts the exporter (sim
 // backend, one process serving every node), Prometheus, the adapter and the
-// controller.
+// controller. Prometheus scrapes all three and the simulated model servers,
+// so every dashboard query has data.
 func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, error) {
 	o.defaults()
 	e := &Env{Cluster: c, log: o.Log}
@@ -97,6 +98,11 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 	}
 	e.AdapterPort = ad.Port
 	e.AdapterSelfMetricsAddr = ad.SelfMetricsAddr
+	// The adapter needs Prometheus's URL to start, so its own metrics are
+	// scraped from then on, under the job the chart's monitors give it.
+	if err := prom.AddTargets(ctx, localcluster.ScrapeTarget{Job: "spillway-metrics-adapter", Address: ad.SelfMetricsAddr}); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

@@ -136,6 +136,13 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 			Supervised: c.Supervise(ad.Proc), Addr: addr,
 			ReadyURL: "https://" + addr + "/readyz", MetricsAddr: ad.SelfMetricsAddr,
 		})
+		job := "spillway-metrics-adapter"
+		if i > 0 {
+			job = fmt.Sprintf("spillway-metrics-adapter-%d", i)
+		}
+		if err := prom.AddTargets(ctx, localcluster.ScrapeTarget{Job: job, Address: ad.SelfMetricsAddr}); err != nil {
+			return nil, err
+		}
 	}
 	if h.AdapterProxy, err = localcluster.StartTCPProxy(adapterAddrs...); err != nil {
 		return nil, err
