@@ -144,8 +144,16 @@ cluster-up: control-plane ## Start a local control plane in the background and p
 cluster-down: ## Stop the cluster started by cluster-up.
 	go run ./test/cmd/localcluster down
 
+.PHONY: try
+try: control-plane build $(HELM) ## A local cluster with spillway (simulated GPUs, adapter, controller, Prometheus) left running to try your own YAML on; prints KUBECONFIG, the Prometheus URL and the load endpoint.
+	go run ./test/cmd/localcluster try --bin-dir $(BIN)
+
+.PHONY: try-down
+try-down: ## Stop everything make try started and remove its state (~/.cache/spillway/try).
+	go run ./test/cmd/localcluster try-down
+
 .PHONY: demo
-demo: control-plane build ## The seed scenario on a local cluster with simulated GPUs; writes out/demo/.
+demo: control-plane build $(HELM) ## The seed scenario on a local cluster with simulated GPUs; writes out/demo/.
 	go run ./test/cmd/demo --bin-dir $(BIN) --out out/demo
 
 ##@ Benchmarks

@@ -14,10 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
 )
 
 // KubeVersion is the Kubernetes version charts are rendered for. helm built
@@ -138,6 +140,37 @@ func Render(ctx context.Context, r Release) ([]*unstructured.Unstructured, error
 		return nil, err
 	}
 	return Objects(out)
+}
+
+// RenderSelected renders the chart and returns the objects keep accepts, in
+// render order, as one multi-document YAML stream: a part of the chart for
+// callers that install only that part, such as the demo and the cluster
+// tests, which run the components as local processes and take the chart's
+// RBAC, webhook configuration and APIServices from it rather than writing
+// their own beside it.
+func RenderSelected(ctx context.Context, r Release, keep func(*unstructured.Unstructured) bool) ([]byte, error) {
+	objs, err := Render(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	for _, o := range objs {
+		if !keep(o) {
+			continue
+		}
+		b, err := yaml.Marshal(o.Object)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+		out.WriteString("---\n")
+		out.Write(b)
+	}
+	return out.Bytes(), nil
+}
+
+// OfKinds accepts the objects of the given kinds, for RenderSelected.
+func OfKinds(kinds ...string) func(*unstructured.Unstructured) bool {
+	return func(o *unstructured.Unstructured) bool { return slices.Contains(kinds, o.GetKind()) }
 }
 
 // Find returns the objects of a kind, in render order.

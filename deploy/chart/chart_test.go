@@ -178,6 +178,8 @@ func TestInvalidValuesFailWithAMessage(t *testing.T) {
 		{[]string{"adapter.prometheus.tls.caFile=/etc/spillway/prometheus/ca.crt"}, `adapter.prometheus.tls needs an https adapter.prometheus.url, got "http://prometheus-operated.monitoring.svc:9090"`},
 		{[]string{"adapter.prometheus.url=https://thanos:9090", "adapter.prometheus.tls.keyFile=/k"}, "adapter.prometheus.tls.certFile and keyFile go together"},
 		{[]string{"controller.webhook.failurePolicy=Maybe"}, "controller.webhook.failurePolicy"},
+		{[]string{"adapter.external.host=localhost"}, "adapter.external.host needs adapter.external.port"},
+		{[]string{"adapter.external.host=localhost", "adapter.external.port=65536"}, "adapter.external.host needs adapter.external.port"},
 		{[]string{"adapter.podAntiAffinity=always"}, "adapter.podAntiAffinity"},
 		{[]string{"metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"}, "exclude each other"},
 	}

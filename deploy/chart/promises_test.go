@@ -406,6 +406,52 @@ func TestVariantsRenderWhatTheyPromise(t *testing.T) {
 				t.Errorf("excluded namespaces %v", got)
 			}
 		}},
+		{"dev-components-outside-cluster", func(t *testing.T, r rendered) {
+			// The adapter and the controller run elsewhere: no workloads of
+			// theirs; the exporter is untouched.
+			if n := r.count("Deployment") + r.count("PodDisruptionBudget"); n != 0 {
+				t.Errorf("%d Deployments/PDBs rendered for components running outside the cluster", n)
+			}
+			r.one("DaemonSet", "spillway-gpu-exporter")
+			// The APIServices reach the adapter through an ExternalName
+			// Service on the given port, verified with the CA the adapter
+			// writes (RBAC for that stays).
+			svc := r.one("Service", "spillway-metrics-adapter")
+			if str(svc, "spec", "type") != "ExternalName" || str(svc, "spec", "externalName") != "localhost" || str(svc, "spec", "selector") != "" {
+				t.Errorf("adapter Service spec %v, want ExternalName localhost without a selector", svc.Object["spec"])
+			}
+			for _, name := range metricsAPIServices {
+				a := r.one("APIService", name)
+				if str(a, "spec", "service", "name") != "spillway-metrics-adapter" || str(a, "spec", "service", "port") != "6443" ||
+					str(a, "spec", "caBundle") != "" || str(a, "spec", "insecureSkipTLSVerify") != "" {
+					t.Errorf("APIService %s spec %v, want the adapter Service on port 6443, verified with the bundle written at run time", name, a.Object["spec"])
+				}
+			}
+			if rules := roleRules(r.one("ClusterRole", "spillway-metrics-adapter-apiservice-ca")); !slices.Contains(rules, "apiregistration.k8s.io/apiservices:update@v1beta1.custom.metrics.k8s.io") {
+				t.Errorf("the adapter may not write its APIServices' CA bundle: %v", rules)
+			}
+			// The webhook calls the URL, with the same policy as in the
+			// cluster: Ignore, the system namespaces excluded, the CA bundle
+			// left for the controller.
+			for _, s := range Find(r.objs, "Service") {
+				if s.GetName() == "spillway-controller" {
+					t.Error("controller Service rendered for a controller running outside the cluster")
+				}
+			}
+			hooks, _, _ := unstructured.NestedSlice(r.one("MutatingWebhookConfiguration", "spillway-placement").Object, "webhooks")
+			h := &unstructured.Unstructured{Object: hooks[0].(map[string]any)}
+			if got := str(h, "clientConfig", "url"); got != "https://localhost:9443/spillway/v1/pods/placement" {
+				t.Errorf("webhook url %q", got)
+			}
+			if str(h, "clientConfig", "service") != "" || str(h, "clientConfig", "caBundle") != "" {
+				t.Errorf("webhook clientConfig %v: want the url only", h.Object["clientConfig"])
+			}
+			exprs, _, _ := unstructured.NestedSlice(h.Object, "namespaceSelector", "matchExpressions")
+			if str(h, "failurePolicy") != "Ignore" || len(exprs) != 1 ||
+				!slices.Equal(toStrings(exprs[0].(map[string]any)["values"]), []string{"spillway-system", "kube-system"}) {
+				t.Errorf("webhook failurePolicy %s, namespaceSelector %v: want Ignore, excluding spillway-system and kube-system", str(h, "failurePolicy"), exprs)
+			}
+		}},
 		{"only-exporter", func(t *testing.T, r rendered) {
 			if r.count("Deployment") != 0 || r.count("APIService") != 0 || r.count("MutatingWebhookConfiguration") != 0 {
 				t.Error("adapter or controller objects rendered while disabled")

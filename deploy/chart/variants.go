@@ -61,6 +61,9 @@ func Variants() []Variant {
 			"controller.webhook.clientAuth.caConfigMap=kube-apiserver-webhook-client-ca",
 			"controller.webhook.clientAuth.names={kube-apiserver-webhook-client}",
 		}},
+		{Name: "dev-components-outside-cluster", Set: []string{
+			"controller.webhook.externalAddress=localhost:9443", "adapter.external.host=localhost", "adapter.external.port=6443",
+		}},
 		{Name: "only-exporter", Set: []string{"adapter.enabled=false", "controller.enabled=false", "metrics.prometheusRule.enabled=true"}},
 	}
 }

@@ -6,22 +6,12 @@ package demo
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/test/framework"
 )
-
-// SystemNamespace holds the Services that route aggregated APIs to the
-// adapter on localhost.
-const SystemNamespace = "spillway-system"
 
 // Env is a cluster with spillway running against it.
 type Env struct {
@@ -73,7 +63,8 @@ func (o *Options) defaults() {
 // elastic Karpenter NodePool of GPU instances), installs spillway's CRDs,
 // APIServices and webhook configuration, and starts the exporter (sim
 // backend, one process serving every node), Prometheus, the adapter and the
-// controller.
+// controller. Prometheus scrapes all three and the simulated model servers,
+// so every dashboard query has data.
 func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, error) {
 	o.defaults()
 	e := &Env{Cluster: c, log: o.Log}
@@ -81,13 +72,13 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 	if err != nil {
 		return nil, err
 	}
-	exp, err := StartExporter(ctx, c, o.BinDir, o.CollectInterval, expArgs...)
+	exp, err := framework.StartExporter(ctx, c, o.BinDir, o.CollectInterval, expArgs...)
 	if err != nil {
 		return nil, err
 	}
 	e.LoadURL = exp.LoadURL
 	e.ModelServerURL = "http://" + exp.ModelServerAddr
-	ctrl, err := StartController(ctx, c, o.BinDir, ctrlArgs)
+	ctrl, err := framework.StartController(ctx, c, o.BinDir, ctrlArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -101,12 +92,17 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 		return nil, err
 	}
 	e.Prometheus = prom
-	ad, err := StartAdapter(ctx, c, o.BinDir, prom.URL, o.CollectInterval, adArgs)
+	ad, err := framework.StartAdapter(ctx, c, o.BinDir, prom.URL, o.CollectInterval, adArgs)
 	if err != nil {
 		return nil, err
 	}
 	e.AdapterPort = ad.Port
 	e.AdapterSelfMetricsAddr = ad.SelfMetricsAddr
+	// The adapter needs Prometheus's URL to start, so its own metrics are
+	// scraped from then on, under the job the chart's monitors give it.
+	if err := prom.AddTargets(ctx, localcluster.ScrapeTarget{Job: "spillway-metrics-adapter", Address: ad.SelfMetricsAddr}); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -122,7 +118,7 @@ func prepare(ctx context.Context, c *localcluster.Cluster, o Options) (expArgs, 
 	if err := c.AddElasticPool(ctx, localcluster.ElasticPool{Name: ElasticPool, ConsolidateAfter: 2 * time.Second}); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := InstallCRDs(ctx, c, o.RepoRoot); err != nil {
+	if err := framework.InstallCRDs(ctx, c, o.RepoRoot); err != nil {
 		return nil, nil, nil, err
 	}
 	if !o.AsServiceAccounts {
@@ -137,347 +133,4 @@ func prepare(ctx context.Context, c *localcluster.Cluster, o Options) (expArgs, 
 		[]string{"--kubeconfig=" + kcs["spillway-controller"]},
 		[]string{"--lister-kubeconfig=" + ad, "--authentication-kubeconfig=" + ad, "--authorization-kubeconfig=" + ad},
 		nil
-}
-
-// InstallCRDs applies config/crd (the controller-gen output).
-func InstallCRDs(ctx context.Context, c *localcluster.Cluster, repoRoot string) error {
-	crds, err := filepath.Glob(filepath.Join(repoRoot, "config", "crd", "*.yaml"))
-	if err != nil || len(crds) == 0 {
-		return fmt.Errorf("no CRDs under %s/config/crd (run 'make generate')", repoRoot)
-	}
-	for _, f := range crds {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		if err := c.Apply(ctx, b); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func binary(dir, name string) (string, error) {
-	p := filepath.Join(dir, name)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("%s not found in %s: run 'make build' first", name, dir)
-	}
-	return p, nil
-}
-
-// Exporter is a running sim exporter serving every kwok node.
-type Exporter struct {
-	MetricsAddr string // host:port of /metrics
-	LoadURL     string // base URL of the sim load input
-	// ModelServerAddr is host:port of the simulated model servers
-	// (/pods/<namespace>/<name>/metrics); ModelServers scrapes them.
-	ModelServerAddr string
-	Proc            *localcluster.Process
-}
-
-// ModelServerPort is the port a predictor's model server listens on in a
-// real pod (vLLM's default): the port of the instance label pod discovery
-// gives the simulated servers' series.
-const ModelServerPort = 8000
-
-// ModelServers is the pod-discovery scrape job for the simulated model
-// servers of the pods labelled app=<app> ("" for every pod).
-func (e *Exporter) ModelServers(job, app string) localcluster.ScrapeTarget {
-	d := &localcluster.PodDiscovery{Label: "app", Value: app, Port: ModelServerPort}
-	if app == "" {
-		d.Label, d.Value = "", ""
-	}
-	return localcluster.ScrapeTarget{Job: job, Address: e.ModelServerAddr, Pods: d}
-}
-
-// StartExporter runs spillway-gpu-exporter with the sim backend for all
-// nodes: one process for the whole cluster, because kwok nodes have no
-// host of their own to run a DaemonSet pod on.
-func StartExporter(ctx context.Context, c *localcluster.Cluster, binDir string, interval time.Duration, extraArgs ...string) (*Exporter, error) {
-	bin, err := binary(binDir, "spillway-gpu-exporter")
-	if err != nil {
-		return nil, err
-	}
-	ports, err := localcluster.FreePorts(3)
-	if err != nil {
-		return nil, err
-	}
-	e := &Exporter{
-		MetricsAddr:     fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		LoadURL:         fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		ModelServerAddr: fmt.Sprintf("127.0.0.1:%d", ports[2]),
-	}
-	e.Proc, err = c.StartProcess("spillway-gpu-exporter", bin, append([]string{
-		"--backend=sim",
-		"--sim-all-nodes",
-		"--kubeconfig=" + c.KubeconfigPath(),
-		"--listen-address=" + e.MetricsAddr,
-		"--sim-load-address=127.0.0.1:" + itoa(ports[1]),
-		"--sim-model-server-address=" + e.ModelServerAddr,
-		fmt.Sprintf("--sim-replica-capacity=%g", SeedCapacityRPS),
-		"--collect-interval=" + interval.String(),
-	}, extraArgs...), nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitHTTP(ctx, "http://"+e.MetricsAddr+"/readyz"); err != nil {
-		return nil, fmt.Errorf("exporter: %w", err)
-	}
-	return e, nil
-}
-
-// Controller is a running spillway-controller with its webhook registered.
-type Controller struct {
-	MetricsAddr string
-	HealthAddr  string
-	WebhookPort int
-	Proc        *localcluster.Process
-}
-
-// StartController creates the webhook configuration (URL on localhost, CA
-// bundle left for the controller to fill) and runs spillway-controller with
-// the cluster's HPA sync period.
-func StartController(ctx context.Context, c *localcluster.Cluster, binDir string, extraArgs []string) (*Controller, error) {
-	bin, err := binary(binDir, "spillway-controller")
-	if err != nil {
-		return nil, err
-	}
-	ports, err := localcluster.FreePorts(3)
-	if err != nil {
-		return nil, err
-	}
-	ctl := &Controller{
-		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		HealthAddr:  fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		WebhookPort: ports[2],
-	}
-	if err := c.Apply(ctx, []byte(systemNamespace+"---\n"+webhookConfig(ctl.WebhookPort))); err != nil {
-		return nil, err
-	}
-	args := append([]string{
-		"--kubeconfig=" + c.KubeconfigPath(),
-		"--namespace=" + SystemNamespace,
-		"--leader-elect=false",
-		"--webhook-host=127.0.0.1",
-		"--webhook-port=" + itoa(ctl.WebhookPort),
-		"--webhook-config-name=" + WebhookConfigName,
-		"--metrics-bind-address=" + ctl.MetricsAddr,
-		"--health-probe-bind-address=" + ctl.HealthAddr,
-		"--hpa-sync-period=5s",
-		// Only the API server's client certificate may post reviews.
-		"--webhook-client-ca-file=" + c.WebhookClientCAFile(),
-		"--webhook-client-names=" + localcluster.WebhookClientName,
-		"--v=1",
-	}, extraArgs...)
-	ctl.Proc, err = c.StartProcess("spillway-controller", bin, args, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitHTTP(ctx, "http://"+ctl.HealthAddr+"/readyz"); err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
-	}
-	return ctl, waitCABundle(ctx, c)
-}
-
-// Adapter is a running spillway-metrics-adapter behind the aggregator.
-type Adapter struct {
-	Port            int
-	SelfMetricsAddr string
-	Proc            *localcluster.Process
-}
-
-// StartAdapter registers the APIServices (through an ExternalName Service
-// on localhost), runs spillway-metrics-adapter against Prometheus with a
-// self-managed certificate whose CA it writes into them, and waits until the
-// aggregator serves them, which it does only once it verifies the adapter.
-func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL string, interval time.Duration, extraArgs []string) (*Adapter, error) {
-	bin, err := binary(binDir, "spillway-metrics-adapter")
-	if err != nil {
-		return nil, err
-	}
-	ports, err := localcluster.FreePorts(2)
-	if err != nil {
-		return nil, err
-	}
-	port, selfPort := ports[0], ports[1]
-	if err := c.Apply(ctx, []byte(APIServices(port))); err != nil {
-		return nil, err
-	}
-	args := append(append([]string{
-		"--secure-port=" + itoa(port),
-		"--bind-address=127.0.0.1",
-	}, AdapterTLSArgs()...),
-		"--lister-kubeconfig="+c.KubeconfigPath(),
-		"--authentication-kubeconfig="+c.KubeconfigPath(),
-		"--authorization-kubeconfig="+c.KubeconfigPath(),
-		"--prometheus-url="+promURL,
-		"--refresh-interval="+interval.String(),
-		"--max-staleness=30s",
-		"--self-metrics-address="+fmt.Sprintf("127.0.0.1:%d", selfPort),
-	)
-	args = append(args, extraArgs...)
-	proc, err := c.StartProcess("spillway-metrics-adapter", bin, args, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitAPIServices(ctx, c); err != nil {
-		return nil, err
-	}
-	return &Adapter{Port: port, SelfMetricsAddr: fmt.Sprintf("127.0.0.1:%d", selfPort), Proc: proc}, nil
-}
-
-// WebhookConfigName is the MutatingWebhookConfiguration the controller keeps
-// its CA bundle in.
-const WebhookConfigName = "spillway-placement"
-
-// AdapterServiceName is the Service the APIServices point at; the adapter's
-// certificate is valid for <AdapterServiceName>.<SystemNamespace>.svc.
-const AdapterServiceName = "spillway-metrics-adapter"
-
-// AdapterTLSArgs make an adapter manage its serving certificate as the
-// chart's default does: a CA and a certificate for
-// spillway-metrics-adapter.spillway-system.svc, kept in a Secret in
-// SystemNamespace, with the CA written into the caBundle of the APIServices
-// that APIServices registers. The kube-apiserver dials localhost through
-// the ExternalName Service but verifies the certificate for that Service's
-// name, exactly as for an in-cluster adapter.
-func AdapterTLSArgs() []string {
-	return []string{
-		"--self-managed-cert",
-		"--namespace=" + SystemNamespace,
-		"--cert-secret=spillway-metrics-adapter-cert",
-		"--service-name=" + AdapterServiceName,
-	}
-}
-
-// APIServices registers custom.metrics.k8s.io (v1beta1, v1beta2) and
-// external.metrics.k8s.io (v1beta1) to an adapter listening on
-// localhost:port, through an ExternalName Service (local development only).
-// They verify the adapter: their caBundle is left for an adapter started
-// with AdapterTLSArgs to write, and until it does they are unavailable.
-func APIServices(port int) string {
-	var b strings.Builder
-	b.WriteString(systemNamespace + "---\n")
-	fmt.Fprintf(&b, `# Local development only: kube-apiserver proxies to https://localhost:<port>.
-apiVersion: v1
-kind: Service
-metadata:
-  name: %[2]s
-  namespace: %[1]s
-spec:
-  type: ExternalName
-  externalName: localhost
-`, SystemNamespace, AdapterServiceName)
-	for _, gv := range []struct{ group, version string }{
-		{"custom.metrics.k8s.io", "v1beta1"},
-		{"custom.metrics.k8s.io", "v1beta2"},
-		{"external.metrics.k8s.io", "v1beta1"},
-	} {
-		fmt.Fprintf(&b, `---
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata:
-  name: %[2]s.%[1]s
-spec:
-  group: %[1]s
-  version: %[2]s
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  # caBundle: written by the adapter (--self-managed-cert).
-  service:
-    namespace: %[3]s
-    name: %[5]s
-    port: %[4]d
-`, gv.group, gv.version, SystemNamespace, port, AdapterServiceName)
-	}
-	return b.String()
-}
-
-func webhookConfig(port int) string {
-	return fmt.Sprintf(`apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: %s
-webhooks:
-- name: placement.spillway.dev
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  # spillway being down must never block pod creation.
-  failurePolicy: Ignore
-  timeoutSeconds: 5
-  reinvocationPolicy: Never
-  clientConfig:
-    url: https://localhost:%d/spillway/v1/pods/placement
-  rules:
-  - apiGroups: [""]
-    apiVersions: ["v1"]
-    operations: ["CREATE"]
-    resources: ["pods"]
-  namespaceSelector:
-    matchExpressions:
-    - key: kubernetes.io/metadata.name
-      operator: NotIn
-      values: ["kube-system", "%s"]
-`, WebhookConfigName, port, SystemNamespace)
-}
-
-func waitAPIServices(ctx context.Context, c *localcluster.Cluster) error {
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	rc := c.Client().Discovery().RESTClient()
-	for _, path := range []string{"/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io/v1beta1"} {
-		for {
-			_, err := rc.Get().AbsPath(path).DoRaw(wctx)
-			if err == nil {
-				break
-			}
-			select {
-			case <-wctx.Done():
-				return fmt.Errorf("waiting for %s to be served through the aggregator: %w", path, err)
-			case <-time.After(time.Second):
-			}
-		}
-	}
-	return nil
-}
-
-func waitHTTP(ctx context.Context, url string) error {
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	hc := &http.Client{Timeout: 2 * time.Second}
-	for {
-		resp, err := hc.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %s", resp.Status)
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for %s: %w", url, err)
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
-}
-
-var systemNamespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + SystemNamespace + "\n"
-
-// waitCABundle waits until the controller has written its CA bundle into the
-// webhook configuration; until then the API server cannot call the webhook.
-func waitCABundle(ctx context.Context, c *localcluster.Cluster) error {
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for {
-		wh, err := c.Client().AdmissionregistrationV1().MutatingWebhookConfigurations().Get(wctx, WebhookConfigName, metav1.GetOptions{})
-		if err == nil && len(wh.Webhooks) > 0 && len(wh.Webhooks[0].ClientConfig.CABundle) > 0 {
-			return nil
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for the controller to patch the webhook CA bundle: %w (last error %w)", wctx.Err(), err)
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/test/framework"
 )
 
 // ControllerLeaseName is the controllers' leader-election Lease in
@@ -44,7 +45,7 @@ type Replica struct {
 // adapters through a DelayProxy, so a test can make it answer late.
 type HA struct {
 	*Env
-	Exporter *Exporter
+	Exporter *framework.Exporter
 	// ExporterScrape is what Prometheus scrapes for the exporter's job:
 	// the exporter's page, less what a test drops.
 	ExporterScrape  *localcluster.ScrapeFilter
@@ -71,7 +72,7 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 	if err != nil {
 		return nil, err
 	}
-	exp, err := StartExporter(ctx, c, o.BinDir, o.CollectInterval, expArgs...)
+	exp, err := framework.StartExporter(ctx, c, o.BinDir, o.CollectInterval, expArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +88,7 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 	targets := []localcluster.ScrapeTarget{{Job: "spillway-gpu-exporter", Address: h.ExporterScrape.Addr}}
 	var webhookAddrs []string
 	for i := range o.Controllers {
-		ctl, err := StartController(ctx, c, o.BinDir, ctrlArgs)
+		ctl, err := framework.StartController(ctx, c, o.BinDir, ctrlArgs)
 		if err != nil {
 			return nil, fmt.Errorf("controller replica %d: %w", i, err)
 		}
@@ -106,7 +107,7 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 	if h.ControllerProxy, err = localcluster.StartTCPProxy(webhookAddrs...); err != nil {
 		return nil, err
 	}
-	if err := c.Apply(ctx, []byte(WebhookConfig(h.ControllerProxy.Port()))); err != nil {
+	if err := framework.ApplyWebhookConfig(ctx, c, h.ControllerProxy.Port()); err != nil {
 		return nil, err
 	}
 	h.WebhookPort = h.ControllerProxy.Port()
@@ -125,7 +126,7 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 	adArgs = append(adArgs, o.AdapterArgs...)
 	var adapterAddrs []string
 	for i := range o.Adapters {
-		ad, err := StartAdapter(ctx, c, o.BinDir, h.PrometheusProxy.URL, o.CollectInterval, adArgs)
+		ad, err := framework.StartAdapter(ctx, c, o.BinDir, h.PrometheusProxy.URL, o.CollectInterval, adArgs)
 		if err != nil {
 			return nil, fmt.Errorf("adapter replica %d: %w", i, err)
 		}
@@ -135,14 +136,21 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 			Supervised: c.Supervise(ad.Proc), Addr: addr,
 			ReadyURL: "https://" + addr + "/readyz", MetricsAddr: ad.SelfMetricsAddr,
 		})
+		job := "spillway-metrics-adapter"
+		if i > 0 {
+			job = fmt.Sprintf("spillway-metrics-adapter-%d", i)
+		}
+		if err := prom.AddTargets(ctx, localcluster.ScrapeTarget{Job: job, Address: ad.SelfMetricsAddr}); err != nil {
+			return nil, err
+		}
 	}
 	if h.AdapterProxy, err = localcluster.StartTCPProxy(adapterAddrs...); err != nil {
 		return nil, err
 	}
-	if err := c.Apply(ctx, []byte(APIServices(h.AdapterProxy.Port()))); err != nil {
+	if err := framework.ApplyAPIServices(ctx, c, h.AdapterProxy.Port()); err != nil {
 		return nil, err
 	}
-	if err := waitAPIServices(ctx, c); err != nil {
+	if err := framework.WaitAPIServices(ctx, c); err != nil {
 		return nil, err
 	}
 	h.AdapterPort = h.AdapterProxy.Port()
@@ -151,12 +159,6 @@ func StartHA(ctx context.Context, c *localcluster.Cluster, o HAOptions) (*HA, er
 	}
 	return h, nil
 }
-
-// WebhookConfig is the placement webhook's MutatingWebhookConfiguration as
-// the demo installs it, calling https://localhost:<port>, with no CA bundle
-// (the controller writes it): what an installer applies again after the
-// configuration was deleted.
-func WebhookConfig(port int) string { return webhookConfig(port) }
 
 // Close stops the proxies (the processes end with the cluster).
 func (h *HA) Close() {

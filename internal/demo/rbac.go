@@ -1,7 +1,6 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -11,10 +10,10 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/spillway-dev/spillway/deploy/chart"
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/test/framework"
 )
 
 // rbacKinds are the objects of the rendered chart that grant the components
@@ -22,10 +21,10 @@ import (
 // controller may do with them and protect spillway's pod labels from
 // everyone else; workloads, Services and APIServices stay out because the
 // components run as local processes.
-var rbacKinds = map[string]bool{
-	"Namespace": true, "ServiceAccount": true,
-	"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
-	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+var rbacKinds = []string{
+	"Namespace", "ServiceAccount",
+	"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
 }
 
 // ServiceAccountKubeconfigs renders the Helm chart as the demo configures
@@ -36,29 +35,17 @@ var rbacKinds = map[string]bool{
 // policy that refuses what the controller does) fails the demo and the e2e
 // test instead of a user's install.
 func ServiceAccountKubeconfigs(ctx context.Context, c *localcluster.Cluster) (map[string]string, error) {
-	objs, err := chart.Render(ctx, chart.Release{Name: "spillway", Namespace: SystemNamespace, Set: []string{"exporter.backend=sim"}})
+	objs, err := chart.RenderSelected(ctx, framework.ChartRelease("exporter.backend=sim"), chart.OfKinds(rbacKinds...))
 	if err != nil {
 		return nil, fmt.Errorf("rendering the Helm chart: %w", err)
 	}
-	var keep bytes.Buffer
-	for _, obj := range objs {
-		if !rbacKinds[obj.GetKind()] {
-			continue
-		}
-		b, err := yaml.Marshal(obj.Object)
-		if err != nil {
-			return nil, err
-		}
-		keep.WriteString("---\n")
-		keep.Write(b)
-	}
-	if err := c.Apply(ctx, []byte(systemNamespace+"---\n"+keep.String())); err != nil {
+	if err := c.Apply(ctx, append([]byte(framework.SystemNamespaceYAML), objs...)); err != nil {
 		return nil, err
 	}
 	cfg := c.RESTConfig()
 	out := map[string]string{}
 	for _, sa := range []string{"spillway-gpu-exporter", "spillway-metrics-adapter", "spillway-controller"} {
-		tr, err := c.Client().CoreV1().ServiceAccounts(SystemNamespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		tr, err := c.Client().CoreV1().ServiceAccounts(framework.SystemNamespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
 			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))},
 		}, metav1.CreateOptions{})
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/spillway-dev/spillway/internal/scenario"
 	"github.com/spillway-dev/spillway/pkg/gpu/sim"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/test/framework"
 )
 
 // The seed scenario's names and sizes.
@@ -28,7 +29,7 @@ const (
 	ElasticPool     = "elastic"
 	Predictor       = "qwen-chat-predictor"
 	PredictorApp    = "isvc.qwen-chat-predictor"
-	SeedCapacityRPS = 10.0 // req/s one replica serves at 100 % SM utilization
+	SeedCapacityRPS = framework.SimReplicaCapacityRPS // req/s one replica serves at 100 % SM utilization
 )
 
 // Run configures one play of a trace.
@@ -477,18 +478,9 @@ func (e *Env) Teardown(ctx context.Context, ns string) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	for {
-		nodes, err := cs.CoreV1().Nodes().List(wctx, metav1.ListOptions{LabelSelector: localcluster.PoolLabel + "=" + ElasticPool})
-		_, nsErr := cs.CoreV1().Namespaces().Get(wctx, ns, metav1.GetOptions{})
-		if err == nil && len(nodes.Items) == 0 && apierrors.IsNotFound(nsErr) {
-			return nil
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for namespace %s and the elastic nodes to go: %w", ns, wctx.Err())
-		case <-time.After(2 * time.Second):
-		}
-	}
+	return localcluster.Poll(wctx, 2*time.Second, "namespace "+ns+" and the elastic nodes to go", func(ctx context.Context) (bool, error) {
+		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: localcluster.PoolLabel + "=" + ElasticPool})
+		_, nsErr := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		return err == nil && len(nodes.Items) == 0 && apierrors.IsNotFound(nsErr), err
+	})
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -15,6 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+
+	"github.com/spillway-dev/spillway/internal/localcluster"
 )
 
 const podWorkers = 16
@@ -129,17 +131,10 @@ func (f Fleet) createNode(ctx context.Context, cs kubernetes.Interface) error {
 func (f Fleet) waitServiceAccount(ctx context.Context, cs kubernetes.Interface) error {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for {
-		_, err := cs.CoreV1().ServiceAccounts(f.Namespace).Get(wctx, "default", metav1.GetOptions{})
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for the default ServiceAccount in %s: %w (last error %w)", f.Namespace, wctx.Err(), err)
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
+	return localcluster.Poll(wctx, 300*time.Millisecond, "the default ServiceAccount in "+f.Namespace, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(f.Namespace).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, err
+	})
 }
 
 func (f Fleet) createRunningPod(ctx context.Context, cs kubernetes.Interface, app, name string) error {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
@@ -58,24 +59,21 @@ func WaitSeries(ctx context.Context, promURL string, want int, timeout time.Dura
 	hc := &http.Client{Timeout: 30 * time.Second}
 	q := promURL + "/api/v1/query?query=" + url.QueryEscape("count("+metricnames.ProcessSMUtil+")")
 	last := -1
-	var lastErr error
-	for {
-		n, err := promCount(wctx, hc, q)
-		if err == nil && n == want {
-			fmt.Fprintf(log, "[fleetsim] %s holds all %d series\n", promURL, n)
-			return nil
+	return localcluster.Poll(wctx, time.Second, fmt.Sprintf("%s to hold %d series", promURL, want), func(ctx context.Context) (bool, error) {
+		n, err := promCount(ctx, hc, q)
+		if err != nil {
+			return false, err
 		}
-		if err == nil && n != last {
+		if n == want {
+			fmt.Fprintf(log, "[fleetsim] %s holds all %d series\n", promURL, n)
+			return true, nil
+		}
+		if n != last {
 			fmt.Fprintf(log, "[fleetsim] %s holds %d of %d series\n", promURL, n, want)
 			last = n
 		}
-		lastErr = err
-		select {
-		case <-wctx.Done():
-			return fmt.Errorf("waiting for %s to hold %d series (last count %d, last error %w): %w", promURL, want, last, lastErr, wctx.Err())
-		case <-time.After(time.Second):
-		}
-	}
+		return false, nil
+	})
 }
 
 func promCount(ctx context.Context, hc *http.Client, q string) (int, error) {

@@ -117,8 +117,12 @@ func (c *Cluster) DumpLogs(w io.Writer, maxBytesPerLog int) {
 	}
 }
 
-// waitFor polls cond every interval until it returns true, an error, or ctx ends.
-func waitFor(ctx context.Context, interval time.Duration, what string, cond func(context.Context) (bool, error)) error {
+// Poll calls cond every interval until it returns true or ctx ends; it is
+// the one polling loop of the harness, the tests (test/framework's Poll and
+// Eventually) and the demo. An error from cond does not stop it (the
+// condition may not hold yet, e.g. a server still starting): the last one
+// is part of the error returned when ctx ends, which names what was awaited.
+func Poll(ctx context.Context, interval time.Duration, what string, cond func(context.Context) (bool, error)) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var last error

@@ -141,7 +141,7 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 func (c *Cluster) waitAPIServerReady(ctx context.Context, p *Process) error {
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	return waitFor(wctx, 300*time.Millisecond, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
+	return Poll(wctx, 300*time.Millisecond, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
 		if exited, err := p.Exited(); exited {
 			return false, fmt.Errorf("kube-apiserver exited: %w (see %s)", err, p.LogPath)
 		}
@@ -156,7 +156,7 @@ func (c *Cluster) waitHealthy(ctx context.Context, p *Process, what, url string)
 	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return waitFor(wctx, 300*time.Millisecond, what, func(context.Context) (bool, error) {
+	return Poll(wctx, 300*time.Millisecond, what, func(context.Context) (bool, error) {
 		if exited, err := p.Exited(); exited {
 			return false, fmt.Errorf("%s exited: %w (see %s)", p.Name, err, p.LogPath)
 		}

@@ -239,7 +239,7 @@ func (c *Cluster) StartKEDA(ctx context.Context) (*KEDA, error) {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	rc := c.client.Discovery().RESTClient()
-	if err := waitFor(wctx, time.Second, "KEDA's external.metrics.k8s.io through the aggregator", func(ctx context.Context) (bool, error) {
+	if err := Poll(wctx, time.Second, "KEDA's external.metrics.k8s.io through the aggregator", func(ctx context.Context) (bool, error) {
 		if exited, err := k.Adapter.Exited(); exited {
 			return false, fmt.Errorf("keda-adapter exited: %w (see %s)", err, k.Adapter.LogPath)
 		}
@@ -340,7 +340,7 @@ func waitHTTPOK(ctx context.Context, what, url string, proc *Process) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return waitFor(wctx, 300*time.Millisecond, what, func(context.Context) (bool, error) {
+	return Poll(wctx, 300*time.Millisecond, what, func(context.Context) (bool, error) {
 		if exited, err := proc.Exited(); exited {
 			return false, fmt.Errorf("%s exited: %w (see %s)", proc.Name, err, proc.LogPath)
 		}

@@ -79,7 +79,7 @@ func (c *Cluster) AddStaticGPUNodes(ctx context.Context, pool string, n int, sha
 func (c *Cluster) WaitNodeReady(ctx context.Context, name string) error {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return waitFor(wctx, 300*time.Millisecond, "node "+name+" Ready", func(ctx context.Context) (bool, error) {
+	return Poll(wctx, 300*time.Millisecond, "node "+name+" Ready", func(ctx context.Context) (bool, error) {
 		n, err := c.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -209,7 +209,7 @@ metadata:
 	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return waitFor(wctx, 500*time.Millisecond, "Karpenter readiness", func(context.Context) (bool, error) {
+	return Poll(wctx, 500*time.Millisecond, "Karpenter readiness", func(context.Context) (bool, error) {
 		resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", c.ports.karpHealth))
 		if err != nil {
 			return false, err

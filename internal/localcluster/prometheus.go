@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,12 +55,21 @@ type PodDiscovery struct {
 // by the cluster. It is not the Debian service: it runs from a private data
 // directory on a free port and ends with the cluster.
 type Prometheus struct {
-	URL     string
-	c       *Cluster
-	args    []string
-	proc    *Process
-	name    string
-	dataDir string
+	URL      string
+	c        *Cluster
+	args     []string
+	proc     *Process
+	name     string
+	dir      string
+	dataDir  string
+	port     int
+	interval time.Duration
+	// externalLabels go in the global config (a Thanos sidecar requires
+	// them; see StartThanos).
+	externalLabels map[string]string
+
+	mu      sync.Mutex
+	targets []ScrapeTarget
 }
 
 // StartPrometheus writes a config for the targets and starts Prometheus.
@@ -77,44 +88,17 @@ func (c *Cluster) startPrometheus(ctx context.Context, name string, interval tim
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", interval, interval)
-	if len(externalLabels) > 0 {
-		b.WriteString("  external_labels:\n")
-		for _, k := range slices.Sorted(maps.Keys(externalLabels)) {
-			fmt.Fprintf(&b, "    %s: %q\n", k, externalLabels[k])
-		}
-	}
-	b.WriteString("scrape_configs:\n")
-	for _, t := range targets {
-		path := t.Path
-		if path == "" {
-			path = "/metrics"
-		}
-		if t.Pods != nil {
-			file := filepath.Join(dir, fmt.Sprintf("%s-%d-targets.json", t.Job, port))
-			if err := os.WriteFile(file, []byte("[]"), 0o644); err != nil {
-				return nil, err
-			}
-			writePodDiscovery(&b, t, file)
-			dctx, cancel := context.WithCancel(context.Background())
-			c.onStop(cancel)
-			go c.discoverPods(dctx, *t.Pods, t.Address, file)
-			continue
-		}
-		fmt.Fprintf(&b, "- job_name: %q\n  metrics_path: %q\n  honor_labels: %t\n  static_configs:\n  - targets: [%q]\n", t.Job, path, t.HonorLabels, t.Address)
-	}
-	cfg := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
-		return nil, err
-	}
 	p := &Prometheus{
-		URL:     fmt.Sprintf("http://127.0.0.1:%d", port),
-		c:       c,
-		name:    name,
-		dataDir: filepath.Join(dir, "data"),
+		URL:            fmt.Sprintf("http://127.0.0.1:%d", port),
+		c:              c,
+		name:           name,
+		dir:            dir,
+		dataDir:        filepath.Join(dir, "data"),
+		port:           port,
+		interval:       interval,
+		externalLabels: externalLabels,
 		args: []string{
-			"--config.file=" + cfg,
+			"--config.file=" + filepath.Join(dir, "prometheus.yml"),
 			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
 			"--storage.tsdb.retention.time=1d",
 			"--web.listen-address=127.0.0.1:" + itoa(port),
@@ -122,7 +106,79 @@ func (c *Cluster) startPrometheus(ctx context.Context, name string, interval tim
 			"--log.level=warn",
 		},
 	}
+	if err := p.addTargets(targets); err != nil {
+		return nil, err
+	}
 	return p, p.Start(ctx)
+}
+
+// AddTargets adds scrape jobs to a running Prometheus: it rewrites the
+// configuration and has Prometheus reload it. Servers that need
+// Prometheus's URL to start (the metrics adapter) are scraped this way.
+func (p *Prometheus) AddTargets(ctx context.Context, targets ...ScrapeTarget) error {
+	if err := p.addTargets(targets); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/-/reload", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("reloading Prometheus: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("reloading Prometheus: %s: %s", resp.Status, b)
+	}
+	return nil
+}
+
+// addTargets appends targets, starts the pod discovery of those that need
+// it and writes the configuration of every target so far.
+func (p *Prometheus) addTargets(targets []ScrapeTarget) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range targets {
+		if t.Pods == nil {
+			continue
+		}
+		file := p.podTargetsFile(t)
+		if err := os.WriteFile(file, []byte("[]"), 0o644); err != nil {
+			return err
+		}
+		dctx, cancel := context.WithCancel(context.Background())
+		p.c.onStop(cancel)
+		go p.c.discoverPods(dctx, *t.Pods, t.Address, file)
+	}
+	p.targets = append(p.targets, targets...)
+	var b strings.Builder
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", p.interval, p.interval)
+	if len(p.externalLabels) > 0 {
+		b.WriteString("  external_labels:\n")
+		for _, k := range slices.Sorted(maps.Keys(p.externalLabels)) {
+			fmt.Fprintf(&b, "    %s: %q\n", k, p.externalLabels[k])
+		}
+	}
+	b.WriteString("scrape_configs:\n")
+	for _, t := range p.targets {
+		if t.Pods != nil {
+			writePodDiscovery(&b, t, p.podTargetsFile(t))
+			continue
+		}
+		path := t.Path
+		if path == "" {
+			path = "/metrics"
+		}
+		fmt.Fprintf(&b, "- job_name: %q\n  metrics_path: %q\n  honor_labels: %t\n  static_configs:\n  - targets: [%q]\n", t.Job, path, t.HonorLabels, t.Address)
+	}
+	return os.WriteFile(filepath.Join(p.dir, "prometheus.yml"), []byte(b.String()), 0o644)
+}
+
+// podTargetsFile is the file-discovery file of a pod-discovery job.
+func (p *Prometheus) podTargetsFile(t ScrapeTarget) string {
+	return filepath.Join(p.dir, fmt.Sprintf("%s-%d-targets.json", t.Job, p.port))
 }
 
 // Start (re)starts a stopped Prometheus on the same port and data.
@@ -135,7 +191,7 @@ func (p *Prometheus) Start(ctx context.Context) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return waitFor(wctx, 300*time.Millisecond, "Prometheus ready", func(context.Context) (bool, error) {
+	return Poll(wctx, 300*time.Millisecond, "Prometheus ready", func(context.Context) (bool, error) {
 		if exited, err := proc.Exited(); exited {
 			return false, fmt.Errorf("prometheus exited: %w (see %s)", err, proc.LogPath)
 		}

@@ -164,7 +164,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return waitFor(wctx, 200*time.Millisecond, "etcd health", func(context.Context) (bool, error) {
+	return Poll(wctx, 200*time.Millisecond, "etcd health", func(context.Context) (bool, error) {
 		resp, err := hc.Get(client + "/health")
 		if err != nil {
 			return false, err
@@ -211,7 +211,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, pk *pki, tokens string) er
 	}
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	return waitFor(wctx, 500*time.Millisecond, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
+	return Poll(wctx, 500*time.Millisecond, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
 		body, err := c.client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Raw()
 		if err != nil {
 			return false, fmt.Errorf("%w: %s", err, tail(string(body), 300))
@@ -279,7 +279,7 @@ const KwokAnnotation = "kwok.x-k8s.io/node"
 func (c *Cluster) waitDefaultServiceAccount(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return waitFor(wctx, 300*time.Millisecond, "the default ServiceAccount", func(ctx context.Context) (bool, error) {
+	return Poll(wctx, 300*time.Millisecond, "the default ServiceAccount", func(ctx context.Context) (bool, error) {
 		_, err := c.client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, err
 	})

@@ -325,7 +325,7 @@ func waitReady(ctx context.Context, p *Process, base string) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return waitFor(wctx, 300*time.Millisecond, p.Name+" ready", func(context.Context) (bool, error) {
+	return Poll(wctx, 300*time.Millisecond, p.Name+" ready", func(context.Context) (bool, error) {
 		if exited, err := p.Exited(); exited {
 			return false, fmt.Errorf("%s exited: %w (see %s)", p.Name, err, p.LogPath)
 		}
@@ -344,7 +344,7 @@ func (t *Thanos) WaitHealthy(ctx context.Context) error {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return waitFor(wctx, 500*time.Millisecond, "thanos query to see every sidecar healthy", func(ctx context.Context) (bool, error) {
+	return Poll(wctx, 500*time.Millisecond, "thanos query to see every sidecar healthy", func(ctx context.Context) (bool, error) {
 		healthy, err := t.healthyStores(ctx, hc)
 		if err != nil {
 			return false, err

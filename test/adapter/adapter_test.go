@@ -25,6 +25,7 @@ import (
 
 	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/test/framework"
 )
@@ -45,9 +46,9 @@ const (
 )
 
 type pipeline struct {
-	exporter *demo.Exporter
+	exporter *framework.Exporter
 	prom     *localcluster.Prometheus
-	adapter  *demo.Adapter
+	adapter  *framework.Adapter
 	// forger is a scrape target (honor_labels: true, like a tenant's pod
 	// a careless job scrapes) that publishes whatever the test sets.
 	forger *forger
@@ -77,7 +78,7 @@ func setup(t *testing.T) *pipeline {
 			return
 		}
 		p := &pipeline{}
-		if p.exporter, setupErr = demo.StartExporter(ctx, cluster, "../../bin", 2*time.Second); setupErr != nil {
+		if p.exporter, setupErr = framework.StartExporter(ctx, cluster, "../../bin", 2*time.Second); setupErr != nil {
 			return
 		}
 		if p.forger, setupErr = startForger(); setupErr != nil {
@@ -94,7 +95,7 @@ func setup(t *testing.T) *pipeline {
 		if setupErr = os.WriteFile(cfg, []byte(metricsConfig), 0o644); setupErr != nil {
 			return
 		}
-		if p.adapter, setupErr = demo.StartAdapter(ctx, cluster, "../../bin", p.prom.URL, 2*time.Second,
+		if p.adapter, setupErr = framework.StartAdapter(ctx, cluster, "../../bin", p.prom.URL, 2*time.Second,
 			[]string{"--max-staleness=" + staleness.String(), "--metrics-config=" + cfg}); setupErr != nil {
 			return
 		}
@@ -221,16 +222,11 @@ func hpa(ns string, external bool) *autoscalingv2.HorizontalPodAutoscaler {
 		StabilizationWindowSeconds: ptr.To(int32(0)),
 		Policies:                   []autoscalingv2.HPAScalingPolicy{{Type: autoscalingv2.PercentScalingPolicy, Value: 100, PeriodSeconds: 5}},
 	}
-	return &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: "qwen-chat", Namespace: ns},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: deployment},
-			MinReplicas:    ptr.To(int32(1)),
-			MaxReplicas:    3,
-			Metrics:        []autoscalingv2.MetricSpec{metric},
-			Behavior:       &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleUp: fast, ScaleDown: fast},
-		},
-	}
+	return testobjects.HPA(testobjects.HPAOptions{Name: "qwen-chat", Namespace: ns, Deployment: deployment, MinReplicas: ptr.To(int32(1)), MaxReplicas: 3},
+		func(h *autoscalingv2.HorizontalPodAutoscaler) {
+			h.Spec.Metrics = []autoscalingv2.MetricSpec{metric}
+			h.Spec.Behavior = &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleUp: fast, ScaleDown: fast}
+		})
 }
 
 func replicas(ctx context.Context, ns string) (int32, error) {
@@ -308,21 +304,16 @@ func TestArenaHPAShape(t *testing.T) {
 	setup(t)
 	ns := framework.Namespace(t, cluster)
 	createPredictor(t, ns)
-	arena := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: "qwen-chat-hpa", Namespace: ns},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: deployment},
-			MinReplicas:    ptr.To(int32(1)),
-			MaxReplicas:    3,
-			Metrics: []autoscalingv2.MetricSpec{{
+	arena := testobjects.HPA(testobjects.HPAOptions{Name: "qwen-chat-hpa", Namespace: ns, Deployment: deployment, MinReplicas: ptr.To(int32(1)), MaxReplicas: 3},
+		func(h *autoscalingv2.HorizontalPodAutoscaler) {
+			h.Spec.Metrics = []autoscalingv2.MetricSpec{{
 				Type: autoscalingv2.PodsMetricSourceType,
 				Pods: &autoscalingv2.PodsMetricSource{
 					Metric: autoscalingv2.MetricIdentifier{Name: metricnames.ProcessSMUtil},
 					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageValue: ptr.To(resource.MustParse("50"))},
 				},
-			}},
-		},
-	}
+			}}
+		})
 	if _, err := cluster.Client().AutoscalingV2().HorizontalPodAutoscalers(ns).Create(context.Background(), arena, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("the API server refused arena's HPA shape: %v", err)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/promquery"
+	"github.com/spillway-dev/spillway/test/framework"
 )
 
 func TestMain(m *testing.M) {
@@ -128,20 +129,11 @@ scrape_configs:
 
 	// The adapter's client reads the scrape's result once there is one
 	// (partial_response=false is sent with it and ignored by Prometheus).
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	var res promquery.Result
-	for {
+	framework.Eventually(t, time.Minute, 500*time.Millisecond, "an up series over mutual TLS", func(ctx context.Context) (bool, string) {
 		res, err = adapter.Samples(ctx, up)
-		if err == nil && len(res.Samples) > 0 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no up series over mutual TLS within a minute: last error %v, samples %+v", err, res.Samples)
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+		return err == nil && len(res.Samples) > 0, fmt.Sprintf("error %v, samples %+v", err, res.Samples)
+	})
 	if s := res.Samples[0]; len(res.Samples) != 1 || s.Namespace != job || s.Pod != addr || s.Value != 1 {
 		t.Errorf("samples %+v, want one up=1 of job %s, instance %s (Prometheus scraped itself over mutual TLS)", res.Samples, job, addr)
 	}
@@ -209,23 +201,19 @@ func startPrometheus(t *testing.T, bin, dir, addr string) {
 	})
 	// Wait for the port; readiness itself needs the credentials, which the
 	// test's first query brings.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	framework.Eventually(t, 30*time.Second, 200*time.Millisecond, "prometheus to listen on "+addr, func(context.Context) (bool, string) {
 		select {
 		case <-done:
 			t.Fatalf("prometheus exited: %v (log in %s)", exitErr, logFile.Name())
 		default:
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-			return
+		if err != nil {
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus did not listen on %s: %v", addr, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		_ = c.Close()
+		return true, ""
+	})
 }
 
 type ca struct {

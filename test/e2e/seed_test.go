@@ -39,6 +39,7 @@ func TestSeedScenarioTidalDay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	res, err := env.Play(ctx, demo.Run{Namespace: "seed", Trace: trace, DayDuration: 6 * time.Minute, WithPolicy: true, Table: os.Stderr})
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +72,9 @@ func TestSeedScenarioTidalDay(t *testing.T) {
 		return onPrem == 1 && total == 1 && len(notRunning) == 0 && len(elastic) == 0,
 			"running on-prem=" + itoa(onPrem) + " total=" + itoa(total) + " not-running=" + itoa(len(notRunning)) + " elastic-nodes=" + itoa(len(elastic))
 	})
+	// After the scenario (and still with its objects): what the shipped
+	// dashboards show of it.
+	t.Run("DashboardQueries", func(t *testing.T) { checkDashboardQueries(t, env.Prometheus.URL, start) })
 	f := res.Figures
 	t.Logf("cloud GPU-minutes %.0f (oracle %.0f), on-prem util %.1f%%, minutes over target %.0f, scale events %d, time to elastic %s",
 		f.CloudGPUMinutes, scenario.Oracle(trace, scenario.Seed).CloudGPUMinutes, f.OnPremUtilization, f.MinutesOverTarget, f.ScaleEvents, f.TimeToElastic)

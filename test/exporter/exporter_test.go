@@ -63,7 +63,7 @@ func TestSimExporterScrapedByPrometheusFollowsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exp, err := demo.StartExporter(ctx, cluster, "../../bin", 2*time.Second)
+	exp, err := framework.StartExporter(ctx, cluster, "../../bin", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

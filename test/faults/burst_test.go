@@ -20,6 +20,7 @@ import (
 
 	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/test/framework"
 )
@@ -85,7 +86,7 @@ func TestMaxHoldsAcrossWebhookReplicas(t *testing.T) {
 	// not connections: the API server keeps one connection to a webhook,
 	// which a Service (or TCPProxy) would pin to one replica.
 	bal := startBalancer(t, h)
-	if err := cluster.Apply(ctx, []byte(demo.WebhookConfig(bal.Port()))); err != nil {
+	if err := framework.ApplyWebhookConfig(ctx, cluster, bal.Port()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { restoreWebhookConfig(t, h) })
@@ -193,7 +194,7 @@ func startBalancer(t *testing.T, h *demo.HA) *localcluster.RequestBalancer {
 	t.Helper()
 	var sec *corev1.Secret
 	framework.Eventually(t, 30*time.Second, time.Second, "the webhook chain's Secret", func(ctx context.Context) (bool, string) {
-		s, err := cluster.Client().CoreV1().Secrets(demo.SystemNamespace).Get(ctx, webhookSecret, metav1.GetOptions{})
+		s, err := cluster.Client().CoreV1().Secrets(framework.SystemNamespace).Get(ctx, webhookSecret, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -228,7 +229,7 @@ func startBalancer(t *testing.T, h *demo.HA) *localcluster.RequestBalancer {
 // waits until pods are placed through it.
 func restoreWebhookConfig(t *testing.T, h *demo.HA) {
 	ctx := context.Background()
-	if err := cluster.Apply(ctx, []byte(demo.WebhookConfig(h.ControllerProxy.Port()))); err != nil {
+	if err := framework.ApplyWebhookConfig(ctx, cluster, h.ControllerProxy.Port()); err != nil {
 		t.Errorf("restoring the webhook configuration: %v", err)
 		return
 	}
@@ -250,13 +251,11 @@ func burst(ctx context.Context, n int) []burstResult {
 		go func() {
 			defer wg.Done()
 			<-start
-			p := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("burst-%d", i), Namespace: burstNS, Labels: map[string]string{"app": "burst"}},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: ptr.To(int64(0)),
-					Containers:                    []corev1.Container{{Name: "c", Image: "busybox"}},
-				},
-			}
+			p := testobjects.Pod(testobjects.PodOptions{Name: fmt.Sprintf("burst-%d", i), Namespace: burstNS, Labels: map[string]string{"app": "burst"}},
+				func(p *corev1.Pod) {
+					p.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
+					p.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox"}}
+				})
 			out[i].pod, out[i].err = cluster.Client().CoreV1().Pods(burstNS).Create(ctx, p, metav1.CreateOptions{})
 		}()
 	}

@@ -331,10 +331,12 @@ func TestWebhookConfigurationDeleted(t *testing.T) {
 	cleanProbes(t)
 	ctx := context.Background()
 	mwc := cluster.Client().AdmissionregistrationV1().MutatingWebhookConfigurations()
-	if err := mwc.Delete(ctx, demo.WebhookConfigName, metav1.DeleteOptions{}); err != nil {
+	if err := mwc.Delete(ctx, framework.WebhookConfigName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cluster.Apply(context.Background(), []byte(demo.WebhookConfig(h.ControllerProxy.Port()))) })
+	t.Cleanup(func() {
+		_ = framework.ApplyWebhookConfig(context.Background(), cluster, h.ControllerProxy.Port())
+	})
 	i := 0
 	var unplaced string
 	framework.Eventually(t, 30*time.Second, time.Second, "a pod admitted unplaced without the configuration", func(ctx context.Context) (bool, string) {
@@ -348,11 +350,11 @@ func TestWebhookConfigurationDeleted(t *testing.T) {
 	})
 
 	applied := time.Now()
-	if err := cluster.Apply(ctx, []byte(demo.WebhookConfig(h.ControllerProxy.Port()))); err != nil {
+	if err := framework.ApplyWebhookConfig(ctx, cluster, h.ControllerProxy.Port()); err != nil {
 		t.Fatal(err)
 	}
 	framework.Eventually(t, 30*time.Second, 250*time.Millisecond, "the CA bundle restored", func(ctx context.Context) (bool, string) {
-		c, err := mwc.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{})
+		c, err := mwc.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/test/framework"
 )
 
@@ -315,29 +316,24 @@ func namespaceChurn(name string) <-chan error {
 			out <- err
 			return
 		}
-		for {
+		if err := localcluster.Poll(ctx, time.Second, "namespace "+name+" to go", func(ctx context.Context) (bool, error) {
 			_, err := cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				if d := time.Since(start); d > time.Minute {
-					out <- fmt.Errorf("namespace %s took %s to go", name, d.Round(time.Second))
-				} else {
-					out <- nil
+			return apierrors.IsNotFound(err), nil
+		}); err != nil {
+			ns, _ := cs.CoreV1().Namespaces().Get(context.Background(), name, metav1.GetOptions{})
+			msg := ""
+			if ns != nil {
+				for _, c := range ns.Status.Conditions {
+					msg += fmt.Sprintf(" %s=%s (%s)", c.Type, c.Status, c.Message)
 				}
-				return
 			}
-			select {
-			case <-ctx.Done():
-				ns, _ := cs.CoreV1().Namespaces().Get(context.Background(), name, metav1.GetOptions{})
-				msg := ""
-				if ns != nil {
-					for _, c := range ns.Status.Conditions {
-						msg += fmt.Sprintf(" %s=%s (%s)", c.Type, c.Status, c.Message)
-					}
-				}
-				out <- fmt.Errorf("namespace %s not gone a minute after its deletion:%s", name, msg)
-				return
-			case <-time.After(time.Second):
-			}
+			out <- fmt.Errorf("namespace %s not gone a minute after its deletion:%s", name, msg)
+			return
+		}
+		if d := time.Since(start); d > time.Minute {
+			out <- fmt.Errorf("namespace %s took %s to go", name, d.Round(time.Second))
+		} else {
+			out <- nil
 		}
 	}()
 	return out
@@ -353,16 +349,13 @@ func checkChurn(t *testing.T, ch <-chan error) {
 
 // probePod is a bare pod the probe policy selects.
 func probePod(name string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: probeNS, Labels: map[string]string{"app": "probe"}},
-		Spec: corev1.PodSpec{
-			TerminationGracePeriodSeconds: ptr.To(int64(0)),
-			Containers: []corev1.Container{{
-				Name: "probe", Image: "busybox",
-				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}},
-			}},
-		},
-	}
+	return testobjects.Pod(testobjects.PodOptions{Name: name, Namespace: probeNS, Labels: map[string]string{"app": "probe"}}, func(p *corev1.Pod) {
+		p.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
+		p.Spec.Containers = []corev1.Container{{
+			Name: "probe", Image: "busybox",
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}},
+		}}
+	})
 }
 
 // createProbe creates a probe pod and returns it as admitted.
@@ -443,7 +436,7 @@ func leader(ctx context.Context, h *demo.HA) int {
 
 // leaseHolder is the holder of the controllers' Lease.
 func leaseHolder(ctx context.Context) (string, error) {
-	l, err := cluster.Client().CoordinationV1().Leases(demo.SystemNamespace).Get(ctx, leaseName, metav1.GetOptions{})
+	l, err := cluster.Client().CoordinationV1().Leases(framework.SystemNamespace).Get(ctx, leaseName, metav1.GetOptions{})
 	if err != nil {
 		return "", err
 	}

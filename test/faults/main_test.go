@@ -47,7 +47,7 @@ const (
 	costOnPrem  = "1000000"
 	costElastic = "0"
 	// leaseName is the controllers' leader-election Lease in
-	// demo.SystemNamespace (the chart's name for it).
+	// framework.SystemNamespace (the chart's name for it).
 	leaseName = "spillway-controller"
 	// grace is the default re-placement grace of whenTryNextUnits.
 	grace = 30 * time.Second
@@ -61,7 +61,7 @@ const (
 	// hpaSync is kube-controller-manager's HPA sync period
 	// (localcluster's default).
 	hpaSync = 5 * time.Second
-	// maxStaleness is the adapter's --max-staleness (demo.StartAdapter).
+	// maxStaleness is the adapter's --max-staleness (framework.StartAdapter).
 	maxStaleness = 30 * time.Second
 	// promTimeout is the adapter's --prometheus-timeout here.
 	promTimeout = 3 * time.Second

@@ -1,7 +1,10 @@
 // Package framework is what cluster-backed test packages share: one local
 // control plane per test package (started in TestMain), namespaces per test,
-// object builders and polling helpers. Tests never sleep a fixed time; they
-// poll a condition with a deadline.
+// object builders and polling helpers, and spillway's three binaries started
+// as local processes against the cluster (StartExporter, StartController,
+// StartAdapter, with InstallCRDs), which internal/demo builds the seed's
+// environment from. Tests never sleep a fixed time; they poll a condition
+// with a deadline.
 package framework
 
 import (
@@ -86,21 +89,19 @@ func Eventually(t *testing.T, timeout, interval time.Duration, what string, cond
 
 // Poll is Eventually for cleanups, which must not stop at the first
 // failure: it returns an error naming the last message instead of failing
-// the test.
+// the test. It runs on localcluster.Poll, the one polling loop.
 func Poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx context.Context) (bool, string)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for {
+	var last string
+	if err := localcluster.Poll(ctx, interval, "", func(ctx context.Context) (bool, error) {
 		ok, msg := cond(ctx)
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("timed out after %s; last: %s", timeout, msg)
-		case <-time.After(interval):
-		}
+		last = msg
+		return ok, nil
+	}); err != nil {
+		return fmt.Errorf("timed out after %s; last: %s", timeout, last)
 	}
+	return nil
 }
 
 // GPUDeployment builds a Deployment of pods that each request one GPU plus

@@ -264,3 +264,34 @@ func TestPlainManifestsApply(t *testing.T) {
 		}
 	}
 }
+
+// TestTryExamplesApply applies the README's "Try your own YAML" examples
+// (examples/try) as a dry run into the namespace the README creates, so
+// the CRDs' schemas and validation rules accept them as written.
+func TestTryExamplesApply(t *testing.T) {
+	ctx := context.Background()
+	installCRDs(t, ctx)
+	ensureNamespace(t, ctx, "try")
+	files, err := filepath.Glob(filepath.Join(chart.Root(), "examples", "try", "*.yaml"))
+	if err != nil || len(files) < 4 {
+		t.Fatalf("examples/try: %d files (%v), want the predictor, the ResourcePolicy, the InferenceScaler and the HPA", len(files), err)
+	}
+	a := newApplier(t)
+	kinds := map[string]bool{}
+	for _, f := range files {
+		for _, o := range framework.ReadObjects(t, f) {
+			kinds[o.GetKind()] = true
+			if o.GetNamespace() != "try" {
+				t.Errorf("%s: %s %s is not in namespace try", filepath.Base(f), o.GetKind(), o.GetName())
+			}
+			if err := a.apply(ctx, o, true); err != nil {
+				t.Errorf("%s: %s %s/%s: %v", filepath.Base(f), o.GetKind(), o.GetNamespace(), o.GetName(), err)
+			}
+		}
+	}
+	for _, k := range []string{"Deployment", "ResourcePolicy", "InferenceScaler", "HorizontalPodAutoscaler"} {
+		if !kinds[k] {
+			t.Errorf("examples/try has no %s", k)
+		}
+	}
+}

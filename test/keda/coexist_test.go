@@ -46,7 +46,7 @@ type podsOnlyAdapter struct {
 }
 
 // startPodsOnlyAdapter renders the chart with kedaVariant as release
-// "spillway" in demo.SystemNamespace (so its names are the ones the local
+// "spillway" in framework.SystemNamespace (so its names are the ones the local
 // ExternalName Service and the adapter's certificate use), applies its
 // APIServices and runs the adapter with its arguments.
 func startPodsOnlyAdapter(ctx context.Context, promURL string) (*podsOnlyAdapter, error) {
@@ -59,7 +59,7 @@ func startPodsOnlyAdapter(ctx context.Context, promURL string) (*podsOnlyAdapter
 	if set == nil {
 		return nil, fmt.Errorf("the chart has no variant %q", kedaVariant)
 	}
-	objs, err := chart.Render(ctx, chart.Release{Name: "spillway", Namespace: demo.SystemNamespace, Set: set})
+	objs, err := chart.Render(ctx, chart.Release{Name: "spillway", Namespace: framework.SystemNamespace, Set: set})
 	if err != nil {
 		return nil, err
 	}
@@ -69,12 +69,12 @@ func startPodsOnlyAdapter(ctx context.Context, promURL string) (*podsOnlyAdapter
 		return nil, err
 	}
 	for _, c := range containers {
-		if c.Workload == "Deployment/"+demo.AdapterServiceName && c.Name == "adapter" {
+		if c.Workload == "Deployment/"+framework.AdapterServiceName && c.Name == "adapter" {
 			a.args = c.Args
 		}
 	}
 	if a.args == nil {
-		return nil, fmt.Errorf("no adapter container in the chart's Deployment/%s", demo.AdapterServiceName)
+		return nil, fmt.Errorf("no adapter container in the chart's Deployment/%s", framework.AdapterServiceName)
 	}
 	ports, err := localcluster.FreePorts(2)
 	if err != nil {
@@ -110,7 +110,7 @@ metadata:
 spec:
   type: ExternalName
   externalName: localhost
-`, demo.SystemNamespace, demo.AdapterServiceName)
+`, framework.SystemNamespace, framework.AdapterServiceName)
 	for _, s := range a.apiServices {
 		s = s.DeepCopy()
 		if err := unstructured.SetNestedField(s.Object, int64(port), "spec", "service", "port"); err != nil {
@@ -254,7 +254,7 @@ func TestKEDAAndPodsOnlySpillwayShareTheCluster(t *testing.T) {
 		}
 		svcNS, _, _ := unstructured.NestedString(s.Object, "spec", "service", "namespace")
 		svcName, _, _ := unstructured.NestedString(s.Object, "spec", "service", "name")
-		wantNS, wantSvc := demo.SystemNamespace, demo.AdapterServiceName
+		wantNS, wantSvc := framework.SystemNamespace, framework.AdapterServiceName
 		if name == localcluster.KEDAAPIService {
 			wantNS, wantSvc = localcluster.KEDANamespace, "keda-metrics-apiserver"
 			bundle, _, _ := unstructured.NestedString(s.Object, "spec", "caBundle")

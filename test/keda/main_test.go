@@ -23,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/test/framework"
@@ -45,7 +44,7 @@ const scrapeInterval = 2 * time.Second
 type env struct {
 	prom     *localcluster.Prometheus
 	keda     *localcluster.KEDA
-	exporter *demo.Exporter
+	exporter *framework.Exporter
 	spillway *podsOnlyAdapter
 	demand   *demand
 }
@@ -70,7 +69,7 @@ func setup(t *testing.T) *env {
 		if e.demand, setupErr = startDemand(); setupErr != nil {
 			return
 		}
-		if e.exporter, setupErr = demo.StartExporter(ctx, cluster, "../../bin", scrapeInterval); setupErr != nil {
+		if e.exporter, setupErr = framework.StartExporter(ctx, cluster, "../../bin", scrapeInterval); setupErr != nil {
 			return
 		}
 		if e.prom, setupErr = cluster.StartPrometheus(ctx, "prometheus", scrapeInterval, []localcluster.ScrapeTarget{

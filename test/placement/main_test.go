@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/test/framework"
 )
@@ -46,11 +45,11 @@ func startSpillway(t *testing.T) {
 	spillwayOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		if err := demo.InstallCRDs(ctx, cluster, repoRoot); err != nil {
+		if err := framework.InstallCRDs(ctx, cluster, repoRoot); err != nil {
 			spillwayErr = fmt.Errorf("installing CRDs: %w", err)
 			return
 		}
-		if _, err := demo.StartController(ctx, cluster, binDir, nil); err != nil {
+		if _, err := framework.StartController(ctx, cluster, binDir, nil); err != nil {
 			spillwayErr = fmt.Errorf("starting spillway-controller (build it first: go build -o bin/spillway-controller ./cmd/spillway-controller): %w", err)
 		}
 	})

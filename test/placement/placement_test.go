@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/test/framework"
 )
 
@@ -275,17 +276,14 @@ func TestUnschedulablePodIsReplacedOnNextUnit(t *testing.T) {
 	ctx := context.Background()
 
 	const hostPort = 8080
-	foreign := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "foreign", Namespace: ns, Labels: map[string]string{"app": "foreign"}},
-		Spec: corev1.PodSpec{
-			NodeName:                      p.onPremNodes[0],
-			TerminationGracePeriodSeconds: ptr.To(int64(0)),
-			Containers: []corev1.Container{{
+	foreign := testobjects.Pod(testobjects.PodOptions{Name: "foreign", Namespace: ns, Labels: map[string]string{"app": "foreign"}, NodeName: p.onPremNodes[0]},
+		func(pod *corev1.Pod) {
+			pod.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
+			pod.Spec.Containers = []corev1.Container{{
 				Name: "foreign", Image: "busybox",
 				Ports: []corev1.ContainerPort{{ContainerPort: hostPort, HostPort: hostPort}},
-			}},
-		},
-	}
+			}}
+		})
 	if _, err := cluster.Client().CoreV1().Pods(ns).Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/test/framework"
@@ -29,7 +28,7 @@ import (
 // the adapter's refresh.
 const pipelineInterval = 2 * time.Second
 
-// metricsAPIServices are the APIServices demo.StartAdapter registers.
+// metricsAPIServices are the APIServices framework.StartAdapter registers.
 var metricsAPIServices = []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"}
 
 var apiServiceGVK = schema.GroupVersionKind{Group: "apiregistration.k8s.io", Version: "v1", Kind: "APIService"}
@@ -267,7 +266,7 @@ func (w *failingWatch) lastMessage() string {
 // cluster is left without a metrics API as it was found.
 func startPipeline(t *testing.T, ctx context.Context, workload string, rps float64) string {
 	t.Helper()
-	exp, err := demo.StartExporter(ctx, cluster, binDir, pipelineInterval)
+	exp, err := framework.StartExporter(ctx, cluster, binDir, pipelineInterval)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +300,7 @@ func startPipeline(t *testing.T, ctx context.Context, workload string, rps float
 			t.Errorf("stopping Prometheus: %v", err)
 		}
 	})
-	ad, err := demo.StartAdapter(ctx, cluster, binDir, prom.URL, pipelineInterval, nil)
+	ad, err := framework.StartAdapter(ctx, cluster, binDir, prom.URL, pipelineInterval, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
@@ -68,7 +67,7 @@ func setup(ctx context.Context, c *localcluster.Cluster) error {
 	if _, err := c.AddStaticGPUNodes(ctx, gpuPool, 2, localcluster.NodeShape{CPU: "32", Memory: "128Gi", GPUs: 4}); err != nil {
 		return err
 	}
-	if err := demo.InstallCRDs(ctx, c, repoRoot); err != nil {
+	if err := framework.InstallCRDs(ctx, c, repoRoot); err != nil {
 		return err
 	}
 	crd, err := os.ReadFile("testdata/inferenceservice-crd.yaml")
@@ -90,22 +89,15 @@ func setup(ctx context.Context, c *localcluster.Cluster) error {
 	if kc, err = client.New(c.RESTConfig(), client.Options{Scheme: scheme}); err != nil {
 		return err
 	}
-	_, err = demo.StartController(ctx, c, binDir, nil)
+	_, err = framework.StartController(ctx, c, binDir, nil)
 	return err
 }
 
 func waitServed(ctx context.Context, c *localcluster.Cluster, groupVersion string) error {
-	for {
+	return localcluster.Poll(ctx, 300*time.Millisecond, groupVersion+" to be served", func(context.Context) (bool, error) {
 		_, err := c.Client().Discovery().ServerResourcesForGroupVersion(groupVersion)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s to be served: %w (last error: %w)", groupVersion, ctx.Err(), err)
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
+		return err == nil, err
+	})
 }
 
 func requireEnv(t *testing.T) {

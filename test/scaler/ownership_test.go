@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/autoscaling"
 	"github.com/spillway-dev/spillway/pkg/controller/inferencescaler"
@@ -58,21 +59,16 @@ func TestForeignHPAIsRefused(t *testing.T) {
 	ctx := context.Background()
 	ns := framework.Namespace(t, cluster)
 	deployment(t, ns, "predictor", "foreign-predictor", 0)
-	foreign := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: "legacy-hpa", Namespace: ns},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "predictor"},
-			MinReplicas:    ptr.To[int32](2),
-			MaxReplicas:    5,
-			Metrics: []autoscalingv2.MetricSpec{{
+	foreign := testobjects.HPA(testobjects.HPAOptions{Name: "legacy-hpa", Namespace: ns, Deployment: "predictor", MinReplicas: ptr.To[int32](2), MaxReplicas: 5},
+		func(h *autoscalingv2.HorizontalPodAutoscaler) {
+			h.Spec.Metrics = []autoscalingv2.MetricSpec{{
 				Type: autoscalingv2.ResourceMetricSourceType,
 				Resource: &autoscalingv2.ResourceMetricSource{
 					Name:   corev1.ResourceCPU,
 					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: ptr.To[int32](80)},
 				},
-			}},
-		},
-	}
+			}}
+		})
 	create(t, foreign)
 	foreignGen := foreign.Generation
 

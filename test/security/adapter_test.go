@@ -3,7 +3,6 @@ package security
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -23,6 +22,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spillway-dev/spillway/internal/demo"
+	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	"github.com/spillway-dev/spillway/test/framework"
 )
 
@@ -406,13 +407,9 @@ func adVictimHPA() *autoscalingv2.HorizontalPodAutoscaler {
 		StabilizationWindowSeconds: ptr.To(int32(0)),
 		Policies:                   []autoscalingv2.HPAScalingPolicy{{Type: autoscalingv2.PodsScalingPolicy, Value: 2, PeriodSeconds: 5}},
 	}
-	return &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: adHPA, Namespace: adVictimNS},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: demo.Predictor},
-			MinReplicas:    ptr.To(int32(1)),
-			MaxReplicas:    3,
-			Metrics: []autoscalingv2.MetricSpec{
+	return testobjects.HPA(testobjects.HPAOptions{Name: adHPA, Namespace: adVictimNS, Deployment: demo.Predictor, MinReplicas: ptr.To(int32(1)), MaxReplicas: 3},
+		func(h *autoscalingv2.HorizontalPodAutoscaler) {
+			h.Spec.Metrics = []autoscalingv2.MetricSpec{
 				{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
 					Metric: autoscalingv2.MetricIdentifier{Name: adMetric}, Target: target,
 				}},
@@ -420,10 +417,9 @@ func adVictimHPA() *autoscalingv2.HorizontalPodAutoscaler {
 					Metric: autoscalingv2.MetricIdentifier{Name: adMetric, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": demo.PredictorApp}}},
 					Target: target,
 				}},
-			},
-			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleUp: fast, ScaleDown: fast},
-		},
-	}
+			}
+			h.Spec.Behavior = &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleUp: fast, ScaleDown: fast}
+		})
 }
 
 // adHPAView returns the per-pod averages the HPA last read for its Pods
@@ -525,17 +521,11 @@ func adNamespace(t *testing.T, name string) {
 			t.Errorf("cleanup: deleting namespace %s: %v", name, err)
 			return
 		}
-		for {
+		if err := localcluster.Poll(ctx, time.Second, "the pods of namespace "+name+" to go", func(ctx context.Context) (bool, error) {
 			list, err := cs.CoreV1().Pods(name).List(ctx, metav1.ListOptions{})
-			if err == nil && len(list.Items) == 0 {
-				return
-			}
-			select {
-			case <-ctx.Done():
-				t.Errorf("cleanup: pods of namespace %s still there: %v", name, errors.Join(err, ctx.Err()))
-				return
-			case <-time.After(time.Second):
-			}
+			return err == nil && len(list.Items) == 0, err
+		}); err != nil {
+			t.Errorf("cleanup: %v", err)
 		}
 	})
 }

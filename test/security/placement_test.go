@@ -16,7 +16,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,9 +34,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/ptr"
 
 	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/test/framework"
 )
@@ -256,25 +257,22 @@ func plSquat(t *testing.T, onPrem, ns string, unseen bool) (func(), func(*testin
 	ctx := context.Background()
 	cs := cluster.Client()
 	forged := map[string]string{plAnnotationNode: onPrem, plAnnotationID: "forged-" + string(uuid.NewUUID()), plAnnotationSig: "c3BpbGx3YXk"}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: "squatter-" + string(uuid.NewUUID())[:8], Namespace: ns,
-			Labels:      map[string]string{"app": "mallory-squatter", plLabelPolicy: plPolicy, plLabelUnit: "onprem"},
-			Annotations: forged,
-		},
-		Spec: corev1.PodSpec{
-			SchedulerName:                 "mallory-scheduler",
-			NodeSelector:                  map[string]string{"mallory.example/never": "true"},
-			TerminationGracePeriodSeconds: new(int64),
-			Containers: []corev1.Container{{
-				Name: "squat", Image: "busybox",
-				Resources: corev1.ResourceRequirements{
-					Requests: corev1.ResourceList{localcluster.GPUResource: resource.MustParse("1")},
-					Limits:   corev1.ResourceList{localcluster.GPUResource: resource.MustParse("1")},
-				},
-			}},
-		},
-	}
+	pod := testobjects.Pod(testobjects.PodOptions{
+		Name: "squatter-" + string(uuid.NewUUID())[:8], Namespace: ns,
+		Labels: map[string]string{"app": "mallory-squatter", plLabelPolicy: plPolicy, plLabelUnit: "onprem"},
+	}, func(p *corev1.Pod) {
+		p.Annotations = forged
+		p.Spec.SchedulerName = "mallory-scheduler"
+		p.Spec.NodeSelector = map[string]string{"mallory.example/never": "true"}
+		p.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
+		p.Spec.Containers = []corev1.Container{{
+			Name: "squat", Image: "busybox",
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{localcluster.GPUResource: resource.MustParse("1")},
+				Limits:   corev1.ResourceList{localcluster.GPUResource: resource.MustParse("1")},
+			},
+		}}
+	})
 	created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("creating the squatting pod: %v", err)
@@ -292,7 +290,7 @@ func plSquat(t *testing.T, onPrem, ns string, unseen bool) (func(), func(*testin
 		t.Logf("writing the forged keys again with an update: %v", errOrOK(err))
 	}
 	stop := func() {
-		err := cs.CoreV1().Pods(ns).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+		err := cs.CoreV1().Pods(ns).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
 		if err != nil && !apierrors.IsNotFound(err) {
 			t.Errorf("deleting the squatting pod: %v", err)
 		}
@@ -471,16 +469,10 @@ func plDeleteNamespace(t *testing.T, ns string) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for {
-		list, err := cs.CoreV1().Pods(ns).List(wctx, metav1.ListOptions{})
-		if err == nil && len(list.Items) == 0 {
-			return
-		}
-		select {
-		case <-wctx.Done():
-			t.Errorf("cleanup: pods of namespace %s still there: %v", ns, errors.Join(err, wctx.Err()))
-			return
-		case <-time.After(time.Second):
-		}
+	if err := localcluster.Poll(wctx, time.Second, "the pods of namespace "+ns+" to go", func(ctx context.Context) (bool, error) {
+		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		return err == nil && len(list.Items) == 0, err
+	}); err != nil {
+		t.Errorf("cleanup: %v", err)
 	}
 }

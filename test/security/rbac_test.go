@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/spillway-dev/spillway/internal/demo"
+	"github.com/spillway-dev/spillway/internal/testobjects"
 	v1alpha1 "github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	"github.com/spillway-dev/spillway/pkg/kubescheme"
 	"github.com/spillway-dev/spillway/test/framework"
@@ -81,13 +82,10 @@ func rbacNamespace(t *testing.T, name string) string {
 func rbacPod(t *testing.T, ns, name string, running bool) *corev1.Pod {
 	t.Helper()
 	ctx := context.Background()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
-		Spec: corev1.PodSpec{
-			TerminationGracePeriodSeconds: ptr.To(int64(0)),
-			Containers:                    []corev1.Container{{Name: "predictor", Image: "vllm/vllm-openai:v0.9.0"}},
-		},
-	}
+	pod := testobjects.Pod(testobjects.PodOptions{Name: name, Namespace: ns, Labels: map[string]string{"app": name}}, func(p *corev1.Pod) {
+		p.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
+		p.Spec.Containers = []corev1.Container{{Name: "predictor", Image: "vllm/vllm-openai:v0.9.0"}}
+	})
 	if running {
 		pod.Spec.NodeName = demo.OnPremPool + "-0"
 	} else {
@@ -256,14 +254,8 @@ func TestControllerTokenWritesOnlyInferenceScalerHPAs(t *testing.T) {
 	hpas := ctl.AutoscalingV2().HorizontalPodAutoscalers(ns)
 
 	hpa := func(name string, owners ...metav1.OwnerReference) *autoscalingv2.HorizontalPodAutoscaler {
-		return &autoscalingv2.HorizontalPodAutoscaler{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, OwnerReferences: owners},
-			Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-				ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "predictor"},
-				MinReplicas:    ptr.To(int32(1)),
-				MaxReplicas:    3,
-			},
-		}
+		return testobjects.HPA(testobjects.HPAOptions{Name: name, Namespace: ns, Deployment: "predictor", MinReplicas: ptr.To(int32(1)), MaxReplicas: 3},
+			func(h *autoscalingv2.HorizontalPodAutoscaler) { h.OwnerReferences = owners })
 	}
 	scalerRef := metav1.OwnerReference{
 		APIVersion: v1alpha1.GroupVersion.String(), Kind: "InferenceScaler", Name: "chat",

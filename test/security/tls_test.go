@@ -21,7 +21,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"testing"
@@ -34,7 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/spillway-dev/spillway/internal/demo"
+	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/test/framework"
 )
 
@@ -45,11 +44,11 @@ const tlsRestoreBound = 15 * time.Second
 
 var (
 	tlsAPIServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
-	// tlsAPIServices are the APIServices demo.APIServices registers.
+	// tlsAPIServices are the APIServices framework.ApplyAPIServices registers.
 	tlsAPIServices = []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"}
 	// tlsAdapterHost is the name the kube-apiserver verifies the adapter's
 	// certificate for: <service>.<namespace>.svc.
-	tlsAdapterHost = demo.AdapterServiceName + "." + demo.SystemNamespace + ".svc"
+	tlsAdapterHost = framework.AdapterServiceName + "." + framework.SystemNamespace + ".svc"
 )
 
 // tlsRestored polls ok until it holds, fails the test if that takes longer
@@ -60,22 +59,18 @@ func tlsRestored(t *testing.T, what string, ok func(ctx context.Context) (bool, 
 	ctx, cancel := context.WithTimeout(context.Background(), tlsRestoreBound)
 	defer cancel()
 	last := ""
-	for {
+	if err := localcluster.Poll(ctx, 50*time.Millisecond, what, func(ctx context.Context) (bool, error) {
 		done, msg := ok(ctx)
-		if done {
-			took := time.Since(start)
-			t.Logf("%s: restored after %s", what, took.Round(time.Millisecond))
-			return took
-		}
-		if ctx.Err() == nil { // a poll cut short by the deadline says nothing new
+		if !done && ctx.Err() == nil { // a poll cut short by the deadline says nothing new
 			last = msg
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not restored within %s (the periodic recheck is 10 minutes away): %s", what, tlsRestoreBound, last)
-		case <-time.After(50 * time.Millisecond):
-		}
+		return done, nil
+	}); err != nil {
+		t.Fatalf("%s: not restored within %s (the periodic recheck is 10 minutes away): %s", what, tlsRestoreBound, last)
 	}
+	took := time.Since(start)
+	t.Logf("%s: restored after %s", what, took.Round(time.Millisecond))
+	return took
 }
 
 // tlsServedLeaf is the certificate a TLS server presents. It is read
@@ -137,7 +132,7 @@ func TestWebhookCABundleIsRestoredWithinSeconds(t *testing.T) {
 	env := spillway(t)
 	ctx := context.Background()
 	mwcs := cluster.Client().AdmissionregistrationV1().MutatingWebhookConfigurations()
-	orig, err := mwcs.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{})
+	orig, err := mwcs.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +144,12 @@ func TestWebhookCABundleIsRestoredWithinSeconds(t *testing.T) {
 	tlsVerify(t, "webhook", tlsServedLeaf(t, webhookAddr), bundle, "localhost")
 	t.Cleanup(func() {
 		// Leave a configuration behind whatever happened, for the other tests.
-		if _, err := mwcs.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if _, err := mwcs.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			_, _ = mwcs.Create(ctx, tlsFresh(orig), metav1.CreateOptions{})
 		}
 	})
 	hasBundle := func(ctx context.Context) (bool, string) {
-		cfg, err := mwcs.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{})
+		cfg, err := mwcs.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -167,7 +162,7 @@ func TestWebhookCABundleIsRestoredWithinSeconds(t *testing.T) {
 	}
 	edit := func(set []byte) {
 		t.Helper()
-		cfg, err := mwcs.Get(ctx, demo.WebhookConfigName, metav1.GetOptions{})
+		cfg, err := mwcs.Get(ctx, framework.WebhookConfigName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +180,7 @@ func TestWebhookCABundleIsRestoredWithinSeconds(t *testing.T) {
 	edit(tlsForeignCA(t))
 	took = append(took, tlsRestored(t, "caBundle replaced by another CA", hasBundle))
 
-	if err := mwcs.Delete(ctx, demo.WebhookConfigName, metav1.DeleteOptions{}); err != nil {
+	if err := mwcs.Delete(ctx, framework.WebhookConfigName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mwcs.Create(ctx, tlsFresh(orig), metav1.CreateOptions{}); err != nil {
@@ -329,15 +324,8 @@ func tlsFreshAPIService(orig *unstructured.Unstructured) *unstructured.Unstructu
 func tlsWaitGone(ctx context.Context, r dynamic.NamespaceableResourceInterface, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	for {
+	return localcluster.Poll(ctx, 100*time.Millisecond, name+" to be gone", func(ctx context.Context) (bool, error) {
 		_, err := r.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(fmt.Errorf("%s still exists", name), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return apierrors.IsNotFound(err), err
+	})
 }

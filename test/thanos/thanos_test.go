@@ -20,7 +20,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/fleetsim"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
@@ -70,7 +69,7 @@ const (
 type setup struct {
 	thanos  *localcluster.Thanos
 	servers []*fleetsim.Server
-	adapter *demo.Adapter
+	adapter *framework.Adapter
 }
 
 func start(t *testing.T) *setup {
@@ -103,7 +102,7 @@ func start(t *testing.T) *setup {
 	if err := fleetsim.WaitSeries(ctx, s.thanos.QueryURL, len(all), 2*time.Minute, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if s.adapter, err = demo.StartAdapter(ctx, cluster, "../../bin", s.thanos.QueryURL, refresh,
+	if s.adapter, err = framework.StartAdapter(ctx, cluster, "../../bin", s.thanos.QueryURL, refresh,
 		[]string{"--max-staleness=" + staleness.String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +361,7 @@ func get(ctx context.Context, path string) (*metricList, error) {
 
 // refreshErrors is the adapter's count of failed refreshes, summed over
 // whatever labels the counter carries.
-func refreshErrors(t *testing.T, a *demo.Adapter) float64 {
+func refreshErrors(t *testing.T, a *framework.Adapter) float64 {
 	t.Helper()
 	var n float64
 	err := framework.ScrapeMetrics(context.Background(), a.SelfMetricsAddr, func(series string, v float64) {

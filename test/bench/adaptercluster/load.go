@@ -109,22 +109,18 @@ func waitTargets(ctx context.Context, c *localcluster.Cluster, ts []target, pods
 		if t.viaAggregator() {
 			u = c.Host() + u
 		}
-		var last error
-		for {
-			n, err := fetchItems(wctx, hc, u)
-			if err == nil && n == t.items {
-				fmt.Fprintf(log, "[adaptercluster] %s answers with %d item(s)\n", t.name, max(n, 1))
-				break
+		if err := localcluster.Poll(wctx, time.Second, fmt.Sprintf("%s (%s) to answer", t.name, u), func(ctx context.Context) (bool, error) {
+			n, err := fetchItems(ctx, hc, u)
+			if err != nil {
+				return false, err
 			}
-			if err == nil {
-				err = fmt.Errorf("got %d items, want %d", n, t.items)
+			if n != t.items {
+				return false, fmt.Errorf("got %d items, want %d", n, t.items)
 			}
-			last = err
-			select {
-			case <-wctx.Done():
-				return fmt.Errorf("waiting for %s (%s) to answer: %w (last: %w)", t.name, u, wctx.Err(), last)
-			case <-time.After(time.Second):
-			}
+			fmt.Fprintf(log, "[adaptercluster] %s answers with %d item(s)\n", t.name, max(n, 1))
+			return true, nil
+		}); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
+	"github.com/spillway-dev/spillway/test/framework"
 )
 
 // testAdapterWritePort is where custom-metrics-apiserver's test-adapter
@@ -86,10 +86,10 @@ func startServers(ctx context.Context, c *localcluster.Cluster, bins binaries, p
 	// kube-apiserver verifies it.
 	var cacheTLS []string
 	if aggregator {
-		if err := c.Apply(ctx, []byte(demo.APIServices(s.cachePort))); err != nil {
+		if err := framework.ApplyAPIServices(ctx, c, s.cachePort); err != nil {
 			return nil, err
 		}
-		cacheTLS = demo.AdapterTLSArgs()
+		cacheTLS = framework.AdapterTLSArgs()
 	}
 	cacheArgs := append(promArgs("spillway-metrics-adapter-cache", s.cachePort),
 		"--refresh-interval=5s", fmt.Sprintf("--self-metrics-address=127.0.0.1:%d", ports[3]))
@@ -112,17 +112,11 @@ func (s *servers) seedFloor(ctx context.Context, pods []string) error {
 		u := fmt.Sprintf("http://127.0.0.1:%d/write-metrics/namespaces/%s/pods/%s/%s",
 			testAdapterWritePort, benchNamespace, pod, metricnames.ProcessSMUtil)
 		body := []byte(strconv.Quote(strconv.Itoa(40 + i%20)))
-		var lastErr error
-		for {
-			lastErr = post(wctx, hc, u, body)
-			if lastErr == nil {
-				break
-			}
-			select {
-			case <-wctx.Done():
-				return fmt.Errorf("writing test-adapter values (is it up? see its log): %w (last error %w)", wctx.Err(), lastErr)
-			case <-time.After(500 * time.Millisecond):
-			}
+		if err := localcluster.Poll(wctx, 500*time.Millisecond, "the test-adapter to take its values (is it up? see its log)", func(ctx context.Context) (bool, error) {
+			err := post(ctx, hc, u, body)
+			return err == nil, err
+		}); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/fleetsim"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
@@ -102,7 +101,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	adapter, err := demo.StartAdapter(ctx, c, binDir, th.QueryURL, b.o.refresh, []string{"--max-staleness=" + b.o.staleness.String()})
+	adapter, err := framework.StartAdapter(ctx, c, binDir, th.QueryURL, b.o.refresh, []string{"--max-staleness=" + b.o.staleness.String()})
 	if err != nil {
 		return err
 	}
@@ -151,7 +150,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 }
 
 // waitSnapshot waits until the adapter's snapshot holds size series.
-func (b *bench) waitSnapshot(ctx context.Context, a *demo.Adapter, size int) error {
+func (b *bench) waitSnapshot(ctx context.Context, a *framework.Adapter, size int) error {
 	return framework.Poll(ctx, 5*time.Minute, time.Second, func(ctx context.Context) (bool, string) {
 		m, err := scrape(ctx, "http://"+a.SelfMetricsAddr+"/metrics")
 		if err != nil {
@@ -185,7 +184,7 @@ func (r row) summary() string {
 		r.rssBytes/(1<<20), r.heapBytes/(1<<20))
 }
 
-func (b *bench) measure(ctx context.Context, c *localcluster.Cluster, th *localcluster.Thanos, a *demo.Adapter, loadBin string, size, pods int) (row, error) {
+func (b *bench) measure(ctx context.Context, c *localcluster.Cluster, th *localcluster.Thanos, a *framework.Adapter, loadBin string, size, pods int) (row, error) {
 	r := row{series: size, pods: pods}
 	self := "http://" + a.SelfMetricsAddr + "/metrics"
 	queryMetrics := th.QueryURL + "/metrics"

@@ -3,44 +3,62 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
 )
 
-const usage = `usage: localcluster <command>
+const usage = `usage: localcluster <command> [flags]
 
 Runs spillway's local control plane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, kwok, Karpenter's kwok provider) built from pinned versions.
 
 commands:
-  build   build the pinned control-plane binaries and Thanos into the user cache (no
-          cluster); a cold build takes ~25-30 minutes on 2 cores, later calls return at once
-  build-keda
-          build KEDA's operator and metrics API server (the peer the KEDA tests
-          and benchmarks run) into the user cache; cold ~8 minutes on 2 cores
-  up      start a cluster in the background with one on-prem GPU node and an elastic
-          Karpenter NodePool, print its KUBECONFIG, and return
-  down    stop the cluster started by "up" (only the processes it started)
+  build       build the pinned control-plane binaries and Thanos into the user cache
+              (no cluster); a cold build takes ~25-30 minutes on 2 cores, later calls
+              return at once
+  build-keda  build KEDA's operator and metrics API server (the peer the KEDA tests
+              and benchmarks run) into the user cache; cold ~8 minutes on 2 cores
+  up          start a cluster in the background with one on-prem GPU node and an
+              elastic Karpenter NodePool, print its KUBECONFIG, and return
+  down        stop the cluster started by "up" (only the processes it started)
+  try         like "up", with spillway running against it: the exporter with
+              simulated GPUs, the metrics adapter, the controller and a Prometheus
+              scraping them; prints KUBECONFIG, the Prometheus URL and the simulated
+              load endpoint (flags: --bin-dir, default bin; --repo-root, default .)
+  try-down    stop the cluster started by "try" and remove its state
+
+"up" and "try" run their cluster in a process of their own ("serve", "try-serve"),
+detached from the terminal; Ctrl-C while they start stops it again.
 
 environment:
-  SPILLWAY_CACHE_DIR   where binaries and the "up" cluster's state live
-                       (default: the user cache dir, e.g. ~/.cache/spillway)
+  SPILLWAY_CACHE_DIR   where binaries and the clusters' state live (default: the
+                       user cache dir, e.g. ~/.cache/spillway; "up" keeps its state
+                       in cluster/, "try" in try/)
 `
 
 func run(ctx context.Context, args []string) error {
-	if len(args) != 1 {
+	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, usage)
-		return errors.New("expected exactly one command")
+		return errors.New("expected a command")
 	}
-	switch args[0] {
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return nil
+	case "try", "try-serve":
+		return runTry(ctx, cmd, args)
+	}
+	if len(args) != 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("%s takes no arguments", cmd)
+	}
+	switch cmd {
 	case "build":
 		bins, err := localcluster.EnsureBinaries(ctx, os.Stderr)
 		if err != nil {
@@ -61,85 +79,73 @@ func run(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "[localcluster] KEDA %s ready: %s\n", localcluster.KEDAVersion, filepath.Dir(kb.Operator))
 		return nil
 	case "up":
-		return up(ctx)
+		d, err := clusterDetached()
+		if err != nil {
+			return err
+		}
+		if _, err := d.start(ctx); err != nil {
+			return err
+		}
+		fmt.Printf("cluster is up.\n  export KUBECONFIG=%s\n  kubectl get nodes   (kubectl %s: %s)\nstop it with: make cluster-down\n",
+			filepath.Join(d.dir, "kubeconfig"), localcluster.KubernetesVersion, kubectlPath())
+		return nil
 	case "serve":
 		return serve(ctx)
 	case "down":
-		return down()
-	case "-h", "--help", "help":
-		fmt.Print(usage)
-		return nil
+		d, err := clusterDetached()
+		if err != nil {
+			return err
+		}
+		return d.stop(false)
+	case "try-down":
+		d, err := tryDetached()
+		if err != nil {
+			return err
+		}
+		return d.stop(true)
 	default:
 		fmt.Fprint(os.Stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+		return fmt.Errorf("unknown command %q", cmd)
 	}
 }
 
-func stateDir() (string, error) {
+// runTry parses the flags of try and try-serve.
+func runTry(ctx context.Context, cmd string, args []string) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	binDir := fs.String("bin-dir", "bin", "directory holding spillway's binaries (make build)")
+	repoRoot := fs.String("repo-root", ".", "the repository checkout (config/crd, the Helm chart)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%s: unexpected arguments %q", cmd, fs.Args())
+	}
+	// The detached server does not share the caller's working directory
+	// assumptions: hand it absolute paths.
+	bin, err := filepath.Abs(*binDir)
+	if err != nil {
+		return err
+	}
+	root, err := filepath.Abs(*repoRoot)
+	if err != nil {
+		return err
+	}
+	if cmd == "try-serve" {
+		return tryServe(ctx, bin, root)
+	}
+	return try(ctx, bin, root)
+}
+
+func clusterDetached() (detached, error) {
 	cache, err := localcluster.CacheDir()
 	if err != nil {
-		return "", err
+		return detached{}, err
 	}
-	return filepath.Join(cache, "cluster"), nil
+	return detached{what: "cluster", dir: filepath.Join(cache, "cluster"), serve: []string{"serve"}, down: "make cluster-down"}, nil
 }
 
-// up starts "serve" detached from this terminal and waits for it to report
-// the kubeconfig, so the cluster outlives the make invocation.
-func up(ctx context.Context) error {
-	dir, err := stateDir()
-	if err != nil {
-		return err
-	}
-	if pid, err := readPID(dir); err == nil && syscall.Kill(pid, 0) == nil {
-		return fmt.Errorf("a cluster is already running (pid %d); KUBECONFIG=%s; run 'make cluster-down' first", pid, filepath.Join(dir, "kubeconfig"))
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	logf, err := os.Create(filepath.Join(dir, "localcluster.log"))
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	cmd := exec.Command(self, "serve")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "starting the cluster (pid %d, log %s)…\n", cmd.Process.Pid, logf.Name())
-	ready := filepath.Join(dir, "ready")
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			fmt.Printf("cluster is up.\n  export KUBECONFIG=%s\n  kubectl get nodes   (kubectl %s: %s)\nstop it with: make cluster-down\n",
-				filepath.Join(dir, "kubeconfig"), localcluster.KubernetesVersion, mustKubectl())
-			return nil
-		}
-		select {
-		case err := <-exited:
-			b, _ := os.ReadFile(logf.Name())
-			return fmt.Errorf("the cluster exited during startup: %w\n%s", err, tailString(string(b), 3000))
-		case <-ctx.Done():
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func mustKubectl() string {
+// kubectlPath is the pinned kubectl, built with the control plane.
+func kubectlPath() string {
 	bins, err := localcluster.EnsureBinaries(context.Background(), nil)
 	if err != nil {
 		return "not built"
@@ -147,64 +153,28 @@ func mustKubectl() string {
 	return bins.Kubectl
 }
 
-// serve runs the cluster in the foreground until SIGTERM or SIGINT.
+// serve runs the "up" cluster in the foreground until SIGTERM or SIGINT.
 func serve(ctx context.Context) error {
-	dir, err := stateDir()
+	d, err := clusterDetached()
 	if err != nil {
 		return err
 	}
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, KeepDir: true, Log: os.Stderr})
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: d.dir, KeepDir: true, Log: os.Stderr})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		fmt.Fprintln(os.Stderr, "stopping the cluster")
-		if err := c.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-		os.Remove(filepath.Join(dir, "ready"))
-		os.Remove(filepath.Join(dir, "pid"))
-	}()
+	defer d.stopped(c)
 	if _, err := c.AddStaticGPUNodes(ctx, "onprem", 1, localcluster.DefaultGPUNode); err != nil {
 		return err
 	}
 	if err := c.AddElasticPool(ctx, localcluster.ElasticPool{Name: "elastic"}); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(c.KubeconfigPath()), 0o644); err != nil {
+	if err := d.ready([]byte(c.KubeconfigPath())); err != nil {
 		return err
 	}
 	<-ctx.Done()
 	return nil
-}
-
-func down() error {
-	dir, err := stateDir()
-	if err != nil {
-		return err
-	}
-	pid, ok := signalCluster(dir, syscall.SIGTERM)
-	if !ok {
-		os.Remove(filepath.Join(dir, "pid"))
-		fmt.Println("no cluster is running")
-		return nil
-	}
-	for range 60 {
-		if _, alive := signalCluster(dir, 0); !alive {
-			fmt.Println("cluster stopped")
-			return nil
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	return fmt.Errorf("cluster (pid %d) did not stop within 30s", pid)
-}
-
-func readPID(dir string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "pid"))
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
 func tailString(s string, n int) string {
@@ -214,12 +184,11 @@ func tailString(s string, n int) string {
 	return s[len(s)-n:]
 }
 
-// signalCluster sends sig to the recorded cluster process; false when there
-// is no pid file or no such process.
-func signalCluster(dir string, sig syscall.Signal) (int, bool) {
-	pid, err := readPID(dir)
-	if err != nil {
-		return 0, false
-	}
-	return pid, syscall.Kill(pid, sig) == nil
+// exists reports whether path exists.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
+
+// trimmed is a file's content without surrounding space.
+func trimmed(b []byte) string { return strings.TrimSpace(string(b)) }

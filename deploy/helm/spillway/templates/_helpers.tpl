@@ -173,6 +173,10 @@ group: cert-manager.io
 {{- fail "adapter.prometheus.tls.certFile and keyFile go together" }}
 {{- end }}
 {{- end }}
+{{- $externalPort := int .Values.adapter.external.port }}
+{{- if and .Values.adapter.external.host (or (lt $externalPort 1) (gt $externalPort 65535)) }}
+{{- fail (printf "adapter.external.host needs adapter.external.port (1-65535), got %v: the port the adapter listens on there" .Values.adapter.external.port) }}
+{{- end }}
 {{- if not (has .Values.controller.webhook.failurePolicy (list "Ignore" "Fail")) }}
 {{- fail (printf "controller.webhook.failurePolicy %q: want Ignore or Fail" .Values.controller.webhook.failurePolicy) }}
 {{- end }}
