@@ -110,8 +110,42 @@ func (p *Provider) selectPods(namespace string, selector labels.Selector) ([]Sel
 	if len(pods) == 0 {
 		return nil, notFound(fmt.Sprintf("no pods in namespace %s match selector %q", namespace, selector.String()))
 	}
-	slices.SortFunc(pods, func(a, b SelectedPod) int { return strings.Compare(a.Name, b.Name) })
-	return pods, nil
+	return sortedByName(pods), nil
+}
+
+// sortedByName orders pods by name in place. It sorts their indices, then
+// moves each pod once along the permutation's cycles: sorting the pods
+// themselves moves them (strings, so write-barriered while the GC marks)
+// many times over.
+func sortedByName(pods []SelectedPod) []SelectedPod {
+	var buf [64]int32 // the usual selection fits: no allocation
+	order := buf[:0]
+	if len(pods) > len(buf) {
+		order = make([]int32, 0, len(pods))
+	}
+	for i := range pods {
+		order = append(order, int32(i))
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(pods[a].Name, pods[b].Name) })
+	// pods[j] must become the old pods[order[j]]; -1 marks a done index.
+	for i := range order {
+		if order[i] < 0 {
+			continue
+		}
+		first := pods[i]
+		j := i
+		for {
+			k := int(order[j])
+			order[j] = -1
+			if k == i {
+				pods[j] = first
+				break
+			}
+			pods[j] = pods[k]
+			j = k
+		}
+	}
+	return pods
 }
 
 // podMetricValue is a pod's item; its quantity comes pre-formatted from the
