@@ -51,6 +51,10 @@ func BenchmarkServe(b *testing.B) {
 	ctx := context.Background()
 	appSel := labels.SelectorFromSet(labels.Set{"app": "app-042"})
 	aggSel := labels.SelectorFromSet(labels.Set{"app": "app-042", AggregateKey: "avg"})
+	inSel, err := labels.Parse("app in (app-042,app-043)")
+	if err != nil {
+		b.Fatal(err)
+	}
 	ext := cmprovider.ExternalMetricInfo{Metric: sm}
 
 	cases := []struct {
@@ -67,6 +71,10 @@ func BenchmarkServe(b *testing.B) {
 		}},
 		{"external/per-pod-50-of-5000", func() error {
 			_, err := e.p.GetExternalMetric(ctx, "bench", appSel, ext)
+			return err
+		}},
+		{"external/per-pod-in-100-of-5000", func() error {
+			_, err := e.p.GetExternalMetric(ctx, "bench", inSel, ext)
 			return err
 		}},
 		{"external/aggregate-avg-50-of-5000", func() error {

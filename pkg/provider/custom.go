@@ -31,7 +31,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if err != nil {
 		return nil, err
 	}
-	v, ok := snap.lookup(name, mi, p.clock.Now(), p.maxStaleness)
+	_, v, ok := snap.lookup(name, mi, p.clock.Now(), p.maxStaleness)
 	if !ok {
 		return nil, notFound(fmt.Sprintf("no value of %s younger than %s for pod %s/%s",
 			p.specs[mi].name, p.maxStaleness, name.Namespace, name.Name))
@@ -56,7 +56,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if selector == nil {
 		selector = labels.Everything()
 	}
-	pods, _, err := p.selectPods(namespace, selector)
+	pods, err := p.selectPods(namespace, selector)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	list := &custom_metrics.MetricValueList{Items: make([]custom_metrics.MetricValue, 0, len(pods))}
 	for _, sp := range pods {
 		key := types.NamespacedName{Namespace: namespace, Name: sp.Name}
-		v, ok := snap.lookup(key, mi, now, p.maxStaleness)
+		_, v, ok := snap.lookup(key, mi, now, p.maxStaleness)
 		cov.add(sp, ok, now, p.maxStaleness)
 		if ok {
 			list.Items = append(list.Items, p.podMetricValue(key, mi, v))
@@ -100,25 +100,57 @@ func (p *Provider) checkCustomRequest(namespace string, info provider.CustomMetr
 }
 
 // selectPods resolves a selector from the informer cache, sorted by name so
-// answers are stable, and also returns the names alone. An empty selection
-// is an error: "no pods" must never read as "no load".
-func (p *Provider) selectPods(namespace string, selector labels.Selector) ([]SelectedPod, []string, error) {
+// answers are stable. An empty selection is an error: "no pods" must never
+// read as "no load".
+func (p *Provider) selectPods(namespace string, selector labels.Selector) ([]SelectedPod, error) {
 	pods, err := p.pods.SelectPods(namespace, selector)
 	if err != nil {
-		return nil, nil, apierrors.NewServiceUnavailable(fmt.Sprintf("listing pods: %v", err))
+		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("listing pods: %v", err))
 	}
 	if len(pods) == 0 {
-		return nil, nil, notFound(fmt.Sprintf("no pods in namespace %s match selector %q", namespace, selector.String()))
+		return nil, notFound(fmt.Sprintf("no pods in namespace %s match selector %q", namespace, selector.String()))
 	}
-	slices.SortFunc(pods, func(a, b SelectedPod) int { return strings.Compare(a.Name, b.Name) })
-	names := make([]string, len(pods))
-	for i, sp := range pods {
-		names[i] = sp.Name
-	}
-	return pods, names, nil
+	return sortedByName(pods), nil
 }
 
-func (p *Provider) podMetricValue(pod types.NamespacedName, metric int, v value) custom_metrics.MetricValue {
+// sortedByName orders pods by name in place. It sorts their indices, then
+// moves each pod once along the permutation's cycles: sorting the pods
+// themselves moves them (strings, so write-barriered while the GC marks)
+// many times over.
+func sortedByName(pods []SelectedPod) []SelectedPod {
+	var buf [64]int32 // the usual selection fits: no allocation
+	order := buf[:0]
+	if len(pods) > len(buf) {
+		order = make([]int32, 0, len(pods))
+	}
+	for i := range pods {
+		order = append(order, int32(i))
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(pods[a].Name, pods[b].Name) })
+	// pods[j] must become the old pods[order[j]]; -1 marks a done index.
+	for i := range order {
+		if order[i] < 0 {
+			continue
+		}
+		first := pods[i]
+		j := i
+		for {
+			k := int(order[j])
+			order[j] = -1
+			if k == i {
+				pods[j] = first
+				break
+			}
+			pods[j] = pods[k]
+			j = k
+		}
+	}
+	return pods
+}
+
+// podMetricValue is a pod's item; its quantity comes pre-formatted from the
+// snapshot.
+func (p *Provider) podMetricValue(pod types.NamespacedName, metric int, v *metricValue) custom_metrics.MetricValue {
 	return custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{
 			APIVersion: "v1",
@@ -128,7 +160,7 @@ func (p *Provider) podMetricValue(pod types.NamespacedName, metric int, v value)
 		},
 		Metric:    custom_metrics.MetricIdentifier{Name: p.specs[metric].name},
 		Timestamp: metav1.NewTime(v.ts),
-		Value:     quantity(v.v),
+		Value:     v.quantity,
 	}
 }
 

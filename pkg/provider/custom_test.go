@@ -2,10 +2,13 @@ package provider
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
@@ -279,6 +282,22 @@ func TestQuantity(t *testing.T) {
 		q := quantity(tt.in)
 		if got := q.String(); got != tt.want {
 			t.Errorf("quantity(%v) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSortedByName(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 7, 64, 65, 300} {
+		var pods []SelectedPod
+		for i := 0; i < n; i++ {
+			// A fixed shuffle: i*37 mod n visits every index when n is not a multiple of 37.
+			pods = append(pods, SelectedPod{Name: fmt.Sprintf("pod-%04d", (i*37+11)%max(n, 1)), RunningSince: time.Unix(int64(i), 0)})
+		}
+		want := slices.Clone(pods)
+		slices.SortFunc(want, func(a, b SelectedPod) int { return strings.Compare(a.Name, b.Name) })
+		got := sortedByName(pods)
+		if !slices.Equal(got, want) {
+			t.Errorf("n=%d: sortedByName = %v, want %v", n, got, want)
 		}
 	}
 }

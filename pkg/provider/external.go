@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -13,8 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/metrics/pkg/apis/external_metrics"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
-
-	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
 // AggregateKey is the reserved selector key that asks the external API for
@@ -57,7 +56,7 @@ func (p *Provider) GetExternalMetric(_ context.Context, namespace string, metric
 	if err != nil {
 		return nil, err
 	}
-	pods, names, err := p.selectPods(namespace, podSelector)
+	pods, err := p.selectPods(namespace, podSelector)
 	if err != nil {
 		return nil, err
 	}
@@ -68,25 +67,30 @@ func (p *Provider) GetExternalMetric(_ context.Context, namespace string, metric
 
 	now := p.clock.Now()
 	metric := p.specs[mi].name
-	list := &external_metrics.ExternalMetricValueList{Items: make([]external_metrics.ExternalMetricValue, 0, len(names))}
+	items := len(pods)
+	if mode != "" {
+		items = 1
+	}
+	list := &external_metrics.ExternalMetricValueList{Items: make([]external_metrics.ExternalMetricValue, 0, items)}
 	var agg aggregator
 	var cov coverage
 	for _, sp := range pods {
-		n := sp.Name
-		v, ok := snap.lookup(types.NamespacedName{Namespace: namespace, Name: n}, mi, now, p.maxStaleness)
+		e, v, ok := snap.lookup(types.NamespacedName{Namespace: namespace, Name: sp.Name}, mi, now, p.maxStaleness)
 		cov.add(sp, ok, now, p.maxStaleness)
 		if !ok {
 			continue
 		}
 		if mode != "" {
-			agg.add(v)
+			agg.add(v.value)
 			continue
 		}
+		// The labels map and the quantity are the snapshot's, shared and
+		// never written (podValues).
 		list.Items = append(list.Items, external_metrics.ExternalMetricValue{
 			MetricName:   metric,
-			MetricLabels: map[string]string{metricnames.LabelPod: n},
+			MetricLabels: e.podLabel,
 			Timestamp:    metav1.NewTime(v.ts),
-			Value:        quantity(v.v),
+			Value:        v.quantity,
 		})
 	}
 	if err := p.refusal(cov, namespace, podSelector, mi); err != nil {
@@ -98,7 +102,7 @@ func (p *Provider) GetExternalMetric(_ context.Context, namespace string, metric
 			MetricLabels: map[string]string{
 				AggregateKey:          mode,
 				itemLabelPodsUsed:     strconv.Itoa(agg.n),
-				itemLabelPodsSelected: strconv.Itoa(len(names)),
+				itemLabelPodsSelected: strconv.Itoa(len(pods)),
 			},
 			Timestamp: metav1.NewTime(agg.oldest),
 			Value:     quantity(agg.result(mode)),
@@ -147,6 +151,14 @@ func splitSelector(sel labels.Selector) (labels.Selector, string, error) {
 	reqs, selectable := sel.Requirements()
 	if !selectable {
 		return nil, "", apierrors.NewBadRequest("the metric selector can never match anything")
+	}
+	if !slices.ContainsFunc(reqs, func(r labels.Requirement) bool { return r.Key() == AggregateKey }) {
+		// The usual request: the selector selects pods as it is.
+		if len(reqs) == 0 {
+			return nil, "", apierrors.NewBadRequest(fmt.Sprintf(
+				"the metric selector must select pods by at least one label (e.g. app: my-model) besides %s", AggregateKey))
+		}
+		return sel, "", nil
 	}
 	mode := ""
 	rest := make([]labels.Requirement, 0, len(reqs))

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -94,8 +95,16 @@ func (l *InformerPods) SelectPods(namespace string, selector labels.Selector) ([
 	return out, nil
 }
 
-// candidates narrows the scan with the smallest equality requirement's
-// index bucket; a selector without one scans the namespace.
+// maxIndexedValues bounds the index lookups one "key in (...)" requirement
+// may cost; a longer list is only matched, like a requirement the index
+// cannot serve.
+const maxIndexedValues = 64
+
+// candidates narrows the scan to the pods of one requirement of the form
+// key=value or key in (v1, ..., vn): the one whose index buckets hold the
+// fewest pods (a pod has one value per key, so the buckets of one key's
+// values never overlap). A selector without such a requirement scans the
+// namespace. SelectPods matches every candidate against the whole selector.
 func (l *InformerPods) candidates(namespace string, selector labels.Selector) ([]any, error) {
 	reqs, _ := selector.Requirements()
 	var best []any
@@ -103,12 +112,26 @@ func (l *InformerPods) candidates(namespace string, selector labels.Selector) ([
 	for _, r := range reqs {
 		vals := r.ValuesUnsorted()
 		op := r.Operator()
-		if len(vals) != 1 || (op != selection.Equals && op != selection.DoubleEquals && op != selection.In) {
+		if len(vals) == 0 || len(vals) > maxIndexedValues || (op != selection.Equals && op != selection.DoubleEquals && op != selection.In) {
 			continue
 		}
-		items, err := l.indexer.ByIndex(PodLabelIndex, labelIndexKey(namespace, r.Key(), vals[0]))
-		if err != nil {
-			return nil, err
+		var items []any
+		for i, v := range vals {
+			if slices.Contains(vals[:i], v) {
+				continue // a bucket listed twice would list its pods twice
+			}
+			bucket, err := l.indexer.ByIndex(PodLabelIndex, labelIndexKey(namespace, r.Key(), v))
+			if err != nil {
+				return nil, err
+			}
+			if items == nil {
+				items = bucket // a copy ByIndex made for this call
+			} else {
+				items = append(items, bucket...)
+			}
+			if found && len(items) >= len(best) {
+				break // no narrower than the best so far
+			}
 		}
 		if !found || len(items) < len(best) {
 			best, found = items, true

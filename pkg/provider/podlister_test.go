@@ -7,6 +7,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -30,6 +32,9 @@ func TestInformerPods(t *testing.T) {
 		{"a", "app==web,tier=gpu", []string{"web-1", "web-4"}},
 		{"a", "tier in (gpu),app!=db", []string{"web-1", "web-4"}},
 		{"a", "app in (web,db),tier=cpu", []string{"web-2"}},
+		{"a", "app in (web,db)", []string{"db-1", "web-1", "web-2", "web-4"}},
+		{"a", "app in (db,nothing),tier in (gpu,cpu)", []string{"db-1"}},
+		{"a", "app in (nothing,none)", nil},
 		{"a", "app notin (web)", []string{"bare", "db-1", "odd"}},
 		{"a", "!app", []string{"bare", "odd"}},
 		{"a", "tier", []string{"db-1", "web-1", "web-2", "web-4"}},
@@ -54,6 +59,31 @@ func TestInformerPods(t *testing.T) {
 				t.Errorf("SelectPods = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A requirement built in code may list a value twice; its pods are still
+// selected once.
+func TestSelectPodsRepeatedValue(t *testing.T) {
+	l := podLister(t, []pod{
+		{ns: "a", name: "web-1", labels: map[string]string{"app": "web"}},
+		{ns: "a", name: "db-1", labels: map[string]string{"app": "db"}},
+	})
+	r, err := labels.NewRequirement("app", selection.In, []string{"web", "db", "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := l.SelectPods("a", labels.NewSelector().Add(*r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range pods {
+		got = append(got, p.Name)
+	}
+	slices.Sort(got)
+	if want := []string{"db-1", "web-1"}; !slices.Equal(got, want) {
+		t.Errorf("SelectPods = %v, want %v", got, want)
 	}
 }
 

@@ -69,8 +69,11 @@ func TestPodSeries(t *testing.T) {
 	e.refresh(t)
 	snap := e.p.snap.Load()
 	get := func(name, metric string) (float64, bool) {
-		v, ok := snap.lookup(types.NamespacedName{Namespace: "llm", Name: name}, e.p.index[metric], t0, testMaxStale)
-		return v.v, ok
+		_, v, ok := snap.lookup(types.NamespacedName{Namespace: "llm", Name: name}, e.p.index[metric], t0, testMaxStale)
+		if !ok {
+			return 0, false
+		}
+		return v.v, true
 	}
 	for _, c := range []struct {
 		pod, metric string
@@ -127,7 +130,7 @@ func TestPodSeriesSelector(t *testing.T) {
 		model.Vector{podGauge(metricnames.VLLMRequestsWaiting, "llm", "a", "10.0.0.1:8000", 4)})
 	e.prom.PodSelector = sel
 	e.refresh(t)
-	if _, ok := e.p.snap.Load().lookup(types.NamespacedName{Namespace: "llm", Name: "a"}, e.p.index[metricnames.VLLMRequestsWaiting], t0, time.Minute); ok {
+	if _, _, ok := e.p.snap.Load().lookup(types.NamespacedName{Namespace: "llm", Name: "a"}, e.p.index[metricnames.VLLMRequestsWaiting], t0, time.Minute); ok {
 		t.Error("served a series outside the pod series selector")
 	}
 }

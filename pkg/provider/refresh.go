@@ -68,7 +68,7 @@ func (p *Provider) Refresh(ctx context.Context) error {
 		p.lastErr.Store(&refreshFailure{err: err, at: observedAt})
 		return err
 	}
-	snap := buildSnapshot(samples, p.specs, observedAt)
+	snap := buildSnapshot(samples, p.specs, observedAt, p.snap.Load())
 	snap.skipped = skipped
 	p.snap.Store(snap)
 	p.lastErr.Store(nil)

@@ -3,8 +3,10 @@ package provider
 import (
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 )
@@ -21,17 +23,36 @@ type snapshot struct {
 	// observedAt is the adapter's clock when the query that built the
 	// snapshot was sent.
 	observedAt time.Time
-	// pods holds each pod's values of the metrics it has, few per pod (a
-	// GPU pod has the exporter's, a model server the queue gauges), so a
-	// linear scan beats an index sized by the whole table.
-	pods    map[types.NamespacedName][]metricValue
+	// pods holds each pod's values of the metrics it has.
+	pods    map[types.NamespacedName]*podValues
 	series  int
 	skipped promquery.Skipped
+}
+
+// podValues is one pod's entry in a snapshot, with what the metrics APIs
+// serve for it built once per snapshot instead of once per answer: an
+// answer copies these parts, and neither they nor anything they point to
+// is ever written after the snapshot is published.
+type podValues struct {
+	// values are the pod's values of the metrics it has, few per pod (a GPU
+	// pod has the exporter's, a model server the queue gauges), so a linear
+	// scan beats an index sized by the whole table.
+	values []metricValue
+	// podLabel is the MetricLabels of the pod's per-pod external items,
+	// {pod: <name>}. Answers share it (the library's conversion to v1beta1
+	// and its JSON encoder only read it), and a new snapshot carries it
+	// over from the previous one, so neither requests nor refreshes
+	// allocate one per pod.
+	podLabel map[string]string
 }
 
 type metricValue struct {
 	metric int
 	value
+	// quantity is v as served, with its string form cached
+	// (Quantity.String): Quantity.MarshalJSON then copies the string
+	// instead of formatting the number for every item of every answer.
+	quantity resource.Quantity
 }
 
 // tagged is a sample with the index of the spec it feeds. It points into
@@ -79,8 +100,9 @@ func (a *podAcc) add(v float64, ts time.Time) {
 // other rows take the sum or the max of the pod's series. A value's
 // timestamp is the oldest of the samples behind it, and never later than
 // observedAt, so a Prometheus clock running ahead of ours cannot extend a
-// value's life.
-func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time) *snapshot {
+// value's life. prev, the snapshot being replaced (nil for the first), only
+// lends its pods' podLabel maps.
+func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time, prev *snapshot) *snapshot {
 	gpus := make(map[gpuKey]*gpuSum, len(samples))
 	accs := make(map[types.NamespacedName][]podAcc)
 	add := func(pod types.NamespacedName, metric int, v float64, ts time.Time) {
@@ -131,10 +153,14 @@ func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time) *
 
 	snap := &snapshot{
 		observedAt: observedAt,
-		pods:       make(map[types.NamespacedName][]metricValue, len(accs)),
+		pods:       make(map[types.NamespacedName]*podValues, len(accs)),
 		series:     len(samples),
 	}
+	// One backing array for all entries: a refresh then allocates per pod
+	// only its values.
+	entries := make([]podValues, len(accs))
 	for pod, list := range accs {
+		old := prev.entry(pod)
 		vals := make([]metricValue, len(list))
 		for i, a := range list {
 			v := a.sum
@@ -144,23 +170,60 @@ func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time) *
 			case metrictable.Max:
 				v = a.max
 			}
-			vals[i] = metricValue{metric: a.metric, value: value{v: v, ts: a.ts}}
+			vals[i] = metricValue{metric: a.metric, value: value{v: v, ts: a.ts}, quantity: old.quantity(a.metric, v)}
 		}
-		snap.pods[pod] = vals
+		e := &entries[len(snap.pods)]
+		e.values = vals
+		if old != nil {
+			e.podLabel = old.podLabel
+		} else {
+			e.podLabel = map[string]string{metricnames.LabelPod: pod.Name}
+		}
+		snap.pods[pod] = e
 	}
 	return snap
 }
 
-// lookup returns a pod's value and whether it is fresh at now.
-func (s *snapshot) lookup(pod types.NamespacedName, metric int, now time.Time, maxStaleness time.Duration) (value, bool) {
-	for _, mv := range s.pods[pod] {
+// quantity is v as served, with its string form cached; when e (the pod's
+// previous entry, possibly nil) had the same value, its quantity is reused,
+// string included: steady values cost a refresh nothing.
+func (e *podValues) quantity(metric int, v float64) resource.Quantity {
+	if e != nil {
+		for i := range e.values {
+			if mv := &e.values[i]; mv.metric == metric && mv.v == v {
+				return mv.quantity
+			}
+		}
+	}
+	q := quantity(v)
+	_ = q.String() // caches the string form in q
+	return q
+}
+
+// entry is a pod's entry, or nil; s may be nil.
+func (s *snapshot) entry(pod types.NamespacedName) *podValues {
+	if s == nil {
+		return nil
+	}
+	return s.pods[pod]
+}
+
+// lookup returns a pod's entry and its value of metric, if that value is
+// fresh at now. Both point into the snapshot: read only.
+func (s *snapshot) lookup(pod types.NamespacedName, metric int, now time.Time, maxStaleness time.Duration) (*podValues, *metricValue, bool) {
+	e := s.pods[pod]
+	if e == nil {
+		return nil, nil, false
+	}
+	for i := range e.values {
+		mv := &e.values[i]
 		if mv.metric != metric {
 			continue
 		}
 		if mv.ts.IsZero() || now.Sub(mv.ts) > maxStaleness {
-			return value{}, false
+			return nil, nil, false
 		}
-		return mv.value, true
+		return e, mv, true
 	}
-	return value{}, false
+	return nil, nil, false
 }

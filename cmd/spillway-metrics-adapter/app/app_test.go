@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/spillway-dev/spillway/pkg/version"
@@ -147,6 +148,30 @@ func TestFlagsSetOptions(t *testing.T) {
 	}
 	if o.Adapter.SecureServing.ServerCert.CertDirectory != "" {
 		t.Errorf("self-signed certs would be written to %q", o.Adapter.SecureServing.ServerCert.CertDirectory)
+	}
+}
+
+// /debug/pprof is served only with --profiling (the library's default is on).
+func TestProfilingIsOptIn(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"--profiling"}, true},
+		{[]string{"--profiling=false"}, false},
+	} {
+		o := NewOptions()
+		if err := o.libraryFlags().Parse(tt.args); err != nil {
+			t.Fatal(err)
+		}
+		var cfg genericapiserver.Config
+		if err := o.Adapter.Features.ApplyTo(&cfg, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.EnableProfiling != tt.want {
+			t.Errorf("%v: server profiling = %v, want %v", tt.args, cfg.EnableProfiling, tt.want)
+		}
 	}
 }
 

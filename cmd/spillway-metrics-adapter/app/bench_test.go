@@ -18,8 +18,11 @@ import (
 // BenchmarkHTTP measures one request at a time through the library's real
 // serving stack (TLS, routing, conversion, JSON; no authn/authz, no
 // aggregator) for the spillway provider over a 5,000-pod / 20,000-series
-// snapshot, next to "floor", a provider that returns a fixed 50-item list:
-// the difference is what spillway adds. Reports p50/p99 per request.
+// snapshot, next to "floor", a provider that returns a fixed 50-item list
+// (the difference is what spillway adds), and "floor-1-item", a fixed
+// one-item list like the library test-adapter's External answer (the
+// difference to "floor" is what answering 50 pods costs the serving stack).
+// Reports p50/p99 per request.
 func BenchmarkHTTP(b *testing.B) {
 	var pods []testPod
 	var vec model.Vector
@@ -37,7 +40,8 @@ func BenchmarkHTTP(b *testing.B) {
 	}
 	p := newProvider(b, "bench", pods, vec)
 	spillBase, client := startServer(b, p, p)
-	floorBase, _ := startServer(b, newFloor(), newFloor())
+	floorBase, _ := startServer(b, newFloor(50), newFloor(50))
+	floor1Base, _ := startServer(b, newFloor(1), newFloor(1))
 
 	sel := url.QueryEscape("app=app-042")
 	agg := url.QueryEscape("app=app-042," + provider.AggregateKey + "=avg")
@@ -47,7 +51,7 @@ func BenchmarkHTTP(b *testing.B) {
 		{"external-aggregate-avg", "/apis/external.metrics.k8s.io/v1beta1/namespaces/bench/" + sm + "?labelSelector=" + agg},
 	}
 	for _, pt := range paths {
-		for _, srv := range []struct{ name, base string }{{"floor", floorBase}, {"spillway", spillBase}} {
+		for _, srv := range []struct{ name, base string }{{"floor-1-item", floor1Base}, {"floor", floorBase}, {"spillway", spillBase}} {
 			b.Run(pt.name+"/"+srv.name, func(b *testing.B) {
 				u := srv.base + pt.path
 				if code, body := get(b, client, u); code != http.StatusOK {

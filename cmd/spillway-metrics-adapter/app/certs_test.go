@@ -132,7 +132,7 @@ func TestServingCertReloads(t *testing.T) {
 	}
 	cfg.EnableMetrics = false
 	cfg.SecureServing.Cert = servingCert{m} // what selfManagedCert does
-	srv, err := (&apiserver.Config{GenericConfig: &cfg.Config}).Complete(nil).New("test-adapter", newFloor(), newFloor())
+	srv, err := (&apiserver.Config{GenericConfig: &cfg.Config}).Complete(nil).New("test-adapter", newFloor(50), newFloor(50))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,13 @@ func NewOptions() *Options {
 	// certificates stay in memory instead of being written under the
 	// working directory.
 	serverOpts.SecureServing.ServerCert.CertDirectory = ""
+	// /debug/pprof on the secure port is opt-in (--profiling), not the
+	// library's default on: a profile is for a maintainer chasing a cost,
+	// and a CPU profile request makes the server work for as long as it
+	// asks. With --profiling it is served behind the same delegated authn
+	// and authz as the metrics (a non-resource URL: cluster-admin's by
+	// default).
+	serverOpts.Features.EnableProfiling = false
 	return &Options{
 		Adapter:            &basecmd.AdapterBase{Name: binaryName, CustomMetricsAdapterServerOptions: serverOpts},
 		PrometheusTimeout:  10 * time.Second,

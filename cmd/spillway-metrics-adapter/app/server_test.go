@@ -260,17 +260,18 @@ func TestServedOverHTTP(t *testing.T) {
 	}
 }
 
-// floor answers every request with a fixed 50-item list and no lookups:
-// what the serving stack alone costs (like the library's test-adapter).
+// floor answers every request with a fixed list of n items and no lookups:
+// what the serving stack alone costs (like the library's test-adapter,
+// whose External API answers one item).
 type floor struct {
 	custom   *custom_metrics.MetricValueList
 	external *external_metrics.ExternalMetricValueList
 }
 
-func newFloor() *floor {
+func newFloor(n int) *floor {
 	f := &floor{custom: &custom_metrics.MetricValueList{}, external: &external_metrics.ExternalMetricValueList{}}
 	now := metav1.Now()
-	for i := 0; i < 50; i++ {
+	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("app-042-%02d", i)
 		v := *resource.NewMilliQuantity(int64(i)*1000, resource.DecimalSI)
 		f.custom.Items = append(f.custom.Items, custom_metrics.MetricValue{

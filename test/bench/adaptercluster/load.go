@@ -58,6 +58,7 @@ func buildTargets(s *servers, app, onePod string) []target {
 	ext := "/apis/external.metrics.k8s.io/v1beta1/namespaces/" + benchNamespace + "/" + metricnames.ProcessSMUtil + sel
 	podsSel := "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + benchNamespace + "/pods/*/" + metricnames.ProcessSMUtil + sel
 	podByName := "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + benchNamespace + "/pods/" + onePod + "/" + metricnames.ProcessSMUtil
+	extAgg := ext + "%2Cspillway.dev%2Faggregate%3Davg"
 	floorExt := "/apis/external.metrics.k8s.io/v1beta1/namespaces/" + benchNamespace + "/my-external-metric?labelSelector=foo%3Dbar"
 	direct := func(port int, path string) string { return fmt.Sprintf("https://127.0.0.1:%d%s", port, path) }
 
@@ -68,6 +69,10 @@ func buildTargets(s *servers, app, onePod string) []target {
 			url: direct(s.cachePort, ext), items: -1},
 		{name: "live-external", server: serverLive, api: "External, app's pods", family: familyExternal,
 			url: direct(s.livePort, ext), items: -1},
+		// The floor's shape: one item (the average over the app's pods, what
+		// an HPA `Value` target reads), so the ratio leaves the answer's size out.
+		{name: "cache-external-aggregate", server: serverCache, api: "External, one item: avg over the app's pods (spillway.dev/aggregate=avg)", family: familyExternal,
+			url: direct(s.cachePort, extAgg), items: 1},
 	}
 	if s.aggregator {
 		ts = append(ts, target{name: "cache-external-aggregator", server: serverCacheAgg, api: "External, app's pods", family: familyExternal,
@@ -76,6 +81,8 @@ func buildTargets(s *servers, app, onePod string) []target {
 	ts = append(ts,
 		target{name: "floor-pods-by-name", server: serverFloor, api: "Pods, one pod by name", family: familyPods,
 			url: direct(s.floorPort, podByName), items: 1},
+		target{name: "cache-pods-by-name", server: serverCache, api: "Pods, one pod by name", family: familyPods,
+			url: direct(s.cachePort, podByName), items: 1},
 		target{name: "floor-pods-selector", server: serverFloor, api: "Pods by selector (reference: a pod LIST to kube-apiserver per request)", family: familyPods,
 			url: direct(s.floorPort, podsSel), items: -1, reference: true},
 		target{name: "cache-pods-selector", server: serverCache, api: "Pods by selector", family: familyPods,

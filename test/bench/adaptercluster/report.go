@@ -95,6 +95,9 @@ func (r report) markdown() string {
 		fmt.Fprintf(&b, "; aggregator / direct (cache) = %s", r.ratio("cache-pods-selector-aggregator", "cache-pods-selector"))
 	}
 	b.WriteString("\n")
+	fmt.Fprintf(&b, "- Same shape as the floor (one item each, so the answer's size is left out): External avg over the app's pods / floor External = %s; "+
+		"Pods by name / floor Pods by name = %s\n",
+		r.ratio("cache-external-aggregate", "floor-external"), r.ratio("cache-pods-by-name", "floor-pods-by-name"))
 
 	var failed []string
 	for _, res := range r.results {
@@ -114,7 +117,8 @@ func (r report) markdown() string {
 Notes:
 - The floor is sigs.k8s.io/custom-metrics-apiserver ` + localcluster.CustomMetricsAPIServerVersion + `'s test-adapter: the same serving
   stack (authn/authz delegated to kube-apiserver, cached) with values in memory. Its External API serves only its
-  fixed metrics, so its External figure answers one item where spillway answers one per pod. Its Pods API by
+  fixed metrics, so its External figure answers one item where spillway answers one per pod (spillway's
+  "avg over the app's pods" row answers one item too: the same-shape comparison). Its Pods API by
   name reads memory only (the Pods floor); by selector it lists the pods from kube-apiserver on every request
   (its client throttle lifted to 1000 req/s), a reference for "LIST per request" rather than a floor.
 - "p99 from schedule" counts from when a request was due, so a server that falls behind the rate shows it.
