@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -153,8 +152,8 @@ func run(ctx context.Context, o *Options, cfg *rest.Config) error {
 		RenewDeadline:                 &o.RenewDeadline,
 		RetryPeriod:                   &o.RetryPeriod,
 		WebhookServer:                 webhook.NewServer(webhookOpts),
-		// Every pod and node is cached; managed fields are most of their bytes.
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// Every pod and node is cached, as slim copies (controller.CacheOptions).
+		Cache: controller.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("building the manager: %w", err)
