@@ -101,10 +101,11 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	adapter, err := framework.StartAdapter(ctx, c, binDir, th.QueryURL, b.o.refresh, []string{"--max-staleness=" + b.o.staleness.String()})
+	adapters, closeProxy, err := b.startAdapters(ctx, c, binDir, th.QueryURL)
 	if err != nil {
 		return err
 	}
+	defer closeProxy()
 
 	var rows []row
 	prevApps := 0
@@ -125,10 +126,12 @@ func (b *bench) run(ctx context.Context) (err error) {
 		if err := fleetsim.WaitSeries(ctx, th.QueryURL, size, 10*time.Minute, b.log); err != nil {
 			return err
 		}
-		if err := b.waitSnapshot(ctx, adapter, size); err != nil {
-			return err
+		for _, a := range adapters {
+			if err := b.waitSnapshot(ctx, a, size); err != nil {
+				return err
+			}
 		}
-		r, err := b.measure(ctx, c, th, adapter, loadBin, size, fleet.Pods())
+		r, err := b.measure(ctx, c, th, adapters, loadBin, size, fleet.Pods())
 		if err != nil {
 			return err
 		}
@@ -147,6 +150,40 @@ func (b *bench) run(ctx context.Context) (err error) {
 	}
 	b.logf("wrote %s", out)
 	return nil
+}
+
+// startAdapters starts the replicas, each refreshing from the query
+// endpoint on its own as the chart's replicas do, and (for more than one)
+// puts them behind a TCP proxy that stands in for their Service: the
+// aggregator's connections are spread over the replicas round robin.
+func (b *bench) startAdapters(ctx context.Context, c *localcluster.Cluster, binDir, queryURL string) (_ []*framework.Adapter, closeProxy func(), err error) {
+	closeProxy = func() {}
+	var adapters []*framework.Adapter
+	var addrs []string
+	for i := range b.o.replicas {
+		a, err := framework.StartAdapter(ctx, c, binDir, queryURL, b.o.refresh, []string{"--max-staleness=" + b.o.staleness.String()})
+		if err != nil {
+			return nil, closeProxy, fmt.Errorf("adapter replica %d: %w", i, err)
+		}
+		adapters = append(adapters, a)
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", a.Port))
+	}
+	if len(adapters) == 1 {
+		return adapters, closeProxy, nil
+	}
+	proxy, err := localcluster.StartTCPProxy(addrs...)
+	if err != nil {
+		return nil, closeProxy, err
+	}
+	closeProxy = func() { _ = proxy.Close() }
+	if err := framework.ApplyAPIServices(ctx, c, proxy.Port()); err != nil {
+		return nil, closeProxy, err
+	}
+	if err := framework.WaitAPIServices(ctx, c); err != nil {
+		return nil, closeProxy, err
+	}
+	b.logf("%d adapter replicas behind %s", len(adapters), proxy.Addr())
+	return adapters, closeProxy, nil
 }
 
 // waitSnapshot waits until the adapter's snapshot holds size series.
@@ -184,13 +221,16 @@ func (r row) summary() string {
 		r.rssBytes/(1<<20), r.heapBytes/(1<<20))
 }
 
-func (b *bench) measure(ctx context.Context, c *localcluster.Cluster, th *localcluster.Thanos, a *framework.Adapter, loadBin string, size, pods int) (row, error) {
+func (b *bench) measure(ctx context.Context, c *localcluster.Cluster, th *localcluster.Thanos, adapters []*framework.Adapter, loadBin string, size, pods int) (row, error) {
 	r := row{series: size, pods: pods}
-	self := "http://" + a.SelfMetricsAddr + "/metrics"
+	selfURL := func(a *framework.Adapter) string { return "http://" + a.SelfMetricsAddr + "/metrics" }
 	queryMetrics := th.QueryURL + "/metrics"
-	before, err := scrape(ctx, self)
-	if err != nil {
-		return r, err
+	before := make([]map[string]float64, len(adapters))
+	for i, a := range adapters {
+		var err error
+		if before[i], err = scrape(ctx, selfURL(a)); err != nil {
+			return r, err
+		}
 	}
 	tBefore, err := scrape(ctx, queryMetrics)
 	if err != nil {
@@ -202,22 +242,28 @@ func (b *bench) measure(ctx context.Context, c *localcluster.Cluster, th *localc
 		return r, ctx.Err()
 	case <-time.After(b.o.idle):
 	}
-	after, err := scrape(ctx, self)
-	if err != nil {
-		return r, err
+	after := make([]map[string]float64, len(adapters))
+	for i, a := range adapters {
+		if after[i], err = scrape(ctx, selfURL(a)); err != nil {
+			return r, err
+		}
 	}
 	tAfter, err := scrape(ctx, queryMetrics)
 	if err != nil {
 		return r, err
 	}
+	// Every replica refreshes on its own; the row keeps the costliest.
 	dur := metricnames.AdapterRefreshDuration
-	r.refreshes = after[dur+"_count"] - before[dur+"_count"]
-	if r.refreshes <= 0 {
-		return r, fmt.Errorf("no refresh in the %s idle window", b.o.idle)
+	for i := range adapters {
+		n := after[i][dur+"_count"] - before[i][dur+"_count"]
+		if n <= 0 {
+			return r, fmt.Errorf("no refresh of adapter replica %d in the %s idle window", i, b.o.idle)
+		}
+		r.refreshes = max(r.refreshes, n)
+		r.refreshWall = max(r.refreshWall, seconds((after[i][dur+"_sum"]-before[i][dur+"_sum"])/n))
+		r.refreshCPU = max(r.refreshCPU, seconds((after[i]["process_cpu_seconds_total"]-before[i]["process_cpu_seconds_total"])/n))
 	}
-	r.refreshWall = seconds((after[dur+"_sum"] - before[dur+"_sum"]) / r.refreshes)
-	r.refreshCPU = seconds((after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]) / r.refreshes)
-	// Only the adapter queries Thanos in the idle window.
+	// Only the adapters query Thanos in the idle window.
 	if n := sumOf(tAfter, thanosQueryHist+"_count") - sumOf(tBefore, thanosQueryHist+"_count"); n > 0 {
 		r.thanosInRefresh = seconds((sumOf(tAfter, thanosQueryHist+"_sum") - sumOf(tBefore, thanosQueryHist+"_sum")) / n)
 	}
@@ -236,7 +282,7 @@ func (b *bench) measure(ctx context.Context, c *localcluster.Cluster, th *localc
 	app := fleetsim.AppName(b.o.benchApp)
 	path := "/apis/external.metrics.k8s.io/v1beta1/namespaces/" + namespace + "/" + metricnames.ProcessSMUtil + "?labelSelector=app%3D" + app
 	for _, t := range []struct{ name, url string }{
-		{"direct", fmt.Sprintf("https://127.0.0.1:%d%s", a.Port, path)},
+		{"direct", fmt.Sprintf("https://127.0.0.1:%d%s", adapters[0].Port, path)},
 		{"aggregator", path},
 	} {
 		b.logf("  loading %s: %.0f req/s for %s", t.name, b.o.rps, b.o.duration)
@@ -247,12 +293,14 @@ func (b *bench) measure(ctx context.Context, c *localcluster.Cluster, th *localc
 			b.logf("  %s: %v", t.name, err)
 		}
 	}
-	end, err := scrape(ctx, self)
-	if err != nil {
-		return r, err
+	for i, a := range adapters {
+		end, err := scrape(ctx, selfURL(a))
+		if err != nil {
+			return r, err
+		}
+		r.rssBytes = max(r.rssBytes, after[i]["process_resident_memory_bytes"], end["process_resident_memory_bytes"])
+		r.heapBytes = max(r.heapBytes, after[i]["go_memstats_heap_inuse_bytes"], end["go_memstats_heap_inuse_bytes"])
 	}
-	r.rssBytes = max(after["process_resident_memory_bytes"], end["process_resident_memory_bytes"])
-	r.heapBytes = max(after["go_memstats_heap_inuse_bytes"], end["go_memstats_heap_inuse_bytes"])
 	return r, nil
 }
 

@@ -1,7 +1,8 @@
 // Command fleet is the fleet-scale benchmark of the metrics adapter: on a
 // local control plane, a synthetic GPU fleet (internal/fleetsim) split
 // between two Prometheus shards, each with a Thanos sidecar, and `thanos
-// query` over both; spillway-metrics-adapter reads the query endpoint. The
+// query` over both; spillway-metrics-adapter replicas (two by default) read
+// the query endpoint, behind one proxy for the aggregator. The
 // fleet grows through the sizes given (20,000 to 200,000 series by
 // default; 4 series per pod), and at each size the benchmark measures
 //
@@ -51,6 +52,7 @@ type options struct {
 	staleness      time.Duration
 	idle           time.Duration
 	keepDir        bool
+	replicas       int
 }
 
 func (o *options) validate() error {
@@ -80,6 +82,9 @@ func (o *options) validate() error {
 	}
 	if o.benchApp < 0 || (len(o.sizes) > 0 && o.podsPerApp > 0 && o.benchApp >= o.sizes[0]/(o.podsPerApp*seriesPerPod)) {
 		errs = append(errs, fmt.Errorf("--bench-app %d must be an app of the smallest size", o.benchApp))
+	}
+	if o.replicas < 1 {
+		errs = append(errs, fmt.Errorf("--replicas must be at least 1, got %d", o.replicas))
 	}
 	if o.rps <= 0 {
 		errs = append(errs, fmt.Errorf("--rps must be positive, got %v", o.rps))
@@ -129,6 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.refresh, "refresh-interval", 5*time.Second, "The adapter's --refresh-interval.")
 	fs.DurationVar(&o.staleness, "max-staleness", time.Minute, "The adapter's --max-staleness (also the query's lookback).")
 	fs.DurationVar(&o.idle, "idle", 30*time.Second, "Window without load over which refresh time and CPU are measured, per size.")
+	fs.IntVar(&o.replicas, "replicas", 2, "spillway-metrics-adapter replicas, each refreshing on its own, behind one proxy for the aggregator; requests measured direct go to the first.")
 	fs.BoolVar(&o.keepDir, "keep-dir", false, "Keep the cluster directory (logs, Prometheus data) after the run.")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

@@ -11,7 +11,7 @@ func TestOptionsValidate(t *testing.T) {
 		return options{
 			binDir: "bin", outDir: "out", sizes: []int{20000, 200000}, podsPerApp: 50, benchApp: 42,
 			rps: 200, duration: time.Second, concurrency: 1, scrapeInterval: 15 * time.Second,
-			refresh: 5 * time.Second, staleness: time.Minute, idle: time.Second,
+			refresh: 5 * time.Second, staleness: time.Minute, idle: time.Second, replicas: 2,
 		}
 	}
 	tests := []struct {
@@ -25,6 +25,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"bench app beyond the smallest size", func(o *options) { o.benchApp = 100 }, "--bench-app 100"},
 		{"staleness shorter than a scrape and two refreshes", func(o *options) { o.staleness = 20 * time.Second }, "--max-staleness"},
 		{"no bin dir", func(o *options) { o.binDir = "" }, "--bin-dir"},
+		{"no replica", func(o *options) { o.replicas = 0 }, "--replicas must be at least 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
