@@ -82,7 +82,7 @@ func TestDecodeAnswer(t *testing.T) {
 		},
 		{
 			name:    "an invalid escape in a skipped string",
-			body:    answerJSON(seriesJSON(goodLabels+`,"z":"`+long+`\x"`)),
+			body:    answerJSON(seriesJSON(goodLabels + `,"z":"` + long + `\x"`)),
 			wantErr: "invalid escape",
 		},
 		{
