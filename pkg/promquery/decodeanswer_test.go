@@ -1,9 +1,13 @@
 package promquery
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"unsafe"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
@@ -116,6 +120,12 @@ func TestDecodeAnswer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, a, err := decodeAnswer(strings.NewReader(tt.body), q, 0)
+			// Read a byte at a time (the buffer refilled at every
+			// step), the answer reads alike, errors and offsets too.
+			res1, a1, err1 := decodeAnswer(iotest.OneByteReader(strings.NewReader(tt.body)), q, 0)
+			if fmt.Sprint(err) != fmt.Sprint(err1) || !reflect.DeepEqual(res, res1) || !reflect.DeepEqual(a, a1) {
+				t.Fatalf("read whole: %v, %+v, %+v; a byte at a time: %v, %+v, %+v", err, res, a, err1, res1, a1)
+			}
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want %q", err, tt.wantErr)
@@ -166,3 +176,18 @@ func TestDecodeAnswerInterns(t *testing.T) {
 }
 
 func unsafeData(s string) *byte { return unsafe.StringData(s) }
+
+// TestDecodeAnswerReadError checks that a failing body is an error that
+// says so, not a truncated answer read as complete.
+func TestDecodeAnswerReadError(t *testing.T) {
+	q := Query{Metrics: []string{metricnames.ProcessSMUtil}}
+	body := answerJSON(seriesJSON(goodLabels))
+	boom := errors.New("connection reset")
+	for _, n := range []int{0, 10, len(body) - 1, len(body)} {
+		r := io.MultiReader(strings.NewReader(body[:n]), iotest.ErrReader(boom))
+		res, _, err := decodeAnswer(r, q, 0)
+		if !errors.Is(err, boom) || len(res.Samples) != 0 {
+			t.Errorf("after %d bytes: %v with %d samples, want %v", n, err, len(res.Samples), boom)
+		}
+	}
+}

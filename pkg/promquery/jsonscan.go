@@ -1,7 +1,6 @@
 package promquery
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,8 +12,13 @@ import (
 // buffer and the token being read are. It validates as it reads; anything
 // that is not JSON is an error naming the byte offset.
 type scanner struct {
-	r   *bufio.Reader
-	off int64 // bytes consumed
+	r io.Reader
+	// buf[pos:lim] is read and not yet consumed; base is the answer's
+	// offset of buf[0]; rerr is the reader's error once it returned one.
+	buf      []byte
+	pos, lim int
+	base     int64
+	rerr     error
 	// Scratch space, each for one use so that none overwrites another:
 	// the raw text of a string read on the slow path, a number's text,
 	// short values the caller reads (out), and object keys (valid until
@@ -29,11 +33,51 @@ type scanner struct {
 const maxDepth = 1000
 
 func newScanner(r io.Reader) *scanner {
-	return &scanner{r: bufio.NewReaderSize(r, 64<<10)}
+	return &scanner{r: r, buf: make([]byte, 64<<10)}
+}
+
+// fill reads more of the answer after what is buffered, keeping the
+// unconsumed bytes. It fails only when nothing more can be read.
+func (s *scanner) fill() error {
+	if s.rerr != nil {
+		return s.rerr
+	}
+	if s.pos > 0 {
+		s.lim = copy(s.buf, s.buf[s.pos:s.lim])
+		s.base += int64(s.pos)
+		s.pos = 0
+	}
+	for range 100 {
+		n, err := s.r.Read(s.buf[s.lim:])
+		s.lim += n
+		if err != nil {
+			s.rerr = err
+		}
+		if n > 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	s.rerr = io.ErrNoProgress
+	return s.rerr
+}
+
+// readByte consumes one byte.
+func (s *scanner) readByte() (byte, error) {
+	if s.pos == s.lim {
+		if err := s.fill(); err != nil {
+			return 0, err
+		}
+	}
+	c := s.buf[s.pos]
+	s.pos++
+	return c, nil
 }
 
 func (s *scanner) errorf(format string, args ...any) error {
-	return fmt.Errorf("decoding the answer at byte %d: %s", s.off, fmt.Sprintf(format, args...))
+	return fmt.Errorf("decoding the answer at byte %d: %s", s.base+int64(s.pos), fmt.Sprintf(format, args...))
 }
 
 // eof turns io.EOF into an error about a truncated answer.
@@ -44,23 +88,22 @@ func (s *scanner) eof(err error) error {
 	return fmt.Errorf("reading the answer: %w", err)
 }
 
-func (s *scanner) discard(n int) {
-	m, _ := s.r.Discard(n) // n bytes are buffered: cannot fail
-	s.off += int64(m)
-}
+// discard consumes n buffered bytes.
+func (s *scanner) discard(n int) { s.pos += n }
 
 // peek skips whitespace and returns the next byte without consuming it.
 func (s *scanner) peek() (byte, error) {
 	for {
-		b, err := s.r.Peek(1)
-		if err != nil {
-			return 0, s.eof(err)
+		for s.pos < s.lim {
+			switch c := s.buf[s.pos]; c {
+			case ' ', '\t', '\n', '\r':
+				s.pos++
+			default:
+				return c, nil
+			}
 		}
-		switch b[0] {
-		case ' ', '\t', '\n', '\r':
-			s.discard(1)
-		default:
-			return b[0], nil
+		if err := s.fill(); err != nil {
+			return 0, s.eof(err)
 		}
 	}
 }
@@ -91,7 +134,7 @@ func (s *scanner) end() error {
 	if err == nil {
 		return s.errorf("found %q after the answer", c)
 	}
-	if _, rerr := s.r.Peek(1); errors.Is(rerr, io.EOF) {
+	if errors.Is(s.rerr, io.EOF) && s.pos == s.lim {
 		return nil
 	}
 	return err
@@ -107,14 +150,15 @@ func (s *scanner) null() (bool, error) {
 }
 
 func (s *scanner) literal(word string) error {
-	b, err := s.r.Peek(len(word))
-	if err != nil && len(b) < len(word) {
-		if errors.Is(err, io.EOF) {
-			return s.errorf("truncated literal, want %s", word)
+	for s.lim-s.pos < len(word) {
+		if err := s.fill(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return s.errorf("truncated literal, want %s", word)
+			}
+			return s.eof(err)
 		}
-		return s.eof(err)
 	}
-	if string(b) != word {
+	if b := s.buf[s.pos : s.pos+len(word)]; string(b) != word {
 		return s.errorf("found %q, want %s", b, word)
 	}
 	s.discard(len(word))
@@ -164,13 +208,12 @@ func (s *scanner) str(dst []byte, limit int) (out []byte, fit bool, err error) {
 
 // window returns the buffered bytes, reading more if none are.
 func (s *scanner) window() ([]byte, error) {
-	if s.r.Buffered() == 0 {
-		if _, err := s.r.Peek(1); err != nil {
+	if s.pos == s.lim {
+		if err := s.fill(); err != nil {
 			return nil, s.eof(err)
 		}
 	}
-	b, _ := s.r.Peek(s.r.Buffered())
-	return b, nil
+	return s.buf[s.pos:s.lim], nil
 }
 
 // slowStr finishes a string whose plain prefix is dst[start:] and whose
@@ -184,11 +227,10 @@ func (s *scanner) slowStr(dst []byte, start, limit int) ([]byte, bool, error) {
 			s.tmp = raw[:0]
 			return dst[:start], false, s.finishStr(st)
 		}
-		c, err := s.r.ReadByte()
+		c, err := s.readByte()
 		if err != nil {
 			return dst[:start], false, s.eof(err)
 		}
-		s.off++
 		raw = append(raw, c)
 		end, err := st.step(c)
 		if err != nil {
@@ -211,11 +253,10 @@ func (s *scanner) slowStr(dst []byte, start, limit int) ([]byte, bool, error) {
 // finishStr reads the rest of a string, keeping nothing.
 func (s *scanner) finishStr(st strState) error {
 	for {
-		c, err := s.r.ReadByte()
+		c, err := s.readByte()
 		if err != nil {
 			return s.eof(err)
 		}
-		s.off++
 		end, err := st.step(c)
 		if err != nil {
 			return s.errorf("bad string: %v", err)
@@ -273,14 +314,15 @@ func (s *scanner) number() ([]byte, error) {
 	}
 	raw := s.num[:0]
 	for {
-		b, err := s.r.Peek(1)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				break
+		if s.pos == s.lim {
+			if err := s.fill(); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return nil, s.eof(err)
 			}
-			return nil, s.eof(err)
 		}
-		c := b[0]
+		c := s.buf[s.pos]
 		if !(c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E') {
 			break
 		}
