@@ -9,7 +9,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -657,24 +656,42 @@ func readValue(sc *scanner) (ms int64, v float64, err error) {
 // fit an int64 with room to spare (about 285,000 years).
 const maxTimestampSeconds = 9e12
 
-// parseTimestamp reads a JSON number of seconds as milliseconds.
+// parseTimestamp reads a JSON number of seconds (valid by JSON's grammar)
+// as milliseconds.
 func parseTimestamp(raw []byte) (int64, error) {
-	text := string(raw)
-	if strings.ContainsAny(text, "eE") {
-		return 0, fmt.Errorf("timestamp %s has an exponent", text)
+	neg := len(raw) > 0 && raw[0] == '-'
+	digits := raw
+	if neg {
+		digits = raw[1:]
 	}
-	whole, frac, _ := strings.Cut(text, ".")
-	sec, err := strconv.ParseInt(whole, 10, 64)
-	if err != nil || sec > maxTimestampSeconds || sec < -maxTimestampSeconds {
-		return 0, fmt.Errorf("timestamp %s out of range", text)
+	var sec, milli int64
+	i := 0
+	for ; i < len(digits) && digits[i] >= '0' && digits[i] <= '9'; i++ {
+		sec = sec*10 + int64(digits[i]-'0')
+		if sec > maxTimestampSeconds {
+			return 0, fmt.Errorf("timestamp %s out of range", raw)
+		}
 	}
-	frac = (frac + "000")[:3]
-	milli, err := strconv.ParseInt(frac, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("timestamp %s: %w", text, err)
+	if i < len(digits) && digits[i] == '.' {
+		i++
+		// Milliseconds; further digits are cut.
+		for k := 0; k < 3; k++ {
+			milli *= 10
+			if i < len(digits) && digits[i] >= '0' && digits[i] <= '9' {
+				milli += int64(digits[i] - '0')
+				i++
+			}
+		}
+		for i < len(digits) && digits[i] >= '0' && digits[i] <= '9' {
+			i++
+		}
 	}
-	if strings.HasPrefix(whole, "-") {
-		milli = -milli
+	if i != len(digits) || i == 0 {
+		return 0, fmt.Errorf("timestamp %s has an exponent", raw)
 	}
-	return sec*1000 + milli, nil
+	ms := sec*1000 + milli
+	if neg {
+		ms = -ms
+	}
+	return ms, nil
 }

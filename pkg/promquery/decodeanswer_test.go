@@ -191,3 +191,36 @@ func TestDecodeAnswerReadError(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTimestamp(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr string
+	}{
+		{in: "1764331200.5", want: 1764331200500},
+		{in: "1764331200", want: 1764331200000},
+		{in: "1.23456", want: 1234},
+		{in: "0.001", want: 1},
+		{in: "0", want: 0},
+		{in: "-1.5", want: -1500},
+		{in: "-0.0001", want: 0},
+		{in: "9000000000000.999", want: 9000000000000999},
+		{in: "9000000000001", wantErr: "out of range"},
+		{in: "-9000000000001", wantErr: "out of range"},
+		{in: "1e3", wantErr: "exponent"},
+		{in: "1.5E3", wantErr: "exponent"},
+	}
+	for _, tt := range tests {
+		got, err := parseTimestamp([]byte(tt.in))
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("parseTimestamp(%s) = %d, %v; want error %q", tt.in, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("parseTimestamp(%s) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+}

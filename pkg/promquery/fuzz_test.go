@@ -359,7 +359,10 @@ func FuzzDecodeAnswer(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Decode: %v", err)
 		}
-		if !reflect.DeepEqual(res, want) && !(len(res.Samples) == 0 && len(want.Samples) == 0 && res.Skipped == want.Skipped) {
+		if len(res.Samples) == 0 && len(want.Samples) == 0 {
+			res.Samples, want.Samples = nil, nil
+		}
+		if !reflect.DeepEqual(res, want) {
 			t.Fatalf("streaming decoder read\n%+v\nencoding/json and Decode read\n%+v", res, want)
 		}
 	})

@@ -323,7 +323,7 @@ func (s *scanner) number() ([]byte, error) {
 			}
 		}
 		c := s.buf[s.pos]
-		if !(c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E') {
+		if !isNumberByte(c) {
 			break
 		}
 		raw = append(raw, c)
@@ -337,6 +337,15 @@ func (s *scanner) number() ([]byte, error) {
 		return nil, s.errorf("bad number %q", raw)
 	}
 	return raw, nil
+}
+
+// isNumberByte reports whether c can be part of a JSON number.
+func isNumberByte(c byte) bool {
+	switch {
+	case c >= '0' && c <= '9', c == '-', c == '+', c == '.', c == 'e', c == 'E':
+		return true
+	}
+	return false
 }
 
 // validNumber reports whether b is a JSON number:
