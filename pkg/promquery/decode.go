@@ -86,8 +86,8 @@ type Result struct {
 // rejected. For series that are not per GPU, rest fingerprints every label
 // but job (instance included, to the same end), so that one target scraped
 // by two jobs counts once, while a server's series per model (a model_name
-// label, say) stay apart. The key stays within 128 bytes: a bigger map key
-// is stored out of line, one allocation per series.
+// label, say) stay apart. The decoder's index holds a hash of it, not the
+// key itself (see decoder).
 type processKey struct {
 	metric, namespace, pod, gpu, pid, container, hostname string
 	rest                                                  uint64
@@ -242,7 +242,7 @@ type decoder struct {
 	// and again on every growth. A hit is compared field by field; keys
 	// whose hash another key holds go to collided (random seed: nobody can
 	// aim for one).
-	seed     maphash.Seed
+	hash     func(processKey) uint64
 	index    map[uint64]int32
 	collided map[processKey]int
 	rests    []uint64 // processKey.rest of each sample
@@ -275,11 +275,12 @@ func newDecoder(q Query, n int) *decoder {
 	d := &decoder{
 		res:      Result{Samples: make([]Sample, 0, n)},
 		readings: make(map[string]metricReading, len(q.Metrics)),
-		seed:     maphash.MakeSeed(),
 		index:    make(map[uint64]int32, n),
 		rests:    make([]uint64, 0, n),
 		strs:     make(map[string]string),
 	}
+	seed := maphash.MakeSeed()
+	d.hash = func(k processKey) uint64 { return maphash.Comparable(seed, k) }
 	for _, m := range q.Metrics {
 		d.readings[m] = metricReading{name: m, Reading: q.reading(m)}
 	}
@@ -353,7 +354,7 @@ func (d *decoder) add(s *rawSeries) {
 	if !r.PerGPU {
 		key.rest = s.fingerprintWithoutJob()
 	}
-	h := maphash.Comparable(d.seed, key)
+	h := d.hash(key)
 	i, seen := d.index[h]
 	switch {
 	case !seen:

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 	"unsafe"
+
+	"github.com/prometheus/common/model"
 
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
@@ -222,5 +225,45 @@ func TestParseTimestamp(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("parseTimestamp(%s) = %d, %v; want %d", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+// TestDecoderHashCollisions decodes with every process key hashing alike,
+// so that all but the first go through the collision table: the result
+// must not change.
+func TestDecoderHashCollisions(t *testing.T) {
+	q := Query{Metrics: []string{metricnames.ProcessSMUtil, metricnames.ProcessMemUsed}}
+	vec := model.Vector{
+		Series(sm, "ns", "p", "GPU-1", "1", 1, t0),
+		Series(sm, "ns", "p", "GPU-1", "2", 2, t0),
+		Series(sm, "ns", "p", "GPU-1", "1", 3, t0.Add(time.Second)),
+		Series(sm, "ns", "q", "GPU-2", "1", 4, t0),
+		Series(metricnames.ProcessMemUsed, "ns", "p", "GPU-1", "1", 5, t0),
+		Series(sm, "ns", "q", "GPU-2", "1", 6, t0.Add(-time.Second)),
+		Series(sm, "ns", "p", "GPU-1", "2", 7, t0.Add(time.Second)),
+	}
+	want, err := Decode(vec, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want.Samples) != 4 || want.Skipped.Duplicate != 3 {
+		t.Fatalf("Decode: %d samples, %+v; want 4 and 3 duplicates", len(want.Samples), want.Skipped)
+	}
+	d := newDecoder(q, 0)
+	d.hash = func(processKey) uint64 { return 1 }
+	var s rawSeries
+	for _, ms := range vec {
+		s.reset()
+		for name, value := range ms.Metric {
+			s.addLabel(string(name), string(value))
+		}
+		s.ts, s.value = int64(ms.Timestamp), float64(ms.Value)
+		d.add(&s)
+	}
+	if !reflect.DeepEqual(d.res, want) {
+		t.Fatalf("with colliding hashes\n%+v\nwant\n%+v", d.res, want)
+	}
+	if len(d.collided) != 3 {
+		t.Errorf("%d keys in the collision table, want 3", len(d.collided))
 	}
 }
