@@ -106,6 +106,10 @@ func (b *podBuild) addGPU(metric int, gpu string, v float64, ts time.Time) {
 			return
 		}
 	}
+	if b.gpus == nil {
+		// Room for two GPUs, a common count, so most pods allocate once.
+		b.gpus = make([]gpuSum, 0, 2)
+	}
 	b.gpus = append(b.gpus, gpuSum{metric: metric, gpu: gpu, sum: v, ts: ts})
 }
 
