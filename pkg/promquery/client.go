@@ -2,17 +2,19 @@ package promquery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/api"
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
-	"github.com/prometheus/common/model"
 )
 
 // Config configures a Client.
@@ -33,17 +35,20 @@ type Config struct {
 	PodSeriesSelector SeriesSelector
 }
 
-// instantQuerier is the one method of the Prometheus API this package uses.
-type instantQuerier interface {
-	Query(ctx context.Context, query string, ts time.Time, opts ...promv1.Option) (model.Value, promv1.Warnings, promv1.Infos, error)
-}
-
-// Client runs instant queries against one Prometheus server.
+// Client runs instant queries against one Prometheus server. It speaks
+// the HTTP API itself rather than through the Prometheus client library,
+// whose Query holds the whole body and then every series' full label map:
+// at fleet size (hundreds of thousands of series) that was most of a
+// refresh's CPU and memory. Here the answer is decoded as it arrives.
 type Client struct {
-	api      instantQuerier
+	http     *http.Client
+	endpoint *url.URL
 	timeout  time.Duration
 	identity SeriesSelector
 	pods     SeriesSelector
+	// lastSeries is how many series the last answer of each Scope held,
+	// to size the next one's tables.
+	lastSeries [ScopePods + 1]atomic.Int64
 }
 
 // New validates cfg and builds a Client; it does not contact Prometheus.
@@ -80,12 +85,20 @@ func New(cfg Config) (*Client, error) {
 	if rt == nil {
 		rt = api.DefaultRoundTripper
 	}
-	c, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: noPartialResponse{rt}})
-	if err != nil {
-		return nil, fmt.Errorf("prometheus client: %w", err)
-	}
-	return &Client{api: promv1.NewAPI(c), timeout: cfg.Timeout, identity: cfg.SeriesSelector, pods: cfg.PodSeriesSelector}, nil
+	endpoint := *u
+	endpoint.Path = path.Join("/", u.Path, queryPath)
+	endpoint.RawPath = ""
+	return &Client{
+		http:     &http.Client{Transport: noPartialResponse{rt}},
+		endpoint: &endpoint,
+		timeout:  cfg.Timeout,
+		identity: cfg.SeriesSelector,
+		pods:     cfg.PodSeriesSelector,
+	}, nil
 }
+
+// queryPath is the instant-query endpoint under the server's base URL.
+const queryPath = "/api/v1/query"
 
 // Samples runs q, scoped to the client's SeriesSelector (or, for ScopePods,
 // its PodSeriesSelector), as one instant
@@ -98,22 +111,97 @@ func (c *Client) Samples(ctx context.Context, q Query) (Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	opts := []promv1.Option{promv1.WithTimeout(c.timeout)}
-	if q.LookbackDelta > 0 {
-		opts = append(opts, promv1.WithLookbackDelta(q.LookbackDelta))
-	}
 	identity := c.identity
 	if q.Scope == ScopePods {
 		identity = c.pods
 	}
-	v, warnings, _, err := c.api.Query(ctx, q.Render(identity), time.Time{}, opts...)
+	// Parameters go in a form body (a long pod list would not fit in a
+	// URL), as the Prometheus client library sends them, with its fallback
+	// to GET for servers that refuse POST.
+	form := c.endpoint.Query()
+	form.Set("query", q.Render(identity))
+	form.Set("timeout", c.timeout.String())
+	if q.LookbackDelta > 0 {
+		form.Set("lookback_delta", q.LookbackDelta.String())
+	}
+	resp, err := c.do(ctx, http.MethodPost, form)
+	if err == nil && (resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented) {
+		_ = resp.Body.Close()
+		resp, err = c.do(ctx, http.MethodGet, form)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("prometheus query: %w", err)
 	}
-	if len(warnings) > 0 {
-		return Result{}, &PartialResponseError{Warnings: warnings}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode/100 != 2 {
+		return Result{}, fmt.Errorf("prometheus query: %w", httpError(resp))
 	}
-	return Decode(v, q)
+	res, a, err := decodeAnswer(resp.Body, q, int(c.lastSeries[q.Scope].Load()))
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return Result{}, fmt.Errorf("prometheus query: %w", ctx.Err())
+	case a.status == "error":
+		return Result{}, fmt.Errorf("prometheus query: %s: %s", a.errorType, a.errorMsg)
+	case err != nil:
+		return Result{}, fmt.Errorf("prometheus query: %w", err)
+	case len(a.warnings) > 0:
+		return Result{}, &PartialResponseError{Warnings: a.warnings, More: a.moreWarnings}
+	case a.status != "success":
+		return Result{}, fmt.Errorf("prometheus query: answer status %q, want success", a.status)
+	}
+	c.lastSeries[q.Scope].Store(int64(len(res.Samples) + res.Skipped.Total()))
+	return res, nil
+}
+
+func (c *Client) do(ctx context.Context, method string, form url.Values) (*http.Response, error) {
+	u := *c.endpoint
+	var body io.Reader
+	if method == http.MethodGet {
+		u.RawQuery = form.Encode()
+	} else {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		// A query changes nothing: marked idempotent (the key is not sent
+		// while empty), it is retried on a kept-alive connection that the
+		// server closed meanwhile, as a GET would be.
+		req.Header["Idempotency-Key"] = nil
+	}
+	return c.http.Do(req)
+}
+
+// maxErrorBody bounds how much of an error answer is read.
+const maxErrorBody = 1 << 20
+
+// httpError describes an answer with a status other than 2xx: Prometheus
+// answers a bad query with 400 or 422, and a timed out or canceled one
+// with 503, and a JSON error; anything else is the server's or a proxy's
+// failure, whose body is not shown.
+func httpError(resp *http.Response) error {
+	generic := fmt.Errorf("HTTP %s", resp.Status)
+	switch resp.StatusCode {
+	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusServiceUnavailable:
+	default:
+		return generic
+	}
+	var e struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxErrorBody)).Decode(&e); err != nil || e.Status != "error" || e.Error == "" {
+		return generic
+	}
+	if e.ErrorType == "" {
+		return errors.New(e.Error)
+	}
+	return fmt.Errorf("%s: %s", e.ErrorType, e.Error)
 }
 
 // PartialResponseParam is Thanos Query's parameter that allows (true) or
@@ -143,6 +231,8 @@ func (n noPartialResponse) RoundTrip(req *http.Request) (*http.Response, error) 
 // warning says.
 type PartialResponseError struct {
 	Warnings []string
+	// More counts the warnings beyond those kept in Warnings.
+	More int
 }
 
 // maxWarnings and maxWarningLen bound the message: it ends up in every 503
@@ -153,10 +243,10 @@ const (
 )
 
 func (e *PartialResponseError) Error() string {
-	shown := make([]string, 0, maxWarnings)
+	total := len(e.Warnings) + e.More
+	shown := make([]string, 0, maxWarnings+1)
 	for i, w := range e.Warnings {
 		if i == maxWarnings {
-			shown = append(shown, fmt.Sprintf("and %d more", len(e.Warnings)-maxWarnings))
 			break
 		}
 		if len(w) > maxWarningLen {
@@ -164,6 +254,9 @@ func (e *PartialResponseError) Error() string {
 		}
 		shown = append(shown, strconv.Quote(w))
 	}
+	if total > len(shown) {
+		shown = append(shown, fmt.Sprintf("and %d more", total-len(shown)))
+	}
 	return fmt.Sprintf("prometheus query: the answer may be partial (a store or shard did not respond), so it is not used; %d warning(s): %s",
-		len(e.Warnings), strings.Join(shown, "; "))
+		total, strings.Join(shown, "; "))
 }

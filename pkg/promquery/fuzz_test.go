@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -274,4 +275,95 @@ func exactly(t *testing.T, text string, m *labels.Matcher, label string, values 
 			t.Fatalf("%s: %v also matches %q", text, m, p)
 		}
 	}
+}
+
+// FuzzDecodeAnswer feeds whole /api/v1/query bodies to the streaming
+// decoder and checks it against encoding/json: it accepts only valid
+// JSON; every series of the result comes out as a valid sample or counted
+// as skipped; and where encoding/json reads each series as a
+// model.Sample (the Prometheus client library's reading), Decode of those
+// gives exactly the same Result. Series the two read differently by
+// design are left out of that comparison: those whose keys are not
+// exactly "metric" and "value" (encoding/json matches struct fields in
+// any case; the histogram is skipped either way) and negative timestamps
+// (model.Time reads -1.5 as -0.5 s).
+func FuzzDecodeAnswer(f *testing.F) {
+	for _, v := range fuzzVectors {
+		f.Add([]byte(`{"status":"success","data":{"resultType":"vector","result":` + v + `}}`))
+	}
+	for _, b := range []string{
+		`{"status":"success","data":{"resultType":"vector","result":null},"warnings":["a","b"]}`,
+		`{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"DCGM_CUSTOM_PROCESS_SM_UTIL","NamespaceName":"n\u0073","PodName":"p\u00e9","UUID":"GPU-1","x":"\ud800"},"value":[1764331200.5,"1.5"]}]}}`,
+		`{"status":"success","data":{"resultType":"vector","result":[{"metric":{"c":"1","a":"2","c":"3"},"value":[1,"1"]}]}}`,
+		`{"status":"success","data":{"resultType":"vector","result":[{"value":[-1.5,"1"],"metric":{"__name__":"DCGM_CUSTOM_PROCESS_SM_UTIL","NamespaceName":"ns","PodName":"p","UUID":"GPU-1"}}]}}`,
+		`{"status":"error","errorType":"bad_data","error":"x","data":{"resultType":"vector","result":[]}}`,
+		`{"infos":[],"stats":{"timings":{"evalTotalTime":0.1}},"status":"success","data":{"resultType":"vector","result":[]}}`,
+	} {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		res, a, err := decodeAnswer(bytes.NewReader(body), fuzzQuery, 0)
+		if err != nil {
+			if len(res.Samples) != 0 {
+				t.Fatalf("error %v with %d samples", err, len(res.Samples))
+			}
+			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("invalid JSON accepted")
+		}
+		checkSamples(t, res, fuzzQuery)
+		if len(a.warnings) > maxKeptWarnings {
+			t.Fatalf("%d warnings kept", len(a.warnings))
+		}
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(body, &top); err != nil {
+			t.Fatalf("accepted, but not an object: %v", err)
+		}
+		var data map[string]json.RawMessage
+		var result []json.RawMessage
+		if top["data"] != nil {
+			if err := json.Unmarshal(top["data"], &data); err != nil {
+				t.Fatalf("accepted, but data is not an object: %v", err)
+			}
+		}
+		if data["result"] != nil {
+			if err := json.Unmarshal(data["result"], &result); err != nil {
+				t.Fatalf("accepted, but the result is not an array: %v", err)
+			}
+		}
+		if got := len(res.Samples) + res.Skipped.Total(); got != len(result) {
+			t.Fatalf("%d series in, %d samples + %d skipped out (%+v)", len(result), len(res.Samples), res.Skipped.Total(), res.Skipped)
+		}
+		vec := make(model.Vector, len(result))
+		for i, raw := range result {
+			if bytes.Equal(raw, []byte("null")) {
+				continue
+			}
+			var fields map[string]json.RawMessage
+			if json.Unmarshal(raw, &fields) != nil {
+				return
+			}
+			for k := range fields {
+				if k != "metric" && k != "value" {
+					return
+				}
+			}
+			var s model.Sample
+			if json.Unmarshal(raw, &s) != nil || s.Timestamp < 0 {
+				return
+			}
+			vec[i] = &s
+		}
+		want, err := Decode(vec, fuzzQuery)
+		if err != nil {
+			t.Fatalf("Decode: %v", err)
+		}
+		if len(res.Samples) == 0 && len(want.Samples) == 0 {
+			res.Samples, want.Samples = nil, nil
+		}
+		if !reflect.DeepEqual(res, want) {
+			t.Fatalf("streaming decoder read\n%+v\nencoding/json and Decode read\n%+v", res, want)
+		}
+	})
 }

@@ -56,7 +56,13 @@ func (p *Provider) checkProvenance(samples []tagged) ([]tagged, rejection) {
 		node, ip string
 		known    bool
 	}
-	pods := make(map[types.NamespacedName]lookup)
+	// Sized by the pods of the snapshot being replaced: about as many as
+	// this refresh's samples name.
+	hint := 0
+	if prev := p.snap.Load(); prev != nil {
+		hint = len(prev.pods)
+	}
+	pods := make(map[types.NamespacedName]lookup, hint)
 	var rej rejection
 	kept := samples[:0]
 	for _, s := range samples {

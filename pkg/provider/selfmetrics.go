@@ -103,6 +103,7 @@ func (m *selfMetrics) recordSnapshot(s *snapshot) {
 	m.skipped.WithLabelValues("invalid_value").Set(float64(s.skipped.InvalidValue))
 	m.skipped.WithLabelValues("unexpected_metric").Set(float64(s.skipped.UnexpectedMetric))
 	m.skipped.WithLabelValues("duplicate").Set(float64(s.skipped.Duplicate))
+	m.skipped.WithLabelValues("oversized_labels").Set(float64(s.skipped.Oversized))
 }
 
 func (m *selfMetrics) observeRequest(api string, start time.Time, err error) {

@@ -63,15 +63,54 @@ type tagged struct {
 	*promquery.Sample
 }
 
-type gpuKey struct {
-	pod    types.NamespacedName
+// gpuSum accumulates one pod's processes on one GPU for one metric.
+type gpuSum struct {
 	metric int
 	gpu    string
+	sum    float64
+	ts     time.Time
 }
 
-type gpuSum struct {
-	sum float64
-	ts  time.Time
+// podBuild is one pod's sums while a snapshot is built. A pod has few
+// GPUs and metrics, so lists scanned in order beat maps keyed by them.
+type podBuild struct {
+	pod  types.NamespacedName
+	accs []podAcc
+	gpus []gpuSum
+}
+
+func (b *podBuild) add(metric int, v float64, ts time.Time) {
+	for i := range b.accs {
+		if b.accs[i].metric == metric {
+			b.accs[i].add(v, ts)
+			return
+		}
+	}
+	if b.accs == nil {
+		// Room for the usual pair (SM utilization and memory, or a
+		// queue and its cache), so most pods allocate once.
+		b.accs = make([]podAcc, 0, 2)
+	}
+	a := podAcc{metric: metric}
+	a.add(v, ts)
+	b.accs = append(b.accs, a)
+}
+
+func (b *podBuild) addGPU(metric int, gpu string, v float64, ts time.Time) {
+	for i := range b.gpus {
+		if g := &b.gpus[i]; g.metric == metric && g.gpu == gpu {
+			g.sum += v
+			if ts.Before(g.ts) {
+				g.ts = ts
+			}
+			return
+		}
+	}
+	if b.gpus == nil {
+		// Room for two GPUs, a common count, so most pods allocate once.
+		b.gpus = make([]gpuSum, 0, 2)
+	}
+	b.gpus = append(b.gpus, gpuSum{metric: metric, gpu: gpu, sum: v, ts: ts})
 }
 
 // podAcc accumulates one pod's value of one metric.
@@ -103,63 +142,52 @@ func (a *podAcc) add(v float64, ts time.Time) {
 // value's life. prev, the snapshot being replaced (nil for the first), only
 // lends its pods' podLabel maps.
 func buildSnapshot(samples []tagged, specs []metricSpec, observedAt time.Time, prev *snapshot) *snapshot {
-	gpus := make(map[gpuKey]*gpuSum, len(samples))
-	accs := make(map[types.NamespacedName][]podAcc)
-	add := func(pod types.NamespacedName, metric int, v float64, ts time.Time) {
-		list := accs[pod]
-		for i := range list {
-			if list[i].metric == metric {
-				list[i].add(v, ts)
-				return
-			}
-		}
-		if list == nil {
-			// Room for the usual pair (SM utilization and memory, or a
-			// queue and its cache), so most pods allocate once.
-			list = make([]podAcc, 0, 2)
-		}
-		a := podAcc{metric: metric}
-		a.add(v, ts)
-		accs[pod] = append(list, a)
+	hint := 0
+	if prev != nil {
+		hint = len(prev.pods)
 	}
+	index := make(map[types.NamespacedName]int, hint)
+	builds := make([]podBuild, 0, hint)
 	for _, s := range samples {
 		ts := s.Timestamp
 		if ts.After(observedAt) {
 			ts = observedAt
 		}
 		pod := types.NamespacedName{Namespace: s.Namespace, Name: s.Pod}
-		if !specs[s.spec].row.Combine.PerGPU() {
-			add(pod, s.spec, s.Value, ts)
-			continue
+		i, ok := index[pod]
+		if !ok {
+			i = len(builds)
+			index[pod] = i
+			builds = append(builds, podBuild{pod: pod})
 		}
-		k := gpuKey{pod, s.spec, s.GPU}
-		g := gpus[k]
-		if g == nil {
-			g = &gpuSum{ts: ts}
-			gpus[k] = g
-		}
-		g.sum += s.Value
-		if ts.Before(g.ts) {
-			g.ts = ts
+		b := &builds[i]
+		if specs[s.spec].row.Combine.PerGPU() {
+			b.addGPU(s.spec, s.GPU, s.Value, ts)
+		} else {
+			b.add(s.spec, s.Value, ts)
 		}
 	}
-	for k, g := range gpus {
-		v := g.sum
-		if specs[k.metric].row.Combine == metrictable.MeanOfCappedGPUs && v > 100 {
-			v = 100
+	for i := range builds {
+		b := &builds[i]
+		for _, g := range b.gpus {
+			v := g.sum
+			if specs[g.metric].row.Combine == metrictable.MeanOfCappedGPUs && v > 100 {
+				v = 100
+			}
+			b.add(g.metric, v, g.ts)
 		}
-		add(k.pod, k.metric, v, g.ts)
 	}
 
 	snap := &snapshot{
 		observedAt: observedAt,
-		pods:       make(map[types.NamespacedName]*podValues, len(accs)),
+		pods:       make(map[types.NamespacedName]*podValues, len(builds)),
 		series:     len(samples),
 	}
 	// One backing array for all entries: a refresh then allocates per pod
 	// only its values.
-	entries := make([]podValues, len(accs))
-	for pod, list := range accs {
+	entries := make([]podValues, len(builds))
+	for i := range builds {
+		pod, list := builds[i].pod, builds[i].accs
 		old := prev.entry(pod)
 		vals := make([]metricValue, len(list))
 		for i, a := range list {
