@@ -75,6 +75,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	cli.MemoryLimit(logger, cli.CgroupRoot)
 	// controller-runtime keeps its own global logger; it gets the same one.
 	ctrl.SetLogger(logger)
 	cfg, err := serving.RestConfig(binaryName, o.Kubeconfig)

@@ -64,10 +64,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if done || err != nil {
 		return err
 	}
-	ctx, _, err = o.Logging.Setup(ctx, stderr)
+	ctx, logger, err := o.Logging.Setup(ctx, stderr)
 	if err != nil {
 		return err
 	}
+	cli.MemoryLimit(logger, cli.CgroupRoot)
 	return serve(ctx, o)
 }
 

@@ -68,10 +68,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if done || err != nil {
 		return err
 	}
-	ctx, _, err = o.Logging.Setup(ctx, stderr)
+	ctx, logger, err := o.Logging.Setup(ctx, stderr)
 	if err != nil {
 		return err
 	}
+	cli.MemoryLimit(logger, cli.CgroupRoot)
 	return run(ctx, o)
 }
 

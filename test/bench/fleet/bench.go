@@ -160,6 +160,16 @@ func (b *bench) startAdapters(ctx context.Context, c *localcluster.Cluster, binD
 	closeProxy = func() {}
 	var adapters []*framework.Adapter
 	var addrs []string
+	if b.o.memoryLimitMiB > 0 {
+		// The adapters inherit the environment; nothing else starts while
+		// it is set.
+		limit := fmt.Sprintf("%dMiB", b.o.memoryLimitMiB*9/10)
+		if err := os.Setenv("GOMEMLIMIT", limit); err != nil {
+			return nil, closeProxy, err
+		}
+		defer os.Unsetenv("GOMEMLIMIT")
+		b.logf("adapters run with GOMEMLIMIT=%s (90 %% of a %d MiB container limit)", limit, b.o.memoryLimitMiB)
+	}
 	for i := range b.o.replicas {
 		a, err := framework.StartAdapter(ctx, c, binDir, queryURL, b.o.refresh, []string{"--max-staleness=" + b.o.staleness.String()})
 		if err != nil {

@@ -53,6 +53,10 @@ type options struct {
 	idle           time.Duration
 	keepDir        bool
 	replicas       int
+	// memoryLimitMiB stands in for the adapter container's memory limit
+	// (0: none): the adapters get the GOMEMLIMIT the binaries derive from
+	// a cgroup limit, 90 % of it.
+	memoryLimitMiB int
 }
 
 func (o *options) validate() error {
@@ -85,6 +89,9 @@ func (o *options) validate() error {
 	}
 	if o.replicas < 1 {
 		errs = append(errs, fmt.Errorf("--replicas must be at least 1, got %d", o.replicas))
+	}
+	if o.memoryLimitMiB < 0 {
+		errs = append(errs, fmt.Errorf("--adapter-memory-limit-mib must not be negative, got %d", o.memoryLimitMiB))
 	}
 	if o.rps <= 0 {
 		errs = append(errs, fmt.Errorf("--rps must be positive, got %v", o.rps))
@@ -135,6 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.staleness, "max-staleness", time.Minute, "The adapter's --max-staleness (also the query's lookback).")
 	fs.DurationVar(&o.idle, "idle", 30*time.Second, "Window without load over which refresh time and CPU are measured, per size.")
 	fs.IntVar(&o.replicas, "replicas", 2, "spillway-metrics-adapter replicas, each refreshing on its own, behind one proxy for the aggregator; requests measured direct go to the first.")
+	fs.IntVar(&o.memoryLimitMiB, "adapter-memory-limit-mib", 0, "Run the adapters as under a container memory limit of this many MiB: GOMEMLIMIT at 90 % of it, as the binaries set from their cgroup's limit (0: no limit, the Go runtime's defaults).")
 	fs.BoolVar(&o.keepDir, "keep-dir", false, "Keep the cluster directory (logs, Prometheus data) after the run.")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

@@ -42,10 +42,10 @@ func (r report) markdown() string {
 		r.when.UTC().Format(time.RFC3339), r.duration.Round(time.Second), runtime.NumCPU())
 	fmt.Fprintf(&b, "Setup: Kubernetes %s; a synthetic fleet of %s series (4 per pod, pods split between %d Debian Prometheus shards by pod, scraped every %s), "+
 		"a Thanos %s sidecar per shard and `thanos query` over both (strict endpoints); %d spillway-metrics-adapter replica(s) each reading the query endpoint on its own (the aggregator reaches them through one TCP proxy, round robin per connection), "+
-		"--refresh-interval=%s, --max-staleness=%s. Requests: %.0f req/s for %s (+%s warm-up) of the external API for one app's %d pods (app=%s), "+
+		"--refresh-interval=%s, --max-staleness=%s, %s. Requests: %.0f req/s for %s (+%s warm-up) of the external API for one app's %d pods (app=%s), "+
 		"open loop, at most %d in flight, sent while the refreshes go on.\n\n",
 		localcluster.KubernetesVersion, metricnames.ProcessSMUtil, shards, o.scrapeInterval, localcluster.ThanosVersion,
-		o.replicas, o.refresh, o.staleness, o.rps, o.duration, o.warmup, o.podsPerApp, fleetsim.AppName(o.benchApp), o.concurrency)
+		o.replicas, o.refresh, o.staleness, memoryLimit(o.memoryLimitMiB), o.rps, o.duration, o.warmup, o.podsPerApp, fleetsim.AppName(o.benchApp), o.concurrency)
 	b.WriteString("| series | pods | refresh wall (mean) | adapter CPU per refresh | Thanos Query time per refresh | its share | adapter query direct: Thanos Query / one shard | adapter RSS | Go heap | p50 / p99 direct | p50 / p99 via aggregator |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, row := range r.rows {
@@ -82,4 +82,11 @@ func latency(r row, i int) string {
 		return "—"
 	}
 	return ms(r.loads[i].P50) + " / " + ms(r.loads[i].P99)
+}
+
+func memoryLimit(mib int) string {
+	if mib <= 0 {
+		return "no memory limit (the Go runtime's defaults: GOGC=100, no GOMEMLIMIT)"
+	}
+	return fmt.Sprintf("as under a %d MiB container memory limit (GOMEMLIMIT=%dMiB, 90 %% of it, as the binaries set from their cgroup)", mib, mib*9/10)
 }
