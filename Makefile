@@ -158,7 +158,7 @@ demo: control-plane build $(HELM) ## The seed scenario on a local cluster with s
 
 ##@ Benchmarks
 .PHONY: bench
-bench: control-plane keda build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster, and KEDA on the same series (out/bench/peers.md).
+bench: control-plane keda build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster, and KEDA side by side on the same series: latency, reaction to a load step, replicas through outages (out/bench/peers.md).
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
 	go run ./test/bench/adaptercluster --bin-dir $(BIN)
 
