@@ -17,11 +17,14 @@ BIN     := $(CURDIR)/bin
 BINARIES := spillway-gpu-exporter spillway-metrics-adapter spillway-controller
 # Cluster-backed packages run one at a time: two control planes on 2 cores starve each other.
 E2E_TIMEOUT ?= 60m
-# Real time one compressed day takes in make bench-tidal (6 runs of it: ~75 min at 12m).
+# Real time one compressed day takes in make bench-tidal (6 runs of it: ~75 min at 12m;
+# TIDAL_KEDA=true adds 4 KEDA-scaled runs, without and with a ResourcePolicy: ~2 h, and
+# KEDA is built into the user cache on first use).
 # A shorter day inflates fixed real-time lags: Karpenter removes an empty node ~25 s after
 # it empties (up to 10 s polling + 15 s validation + termination), which at 4m per day is
 # ~150 day-minutes of an idle cloud GPU per scale-in, at 12m ~50.
 TIDAL_DAY ?= 12m
+TIDAL_KEDA ?= false
 # make fuzz: how long each fuzz target runs, which targets (a grep -E pattern
 # on their names), and extra go test flags (e.g. FUZZFLAGS=-parallel=1).
 FUZZTIME  ?= 30s
@@ -167,8 +170,8 @@ bench-fleet: control-plane build ## The adapter reading a synthetic fleet of 20,
 	go run ./test/bench/fleet --bin-dir $(BIN) --out out/bench
 
 .PHONY: bench-tidal
-bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run).
-	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --day-duration $(TIDAL_DAY)
+bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run; TIDAL_KEDA=true adds KEDA without and with a ResourcePolicy).
+	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --keda=$(TIDAL_KEDA) --day-duration $(TIDAL_DAY)
 
 ##@ Packaging
 .PHONY: images

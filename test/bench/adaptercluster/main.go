@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.aggregator, "aggregator", true, "Also register the cache-mode adapter through the kube-apiserver aggregator and measure that path.")
 	fs.BoolVar(&o.keda, "keda", true, "Then measure KEDA "+localcluster.KEDAVersion+"'s external metric for ScaledObjects over the same series, direct and through the aggregator (builds KEDA into the user cache on first use, ~8 min cold), and write <out>/peers.md.")
 	fs.BoolVar(&o.peerScaling, "peer-scaling", true, "With --keda, then scale real Deployments side by side with KEDA's HPA and spillway's (HPA type Pods), from the same simulated GPU series: time a load step to a new pod Ready (--reaction-trials), and follow the replicas of loaded Deployments through Prometheus down and through the series gone (--outage); written to <out>/peers.md.")
-	fs.IntVar(&o.reactionTrials, "reaction-trials", 3, "Load steps timed per scaler.")
+	fs.IntVar(&o.reactionTrials, "reaction-trials", 5, "Load steps timed per scaler.")
 	fs.DurationVar(&o.outage, "outage", 60*time.Second, "How long each outage (Prometheus down; the exporter down) lasts.")
 	fs.DurationVar(&o.outageAfter, "outage-after", 45*time.Second, "How long replicas are followed after each outage ends.")
 	fs.BoolVar(&o.keepDir, "keep-dir", false, "Keep the cluster directory (logs, Prometheus data) after the run.")

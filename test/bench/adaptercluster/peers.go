@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,7 +22,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 
-	"github.com/spillway-dev/spillway/deploy/chart"
 	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/internal/testobjects"
@@ -159,59 +157,10 @@ func startPeerEnv(ctx context.Context, c *localcluster.Cluster, prom *localclust
 	if err := prom.AddTargets(ctx, localcluster.ScrapeTarget{Job: peerJob, Address: e.exporter.MetricsAddr}); err != nil {
 		return nil, err
 	}
-	if err := startPodsOnlyAdapter(ctx, c, filepath.Join(binDir, "spillway-metrics-adapter"), prom.URL); err != nil {
+	if _, err := framework.StartPodsOnlyAdapter(ctx, c, binDir, prom.URL, peerInterval, []string{"--series-selector=job=\"" + peerJob + "\""}); err != nil {
 		return nil, err
 	}
 	return e, nil
-}
-
-// customAPIServices are the APIServices spillway keeps with KEDA present.
-var customAPIServices = []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io"}
-
-// startPodsOnlyAdapter runs spillway-metrics-adapter on the sim exporter's
-// series for the custom metrics API only: the chart's APIServices with the
-// external one disabled (its keda-owns-external-metrics values), pointing
-// at it on localhost, and --apiservices naming only those, so that it
-// writes its CA into them and leaves KEDA's alone.
-func startPodsOnlyAdapter(ctx context.Context, c *localcluster.Cluster, bin, promURL string) error {
-	ports, err := localcluster.FreePorts(2)
-	if err != nil {
-		return err
-	}
-	r := framework.ChartRelease("adapter.external.host=localhost", "adapter.external.port="+strconv.Itoa(ports[0]),
-		"adapter.apiServices.externalMetrics.enabled=false")
-	objs, err := chart.RenderSelected(ctx, r, func(o *unstructured.Unstructured) bool {
-		return o.GetKind() == "APIService" || (o.GetKind() == "Service" && o.GetName() == framework.AdapterServiceName)
-	})
-	if err != nil {
-		return fmt.Errorf("rendering the chart's custom metrics APIServices: %w", err)
-	}
-	if err := c.Apply(ctx, append([]byte(framework.SystemNamespaceYAML), objs...)); err != nil {
-		return err
-	}
-	kc := c.KubeconfigPath()
-	args := append([]string{
-		"--secure-port=" + strconv.Itoa(ports[0]),
-		"--bind-address=127.0.0.1",
-		"--lister-kubeconfig=" + kc,
-		"--authentication-kubeconfig=" + kc,
-		"--authorization-kubeconfig=" + kc,
-		"--prometheus-url=" + promURL,
-		"--series-selector=job=\"" + peerJob + "\"",
-		"--refresh-interval=" + peerInterval.String(),
-		"--max-staleness=30s",
-		fmt.Sprintf("--self-metrics-address=127.0.0.1:%d", ports[1]),
-		"--apiservices=" + strings.Join(customAPIServices, ","),
-	}, framework.AdapterTLSArgs()...)
-	if _, err := c.StartProcess("spillway-metrics-adapter-pods", bin, args, nil); err != nil {
-		return err
-	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	return localcluster.Poll(wctx, time.Second, "custom.metrics.k8s.io/v1beta2 through the aggregator", func(ctx context.Context) (bool, error) {
-		_, err := c.Client().Discovery().RESTClient().Get().AbsPath("/apis/custom.metrics.k8s.io/v1beta2").DoRaw(ctx)
-		return err == nil, err
-	})
 }
 
 // createNamespace creates ns.
