@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"errors"
 	"io"
 	"reflect"
 	"strings"
@@ -34,7 +35,7 @@ func decodeObjects(t *testing.T, manifest string) map[string]map[string]any {
 	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifest), 4096)
 	for {
 		var obj map[string]any
-		if err := dec.Decode(&obj); err == io.EOF {
+		if err := dec.Decode(&obj); errors.Is(err, io.EOF) {
 			return out
 		} else if err != nil {
 			t.Fatalf("decoding the manifest: %v\n%s", err, manifest)

@@ -243,7 +243,10 @@ func (e *peerEnv) waitServedBelow(ctx context.Context, ns string, ss []scaler, v
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s still serves %g (%v) before the step", s.name, got, err)
+				if err != nil {
+					return fmt.Errorf("%s before the step: %w", s.name, err)
+				}
+				return fmt.Errorf("%s still serves %g before the step", s.name, got)
 			}
 			select {
 			case <-ctx.Done():
@@ -270,7 +273,10 @@ func (e *peerEnv) timeStep(ctx context.Context, obs *observer, ns string, s scal
 		}
 		select {
 		case <-wctx.Done():
-			return stages{}, fmt.Errorf("the step was never served (last: %g, %v)", v, err)
+			if err != nil {
+				return stages{}, fmt.Errorf("the step was never served: %w", err)
+			}
+			return stages{}, fmt.Errorf("the step was never served (last value %g)", v)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
