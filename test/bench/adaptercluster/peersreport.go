@@ -78,7 +78,9 @@ aggregator, polled every 200 ms) answering the new value: spillway's cache refre
 (default) or its poll (useCachedMetrics); **HPA scales** — to the Deployment's replicas raised, seen by a watch (the
 wait for the next HPA sync; negative when the HPA read the value before the 200 ms poll did); **pod bound** —
 ReplicaSet controller and scheduler, to the new pod's nodeName (existing nodes with free GPUs: no node is created);
-**pod Ready** — the node's kubelet (kwok) to Ready.
+**pod Ready** — the node's kubelet (kwok) to Ready. The scrape, spillway's refresh or KEDA's poll, and the HPA sync
+are each a free-running loop whose phases to one another stay fixed within a run: a stage's spread across trials
+is small and its figure is one draw of those phases (a refresh or poll wait lies anywhere within one interval).
 `)
 }
 
@@ -117,11 +119,12 @@ func (r report) outageMarkdown(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, `
 Notes:
-- KEDA %s's Prometheus trigger has ignoreNullValues true by default: an empty query result (the series gone) is served
-  as the value 0, not as an error, so neither the HPA's hold-on-error nor `+"`fallback`"+` (which acts on errors only) applies.
-  With ignoreNullValues false the empty result is an error, and fallback answers with its fixed replica count.
-- spillway never serves missing or stale data as a value: with the series gone (or Prometheus down for longer than
-  --max-staleness) the Pods metric fails, and the HPA keeps its replicas (ScalingActive=False, FailedGetPodsMetric).
+- Each case runs on fresh Deployments and ScaledObjects (no failure count carries over). "read" is the metric
+  value the HPA last read; failures are the ScaledObject's health count for its trigger.
+- KEDA %s's Prometheus trigger has ignoreNullValues true by default: it serves an empty query result (the series
+  gone) as the value 0, not as an error, so neither the HPA's hold-on-error nor `+"`fallback`"+` (which acts on errors
+  only) applies. With ignoreNullValues false the empty result is an error, and fallback serves its fixed replicas.
+- spillway does not serve missing or stale data as a value: its metric fails and the HPA holds.
 `, localcluster.KEDAVersion)
 }
 
