@@ -17,11 +17,14 @@ BIN     := $(CURDIR)/bin
 BINARIES := spillway-gpu-exporter spillway-metrics-adapter spillway-controller
 # Cluster-backed packages run one at a time: two control planes on 2 cores starve each other.
 E2E_TIMEOUT ?= 60m
-# Real time one compressed day takes in make bench-tidal (6 runs of it: ~75 min at 12m).
+# Real time one compressed day takes in make bench-tidal (6 runs of it: ~75 min at 12m;
+# TIDAL_KEDA=true adds 4 KEDA-scaled runs, without and with a ResourcePolicy: ~2 h, and
+# KEDA is built into the user cache on first use).
 # A shorter day inflates fixed real-time lags: Karpenter removes an empty node ~25 s after
 # it empties (up to 10 s polling + 15 s validation + termination), which at 4m per day is
 # ~150 day-minutes of an idle cloud GPU per scale-in, at 12m ~50.
 TIDAL_DAY ?= 12m
+TIDAL_KEDA ?= false
 # make fuzz: how long each fuzz target runs, which targets (a grep -E pattern
 # on their names), and extra go test flags (e.g. FUZZFLAGS=-parallel=1).
 FUZZTIME  ?= 30s
@@ -158,7 +161,7 @@ demo: control-plane build $(HELM) ## The seed scenario on a local cluster with s
 
 ##@ Benchmarks
 .PHONY: bench
-bench: control-plane keda build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster, and KEDA on the same series (out/bench/peers.md).
+bench: control-plane keda build ## Go benchmarks (exporter collect+render, adapter serving, placement, schedules), then the adapter under 200 req/s on a real cluster, and KEDA side by side on the same series: latency, reaction to a load step, replicas through outages (out/bench/peers.md).
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
 	go run ./test/bench/adaptercluster --bin-dir $(BIN)
 
@@ -167,8 +170,8 @@ bench-fleet: control-plane build ## The adapter reading a synthetic fleet of 20,
 	go run ./test/bench/fleet --bin-dir $(BIN) --out out/bench
 
 .PHONY: bench-tidal
-bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run).
-	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --day-duration $(TIDAL_DAY)
+bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run; TIDAL_KEDA=true adds KEDA without and with a ResourcePolicy).
+	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --keda=$(TIDAL_KEDA) --day-duration $(TIDAL_DAY)
 
 ##@ Packaging
 .PHONY: images

@@ -6,6 +6,7 @@ package demo
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
@@ -28,6 +29,9 @@ type Env struct {
 	// AdapterSelfMetricsAddr is host:port of the adapter's plain-HTTP
 	// /metrics (its own metrics, e.g. series rejections).
 	AdapterSelfMetricsAddr string
+	// KEDA: KEDA runs and owns external.metrics.k8s.io (Options.KEDA).
+	KEDA            bool
+	collectInterval time.Duration
 }
 
 // Options configures StartEnv.
@@ -45,6 +49,11 @@ type Options struct {
 	// ExtraScrapeTargets are scraped by the same Prometheus beside
 	// spillway's own jobs (tests use them for tenants' targets).
 	ExtraScrapeTargets []localcluster.ScrapeTarget
+	// KEDA also runs KEDA (built into the user cache on first use), which
+	// then owns external.metrics.k8s.io: the adapter registers the custom
+	// metrics API only, as the chart does with KEDA in the cluster, so
+	// runs may scale with Run.KEDA.
+	KEDA bool
 }
 
 func (o *Options) defaults() {
@@ -67,7 +76,7 @@ func (o *Options) defaults() {
 // so every dashboard query has data.
 func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, error) {
 	o.defaults()
-	e := &Env{Cluster: c, log: o.Log}
+	e := &Env{Cluster: c, log: o.Log, KEDA: o.KEDA, collectInterval: o.CollectInterval}
 	expArgs, ctrlArgs, adArgs, err := prepare(ctx, c, o)
 	if err != nil {
 		return nil, err
@@ -84,7 +93,7 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 	}
 	e.WebhookPort = ctrl.WebhookPort
 	prom, err := c.StartPrometheus(ctx, "prometheus", o.CollectInterval, append([]localcluster.ScrapeTarget{
-		{Job: "spillway-gpu-exporter", Address: exp.MetricsAddr},
+		{Job: ExporterJob, Address: exp.MetricsAddr},
 		{Job: "spillway-controller", Address: ctrl.MetricsAddr},
 		exp.ModelServers("model-servers", PredictorApp),
 	}, o.ExtraScrapeTargets...))
@@ -92,9 +101,18 @@ func StartEnv(ctx context.Context, c *localcluster.Cluster, o Options) (*Env, er
 		return nil, err
 	}
 	e.Prometheus = prom
-	ad, err := framework.StartAdapter(ctx, c, o.BinDir, prom.URL, o.CollectInterval, adArgs)
+	startAdapter := framework.StartAdapter
+	if o.KEDA {
+		startAdapter = framework.StartPodsOnlyAdapter
+	}
+	ad, err := startAdapter(ctx, c, o.BinDir, prom.URL, o.CollectInterval, adArgs)
 	if err != nil {
 		return nil, err
+	}
+	if o.KEDA {
+		if _, err := c.StartKEDA(ctx); err != nil {
+			return nil, fmt.Errorf("starting KEDA: %w", err)
+		}
 	}
 	e.AdapterPort = ad.Port
 	e.AdapterSelfMetricsAddr = ad.SelfMetricsAddr

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,7 +49,13 @@ type Run struct {
 	// OnQueue scales on the model servers' queue (QueueScaling) instead
 	// of SM utilization alone.
 	OnQueue bool
-	Table   io.Writer // live table; nil for none
+	// KEDA scales the predictor with a KEDA ScaledObject instead of the
+	// InferenceScaler: a Prometheus trigger on the same series, target,
+	// replicas and behavior, whose HPA (named as the InferenceScaler's)
+	// KEDA's metrics API server feeds. The Env must run KEDA
+	// (Options.KEDA). Not with OnQueue.
+	KEDA  bool
+	Table io.Writer // live table; nil for none
 }
 
 // QueueScaling is the InferenceScaler's metrics when a run scales on the
@@ -88,7 +95,82 @@ func seedObjects(ns string, withPolicy, onQueue bool, scaleDownWindow time.Durat
 		metric = fmt.Sprintf("metrics:\n  - {name: %q, type: Pods, target: %d}\n  - {name: %s, type: Pods, target: %d}",
 			metricnames.VLLMRequestsWaiting, QueueTarget, metricnames.ProcessSMUtil, QueueRunUtilTarget)
 	}
-	objs := fmt.Sprintf(`apiVersion: v1
+	scaler := fmt.Sprintf(`---
+apiVersion: spillway.dev/v1alpha1
+kind: InferenceScaler
+metadata:
+  name: %[1]s
+  namespace: %[2]s
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: %[3]s}
+  minReplicas: 1
+  maxReplicas: 3
+  %[4]s
+  behavior:
+%[5]s`, ScalerName, ns, Predictor, metric, seedBehavior(scaleDownWindow, "    "))
+	return workloadObjects(ns) + scaler + policyObjects(ns, withPolicy)
+}
+
+// ScalerName names the seed's InferenceScaler, the KEDA ScaledObject that
+// stands in for it, and the HPA either one makes.
+const ScalerName = "qwen-chat"
+
+// seedBehavior is the seed's HPA behavior, each line indented by indent.
+func seedBehavior(scaleDownWindow time.Duration, indent string) string {
+	var b strings.Builder
+	for _, line := range []string{
+		"scaleUp:",
+		"  stabilizationWindowSeconds: 0",
+		"  policies: [{type: Pods, value: 2, periodSeconds: 5}]",
+		"scaleDown:",
+		fmt.Sprintf("  stabilizationWindowSeconds: %d", int(scaleDownWindow.Seconds())),
+		"  policies: [{type: Pods, value: 1, periodSeconds: 5}]",
+	} {
+		b.WriteString(indent + line + "\n")
+	}
+	return b.String()
+}
+
+// kedaSeedObjects are the seed's objects with a KEDA ScaledObject in place
+// of the InferenceScaler: its Prometheus trigger sums the predictor pods'
+// SM utilization with threshold 50 (KEDA's AverageValue target: ceil(sum /
+// 50) replicas, what the InferenceScaler's Pods target of 50 asks for),
+// polled every pollEvery; its HPA has the InferenceScaler's name, replicas
+// and behavior.
+func kedaSeedObjects(ns string, withPolicy bool, scaleDownWindow time.Duration, promURL string, pollEvery time.Duration) string {
+	query := fmt.Sprintf(`sum(%s{job=%q,%s=%q,%s=~"%s-[a-z0-9]+-[a-z0-9]+"})`, metricnames.ProcessSMUtil, ExporterJob,
+		metricnames.LabelNamespace, ns, metricnames.LabelPod, Predictor)
+	scaler := fmt.Sprintf(`---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: %[1]s
+  namespace: %[2]s
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: %[3]s}
+  minReplicaCount: 1
+  maxReplicaCount: 3
+  pollingInterval: %[4]d
+  advanced:
+    horizontalPodAutoscalerConfig:
+      name: %[1]s
+      behavior:
+%[5]s  triggers:
+  - type: prometheus
+    metadata:
+      serverAddress: %[6]s
+      query: %[7]q
+      threshold: "50"
+`, ScalerName, ns, Predictor, max(1, int(pollEvery.Seconds())), seedBehavior(scaleDownWindow, "        "), promURL, query)
+	return workloadObjects(ns) + scaler + policyObjects(ns, withPolicy)
+}
+
+// ExporterJob is the scrape job of the sim exporter in an Env.
+const ExporterJob = "spillway-gpu-exporter"
+
+// workloadObjects are the seed's namespace and predictor Deployment.
+func workloadObjects(ns string) string {
+	return fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata:
   name: %[1]s
@@ -114,27 +196,15 @@ spec:
         resources:
           requests: {cpu: "4", memory: 12Gi, nvidia.com/gpu: "1"}
           limits: {nvidia.com/gpu: "1"}
----
-apiVersion: spillway.dev/v1alpha1
-kind: InferenceScaler
-metadata:
-  name: qwen-chat
-  namespace: %[1]s
-spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: %[2]s}
-  minReplicas: 1
-  maxReplicas: 3
-  %[4]s
-  behavior:
-    scaleUp:
-      stabilizationWindowSeconds: 0
-      policies: [{type: Pods, value: 2, periodSeconds: 5}]
-    scaleDown:
-      stabilizationWindowSeconds: %[5]d
-      policies: [{type: Pods, value: 1, periodSeconds: 5}]
-`, ns, Predictor, PredictorApp, metric, int(scaleDownWindow.Seconds()))
-	if withPolicy {
-		objs += fmt.Sprintf(`---
+`, ns, Predictor, PredictorApp)
+}
+
+// policyObjects is the seed's ResourcePolicy when withPolicy.
+func policyObjects(ns string, withPolicy bool) string {
+	if !withPolicy {
+		return ""
+	}
+	return fmt.Sprintf(`---
 apiVersion: spillway.dev/v1alpha1
 kind: ResourcePolicy
 metadata:
@@ -151,8 +221,6 @@ spec:
     name: elastic
     nodeSelector: {%[3]s: %[5]s}
 `, ns, PredictorApp, localcluster.PoolLabel, OnPremPool, ElasticPool)
-	}
-	return objs
 }
 
 // CompressedWindow maps a window of a real 24-hour day onto a day compressed
@@ -171,7 +239,17 @@ func (e *Env) Play(ctx context.Context, r Run) (*Result, error) {
 	if r.ScaleDownWindow == 0 {
 		r.ScaleDownWindow = CompressedWindow(5*time.Minute, r.DayDuration)
 	}
-	if err := e.Cluster.Apply(ctx, []byte(seedObjects(r.Namespace, r.WithPolicy, r.OnQueue, r.ScaleDownWindow))); err != nil {
+	objs := seedObjects(r.Namespace, r.WithPolicy, r.OnQueue, r.ScaleDownWindow)
+	if r.KEDA {
+		if r.OnQueue {
+			return nil, fmt.Errorf("a KEDA run scales on SM utilization only, not on the queue")
+		}
+		if !e.KEDA {
+			return nil, fmt.Errorf("a KEDA run needs an Env started with Options.KEDA")
+		}
+		objs = kedaSeedObjects(r.Namespace, r.WithPolicy, r.ScaleDownWindow, e.Prometheus.URL, e.collectInterval)
+	}
+	if err := e.Cluster.Apply(ctx, []byte(objs)); err != nil {
 		return nil, err
 	}
 	first, last := r.Trace.Span()
@@ -324,7 +402,7 @@ func (e *Env) sample(ctx context.Context, ns string) (s scenario.Sample, seen []
 		}
 		seen = append(seen, ps)
 	}
-	if hpa, err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "qwen-chat", metav1.GetOptions{}); err == nil {
+	if hpa, err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, ScalerName, metav1.GetOptions{}); err == nil {
 		s.Desired = int(hpa.Status.DesiredReplicas)
 	} else if !apierrors.IsNotFound(err) {
 		return s, nil, nil, err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -181,6 +182,24 @@ type Adapter struct {
 // them, and waits until the aggregator serves them, which it does only once
 // it verifies the adapter.
 func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL string, interval time.Duration, extraArgs []string) (*Adapter, error) {
+	return startAdapter(ctx, c, binDir, promURL, interval, false, extraArgs)
+}
+
+// CustomAPIServices are the chart's APIServices of the custom metrics API:
+// all that spillway registers where another server (KEDA) owns
+// external.metrics.k8s.io.
+var CustomAPIServices = []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io"}
+
+// StartPodsOnlyAdapter is StartAdapter for a cluster where another server
+// (KEDA) owns external.metrics.k8s.io: it registers only the custom metrics
+// API (the chart with adapter.apiServices.externalMetrics.enabled=false),
+// and the adapter writes its CA into those APIServices alone
+// (--apiservices), leaving the other server's untouched.
+func StartPodsOnlyAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL string, interval time.Duration, extraArgs []string) (*Adapter, error) {
+	return startAdapter(ctx, c, binDir, promURL, interval, true, extraArgs)
+}
+
+func startAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL string, interval time.Duration, podsOnly bool, extraArgs []string) (*Adapter, error) {
 	bin, err := binary(binDir, "spillway-metrics-adapter")
 	if err != nil {
 		return nil, err
@@ -190,7 +209,7 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 		return nil, err
 	}
 	port, selfPort := ports[0], ports[1]
-	if err := ApplyAPIServices(ctx, c, port); err != nil {
+	if err := applyAPIServices(ctx, c, port, podsOnly); err != nil {
 		return nil, err
 	}
 	args := append(append([]string{
@@ -205,12 +224,17 @@ func StartAdapter(ctx context.Context, c *localcluster.Cluster, binDir, promURL 
 		"--max-staleness=30s",
 		"--self-metrics-address="+fmt.Sprintf("127.0.0.1:%d", selfPort),
 	)
+	paths := []string{"/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io/v1beta1"}
+	if podsOnly {
+		args = append(args, "--apiservices="+strings.Join(CustomAPIServices, ","))
+		paths = paths[:1]
+	}
 	args = append(args, extraArgs...)
 	proc, err := c.StartProcess("spillway-metrics-adapter", bin, args, nil)
 	if err != nil {
 		return nil, err
 	}
-	if err := WaitAPIServices(ctx, c); err != nil {
+	if err := waitAPIs(ctx, c, paths); err != nil {
 		return nil, err
 	}
 	return &Adapter{Port: port, SelfMetricsAddr: fmt.Sprintf("127.0.0.1:%d", selfPort), Proc: proc}, nil
@@ -256,8 +280,17 @@ func ChartRelease(set ...string) chart.Release {
 // left for an adapter started with AdapterTLSArgs to write, and until it
 // does they are unavailable.
 func ApplyAPIServices(ctx context.Context, c *localcluster.Cluster, port int) error {
-	r := ChartRelease("adapter.external.host=localhost", "adapter.external.port="+strconv.Itoa(port))
-	objs, err := chart.RenderSelected(ctx, r, func(o *unstructured.Unstructured) bool {
+	return applyAPIServices(ctx, c, port, false)
+}
+
+// applyAPIServices is ApplyAPIServices, without the external metrics API
+// when podsOnly.
+func applyAPIServices(ctx context.Context, c *localcluster.Cluster, port int, podsOnly bool) error {
+	set := []string{"adapter.external.host=localhost", "adapter.external.port=" + strconv.Itoa(port)}
+	if podsOnly {
+		set = append(set, "adapter.apiServices.externalMetrics.enabled=false")
+	}
+	objs, err := chart.RenderSelected(ctx, ChartRelease(set...), func(o *unstructured.Unstructured) bool {
 		return o.GetKind() == "APIService" || (o.GetKind() == "Service" && o.GetName() == AdapterServiceName)
 	})
 	if err != nil {
@@ -284,10 +317,14 @@ func ApplyWebhookConfig(ctx context.Context, c *localcluster.Cluster, port int) 
 // WaitAPIServices waits until the aggregator serves the custom and external
 // metrics APIs, which it does only once it verifies the adapter behind them.
 func WaitAPIServices(ctx context.Context, c *localcluster.Cluster) error {
+	return waitAPIs(ctx, c, []string{"/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io/v1beta1"})
+}
+
+func waitAPIs(ctx context.Context, c *localcluster.Cluster, paths []string) error {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	rc := c.Client().Discovery().RESTClient()
-	for _, path := range []string{"/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io/v1beta1"} {
+	for _, path := range paths {
 		if err := localcluster.Poll(wctx, time.Second, path+" to be served through the aggregator", func(ctx context.Context) (bool, error) {
 			_, err := rc.Get().AbsPath(path).DoRaw(ctx)
 			return err == nil, err

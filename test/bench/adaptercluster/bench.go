@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spillway-dev/spillway/internal/fleetsim"
@@ -23,6 +24,10 @@ const (
 // benchJob is the scrape job of the synthetic exporter; the adapters under
 // test select it with --series-selector.
 const benchJob = "bench-gpu-exporter"
+
+// hpaSyncPeriod is kube-controller-manager's HPA sync period: one for
+// every HPA of the run, KEDA's and spillway's.
+const hpaSyncPeriod = 5 * time.Second
 
 type bench struct {
 	o      options
@@ -82,7 +87,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	defer metricsSrv.Close()
 	b.logf("serving %d series of %s (%d KiB) on %s", len(series), metricnames.ProcessSMUtil, len(exposition)>>10, metricsSrv.Addr)
 
-	c, err := localcluster.Start(ctx, localcluster.Options{NoKarpenter: true, Log: b.log, KeepDir: b.o.keepDir})
+	c, err := localcluster.Start(ctx, localcluster.Options{NoKarpenter: true, Log: b.log, KeepDir: b.o.keepDir, HPASyncPeriod: hpaSyncPeriod})
 	if err != nil {
 		return fmt.Errorf("starting the local cluster: %w", err)
 	}
@@ -161,8 +166,24 @@ func (b *bench) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	var reaction []reactionResult
+	var outages []outageResult
+	if b.o.keda && b.o.peerScaling {
+		e, err := startPeerEnv(ctx, c, prom, binDir, b.log)
+		if err != nil {
+			return fmt.Errorf("starting the peer scaling scenarios: %w", err)
+		}
+		reaction = runReaction(ctx, e, b.o.reactionTrials)
+		outages = runOutages(ctx, e, b.o.outage, b.o.outageAfter)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 
 	rep := report{
+		hpaSync:  hpaSyncPeriod,
+		reaction: reaction,
+		outages:  outages,
 		when:     started,
 		setup:    b.o,
 		pods:     b.o.apps * b.o.podsPerApp,
@@ -188,6 +209,16 @@ func (b *bench) run(ctx context.Context) (err error) {
 			return err
 		}
 		b.logf("wrote %s", peers)
+	}
+	for _, o := range outages {
+		if o.err != nil {
+			return fmt.Errorf("outage %q: %w", o.name, o.err)
+		}
+	}
+	for _, r := range reaction {
+		if len(r.errs) > 0 {
+			return fmt.Errorf("reaction of %s: %s", r.scaler.name, strings.Join(r.errs, "; "))
+		}
 	}
 	for _, r := range results {
 		if r.err != nil && !r.target.reference {

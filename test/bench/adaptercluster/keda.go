@@ -146,7 +146,8 @@ var peerRows = []struct{ name, floor string }{
 func (r report) peersMarkdown() string {
 	var b strings.Builder
 	o := r.setup
-	fmt.Fprintf(&b, "# Peers: metrics API latency (%s)\n\n", r.when.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "# Peers: KEDA and spillway on one cluster (%s)\n\nMachine: %s.\n\n## Metrics API latency\n\n",
+		r.when.UTC().Format("2006-01-02 15:04 UTC"), machine())
 	fmt.Fprintf(&b, "One run of test/bench/adaptercluster on %d CPUs (%s/%s), everything on this machine, load generator included: "+
 		"%.0f req/s open loop for %s per target (+%s warm-up), the same Prometheus and the same %d series of `%s`; "+
 		"each request asks for app `%s` (%d pods). KEDA %s answers one value per ScaledObject, the app's average computed "+
@@ -194,5 +195,7 @@ Notes:
 - With its defaults KEDA's operator runs the trigger's query against Prometheus on every metrics request, so its
   figures include a PromQL evaluation over the app's series; useCachedMetrics answers from its last poll instead.
 `)
+	r.reactionMarkdown(&b)
+	r.outageMarkdown(&b)
 	return b.String()
 }

@@ -44,7 +44,13 @@ type options struct {
 	concurrency int
 	aggregator  bool
 	keda        bool
-	keepDir     bool
+	peerScaling bool
+	// reactionTrials, outage and outageAfter pace the peer scaling
+	// scenarios.
+	reactionTrials int
+	outage         time.Duration
+	outageAfter    time.Duration
+	keepDir        bool
 }
 
 func (o *options) validate() error {
@@ -72,6 +78,12 @@ func (o *options) validate() error {
 	}
 	if o.warmup < 0 {
 		errs = append(errs, fmt.Errorf("--warmup must not be negative, got %s", o.warmup))
+	}
+	if o.peerScaling && o.reactionTrials <= 0 {
+		errs = append(errs, fmt.Errorf("--reaction-trials must be positive, got %d", o.reactionTrials))
+	}
+	if o.peerScaling && (o.outage <= 0 || o.outageAfter <= 0) {
+		errs = append(errs, fmt.Errorf("--outage and --outage-after must be positive, got %s and %s", o.outage, o.outageAfter))
 	}
 	if o.concurrency <= 0 {
 		errs = append(errs, fmt.Errorf("--concurrency must be positive, got %d", o.concurrency))
@@ -104,6 +116,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.concurrency, "concurrency", 50, "Most requests in flight at once per target.")
 	fs.BoolVar(&o.aggregator, "aggregator", true, "Also register the cache-mode adapter through the kube-apiserver aggregator and measure that path.")
 	fs.BoolVar(&o.keda, "keda", true, "Then measure KEDA "+localcluster.KEDAVersion+"'s external metric for ScaledObjects over the same series, direct and through the aggregator (builds KEDA into the user cache on first use, ~8 min cold), and write <out>/peers.md.")
+	fs.BoolVar(&o.peerScaling, "peer-scaling", true, "With --keda, then scale real Deployments side by side with KEDA's HPA and spillway's (HPA type Pods), from the same simulated GPU series: time a load step to a new pod Ready (--reaction-trials), and follow the replicas of loaded Deployments through Prometheus down and through the series gone (--outage); written to <out>/peers.md.")
+	fs.IntVar(&o.reactionTrials, "reaction-trials", 5, "Load steps timed per scaler.")
+	fs.DurationVar(&o.outage, "outage", 60*time.Second, "How long each outage (Prometheus down; the exporter down) lasts.")
+	fs.DurationVar(&o.outageAfter, "outage-after", 45*time.Second, "How long replicas are followed after each outage ends.")
 	fs.BoolVar(&o.keepDir, "keep-dir", false, "Keep the cluster directory (logs, Prometheus data) after the run.")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

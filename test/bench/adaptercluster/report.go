@@ -25,6 +25,9 @@ type report struct {
 	series   int
 	results  []result
 	duration time.Duration
+	hpaSync  time.Duration
+	reaction []reactionResult
+	outages  []outageResult
 }
 
 func ms(d time.Duration) string {

@@ -15,6 +15,7 @@ import (
 	"github.com/spillway-dev/spillway/internal/demo"
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/internal/scenario"
+	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
 type options struct {
@@ -25,6 +26,7 @@ type options struct {
 	dayDuration time.Duration
 	sampleEvery time.Duration
 	bench       bool
+	keda        bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -37,6 +39,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.dayDuration, "day-duration", 8*time.Minute, "real time the 24-hour trace is compressed into")
 	fs.DurationVar(&o.sampleEvery, "sample-every", 2*time.Second, "how often the live table samples the cluster")
 	fs.BoolVar(&o.bench, "bench", false, "run the tidal benchmark: each trace with spillway and with a plain HPA, next to the oracle")
+	fs.BoolVar(&o.keda, "keda", false, "also run KEDA "+localcluster.KEDAVersion+" (built into the user cache on first use, ~8 min cold): the demo scales the predictor with a KEDA ScaledObject on the same series instead of the InferenceScaler (the ResourcePolicy still places it); with --bench, each trace is also played KEDA-scaled, without and with the ResourcePolicy")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: demo [flags]
 
@@ -82,7 +85,7 @@ flags:
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}()
-	env, err := demo.StartEnv(ctx, c, demo.Options{BinDir: o.binDir, Log: os.Stderr, AsServiceAccounts: true})
+	env, err := demo.StartEnv(ctx, c, demo.Options{BinDir: o.binDir, Log: os.Stderr, AsServiceAccounts: true, KEDA: o.keda})
 	if err != nil {
 		return fmt.Errorf("%w (component logs: %s)", err, filepath.Join(clusterDir, "logs"))
 	}
@@ -95,11 +98,15 @@ flags:
 		return bench(ctx, env, o, map[string]*scenario.Trace{"tidal-day": trace, "tidal-day-restart": restart})
 	}
 	fmt.Printf("== playing %s: 24 h in %s (one row every %s)\n", o.trace, o.dayDuration, o.sampleEvery)
-	res, err := env.Play(ctx, demo.Run{Namespace: "qwen", Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: true, Table: os.Stdout})
+	res, err := env.Play(ctx, demo.Run{Namespace: "qwen", Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: true, KEDA: o.keda, Table: os.Stdout})
 	if err != nil {
 		return err
 	}
-	return writeOutputs(o.out, o.trace, trace, res)
+	label := "spillway"
+	if o.keda {
+		label = "KEDA " + localcluster.KEDAVersion + " scaling, spillway's ResourcePolicy placing"
+	}
+	return writeOutputs(o.out, o.trace, label, trace, res)
 }
 
 func readTrace(path string) (*scenario.Trace, error) {
@@ -114,7 +121,7 @@ func readTrace(path string) (*scenario.Trace, error) {
 	return t, nil
 }
 
-func writeOutputs(dir, traceName string, trace *scenario.Trace, res *demo.Result) error {
+func writeOutputs(dir, traceName, label string, trace *scenario.Trace, res *demo.Result) error {
 	tl := res.Timeline
 	csvF, err := os.Create(filepath.Join(dir, "timeline.csv"))
 	if err != nil {
@@ -141,7 +148,7 @@ func writeOutputs(dir, traceName string, trace *scenario.Trace, res *demo.Result
 	var b strings.Builder
 	oracle := scenario.Oracle(trace, scenario.Seed)
 	fmt.Fprintf(&b, "# spillway demo summary\n\nTrace: `%s` (24 h compressed; figures in day-minutes).\n\n", traceName)
-	figuresTable(&b, []row{{"spillway", res.Figures}, {"oracle (exact replicas, on-prem first, instant nodes)", oracle}}, oracle)
+	figuresTable(&b, []row{{label, res.Figures}, {"oracle (exact replicas, on-prem first, instant nodes)", oracle}}, oracle)
 	fmt.Fprintf(&b, "\n- Peak: %d replicas running, %d of them on elastic (Karpenter) nodes.\n", res.PeakReplicas, res.PeakElastic)
 	fmt.Fprintf(&b, "- Longest time a predictor pod was Pending: %s.\n", res.MaxPendingAge.Round(time.Second))
 	fmt.Fprintf(&b, "- HPA scale-down window: %s (the HPA's default 5 minutes, compressed like the day).\n", res.ScaleDownWindow)
@@ -186,22 +193,39 @@ func bench(ctx context.Context, env *demo.Env, o options, traces map[string]*sce
 	fmt.Fprintf(&b, "# tidal benchmark\n\n24 h compressed into %s per run (one real second is %.1f day-minutes); figures in day-minutes. HPA scale-down window %s.\n"+
 		"Time in queue is the simulated model servers' (real seconds: the servers run in real time), averaged over the requests arriving; the SLO is %s.\n",
 		o.dayDuration, 24*60/o.dayDuration.Seconds(), demo.CompressedWindow(5*time.Minute, o.dayDuration), demo.QueueSLO)
+	if o.keda {
+		fmt.Fprintf(&b, "KEDA runs: a ScaledObject in place of the InferenceScaler, its Prometheus trigger summing the predictor pods' `%s` "+
+			"with threshold 50 (AverageValue: the replicas the InferenceScaler's Pods target of 50 asks for), polled every collect interval, "+
+			"its HPA with the InferenceScaler's replicas and behavior; KEDA owns external.metrics.k8s.io and spillway's adapter serves the custom metrics API only.\n",
+			metricnames.ProcessSMUtil)
+	}
 	for _, name := range []string{"tidal-day", "tidal-day-restart"} {
 		trace := traces[name]
 		oracle := scenario.Oracle(trace, scenario.Seed)
 		rows := []row{}
-		for _, v := range []struct {
+		type variant struct {
 			label   string
 			policy  bool
 			onQueue bool
-		}{
-			{"spillway (ResourcePolicy + InferenceScaler on SM util)", true, false},
-			{fmt.Sprintf("spillway on the queue (waiting %d/pod, SM util %d as second metric)", demo.QueueTarget, demo.QueueRunUtilTarget), true, true},
-			{"baseline (same HPA on SM util, no ResourcePolicy)", false, false},
-		} {
+			keda    bool
+		}
+		variants := []variant{
+			{"spillway (ResourcePolicy + InferenceScaler on SM util)", true, false, false},
+			{fmt.Sprintf("spillway on the queue (waiting %d/pod, SM util %d as second metric)", demo.QueueTarget, demo.QueueRunUtilTarget), true, true, false},
+			{"baseline (same HPA on SM util, no ResourcePolicy)", false, false, false},
+		}
+		if o.keda {
+			variants = append(variants,
+				variant{"KEDA " + localcluster.KEDAVersion + " (ScaledObject on the same series, no ResourcePolicy)", false, false, true},
+				variant{"KEDA " + localcluster.KEDAVersion + " + spillway's ResourcePolicy", true, false, true})
+		}
+		for _, v := range variants {
 			ns := fmt.Sprintf("bench-%s-%t-%t", name, v.policy, v.onQueue)
+			if v.keda {
+				ns += "-keda"
+			}
 			fmt.Fprintf(os.Stderr, "== %s: %s\n", name, v.label)
-			res, err := env.Play(ctx, demo.Run{Namespace: ns, Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: v.policy, OnQueue: v.onQueue, Table: os.Stderr})
+			res, err := env.Play(ctx, demo.Run{Namespace: ns, Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: v.policy, OnQueue: v.onQueue, KEDA: v.keda, Table: os.Stderr})
 			if err != nil {
 				return err
 			}
