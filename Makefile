@@ -169,6 +169,10 @@ bench: control-plane keda build ## Go benchmarks (exporter collect+render, adapt
 bench-fleet: control-plane build ## The adapter reading a synthetic fleet of 20,000 to 200,000 series through Thanos Query over two Prometheus shards; writes out/bench/fleet.md.
 	go run ./test/bench/fleet --bin-dir $(BIN) --out out/bench
 
+.PHONY: bench-controller-fleet
+bench-controller-fleet: control-plane build ## The controller at fleet size: 50,000 pods in 500 namespaces, 1,000 ResourcePolicies, bursts of 500 selected pods; RSS and webhook latency; writes out/bench/controller-fleet.md (~30 min; CONTROLLER_FLEET_ARGS=--pods=5000 for a quick run).
+	go run ./test/bench/controllerfleet --bin-dir $(BIN) --out out/bench $(CONTROLLER_FLEET_ARGS)
+
 .PHONY: bench-tidal
 bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run; TIDAL_KEDA=true adds KEDA without and with a ResourcePolicy).
 	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --keda=$(TIDAL_KEDA) --day-duration $(TIDAL_DAY)

@@ -53,6 +53,9 @@ type Options struct {
 
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
+	// PprofBindAddress serves /debug/pprof when set (off by default:
+	// profiles expose the process's internals to whoever reaches the port).
+	PprofBindAddress string
 
 	WebhookHost        string
 	WebhookPort        int
@@ -128,6 +131,8 @@ func (o *Options) flags() *pflag.FlagSet {
 		`Address of the Prometheus /metrics endpoint (placements, re-placements, deletion-cost patches, webhook latency and errors, plus controller-runtime's). "0" disables it.`)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress,
 		`Address of /healthz and /readyz (ready once the webhook serves and the informer caches have synced). "0" disables it.`)
+	fs.StringVar(&o.PprofBindAddress, "pprof-bind-address", o.PprofBindAddress,
+		`Address of /debug/pprof (heap and CPU profiles, for debugging memory and latency); empty (the default) serves none. Bind it to localhost: profiles expose the process's internals.`)
 
 	fs.StringVar(&o.WebhookHost, "webhook-host", o.WebhookHost,
 		"Address the placement webhook listens on. Empty: all interfaces.")
