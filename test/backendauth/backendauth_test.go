@@ -140,31 +140,57 @@ scrape_configs:
 	}
 
 	// Under TLS 1.3 the client's handshake completes before the server has
-	// checked the client's certificate: the server's alert may reach the
-	// client, or the request may be written into a connection the server
-	// already closed. Either way the request must fail.
-	refusedClientCert := []string{"bad certificate", "certificate required", "broken pipe", "connection reset by peer"}
+	// checked the client's certificate, so what the client sees is a race
+	// (the server's alert, a write into a closed connection, or HTTP/2
+	// failing to start). The request must fail, and Prometheus's own log
+	// must say it refused the certificate for the reason the case is about.
 	tests := []struct {
-		name   string
-		change func(c *promquery.TransportConfig)
-		want   []string // any of them
+		name      string
+		change    func(c *promquery.TransportConfig)
+		want      []string // client error: any of them
+		serverLog string   // or Prometheus's log, for the refused client certificates
 	}{
-		{"no client certificate", func(c *promquery.TransportConfig) { c.CertFile, c.KeyFile = "", "" }, refusedClientCert},
-		{"a client certificate of another CA", func(c *promquery.TransportConfig) { c.CertFile, c.KeyFile = path("rogue.crt"), path("rogue.key") }, refusedClientCert},
-		{"a server CA that did not sign Prometheus's certificate", func(c *promquery.TransportConfig) { c.CAFile = path("rogue-ca.crt") }, []string{"certificate signed by unknown authority"}},
-		{"a wrong password", func(c *promquery.TransportConfig) { c.Headers[0].File = path("wrong-authorization") }, []string{"401"}},
+		{"no client certificate", func(c *promquery.TransportConfig) { c.CertFile, c.KeyFile = "", "" }, nil, "client didn't provide a certificate"},
+		{"a client certificate of another CA", func(c *promquery.TransportConfig) { c.CertFile, c.KeyFile = path("rogue.crt"), path("rogue.key") }, nil,
+			"failed to verify client certificate: x509: certificate signed by unknown authority"},
+		{"a server CA that did not sign Prometheus's certificate", func(c *promquery.TransportConfig) { c.CAFile = path("rogue-ca.crt") }, []string{"certificate signed by unknown authority"}, ""},
+		{"a wrong password", func(c *promquery.TransportConfig) { c.Headers[0].File = path("wrong-authorization") }, []string{"401"}, ""},
 	}
+	logPath := filepath.Join(dir, "prometheus.log")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := good
 			cfg.Headers = append([]promquery.Header(nil), good.Headers...)
 			tt.change(&cfg)
-			_, err := client(cfg).Samples(context.Background(), up)
-			if err == nil || !slices.ContainsFunc(tt.want, func(w string) bool { return strings.Contains(err.Error(), w) }) {
-				t.Errorf("error = %v, want one containing any of %q", err, tt.want)
+			before := fileSize(t, logPath)
+			_, qerr := client(cfg).Samples(context.Background(), up)
+			if qerr == nil {
+				t.Fatalf("the query succeeded, want it refused")
 			}
+			if tt.serverLog == "" {
+				if !slices.ContainsFunc(tt.want, func(w string) bool { return strings.Contains(qerr.Error(), w) }) {
+					t.Errorf("error = %v, want one containing any of %q", qerr, tt.want)
+				}
+				return
+			}
+			framework.Eventually(t, 10*time.Second, 100*time.Millisecond, "Prometheus to log "+tt.serverLog, func(context.Context) (bool, string) {
+				b, err := os.ReadFile(logPath)
+				if err != nil {
+					return false, err.Error()
+				}
+				return int64(len(b)) > before && strings.Contains(string(b[before:]), tt.serverLog), fmt.Sprintf("client error %v; log since the request:\n%s", qerr, b[min(before, int64(len(b))):])
+			})
 		})
 	}
+}
+
+func fileSize(t *testing.T, name string) int64 {
+	t.Helper()
+	fi, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }
 
 // startPrometheus runs Prometheus from dir until the test ends, then
