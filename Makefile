@@ -166,8 +166,8 @@ bench: control-plane keda build ## Go benchmarks (exporter collect+render, adapt
 	go run ./test/bench/adaptercluster --bin-dir $(BIN)
 
 .PHONY: bench-fleet
-bench-fleet: control-plane build ## The adapter reading a synthetic fleet of 20,000 to 200,000 series through Thanos Query over two Prometheus shards; writes out/bench/fleet.md.
-	go run ./test/bench/fleet --bin-dir $(BIN) --out out/bench
+bench-fleet: control-plane build ## The adapter reading a synthetic fleet of 20,000 to 200,000 series through Thanos Query over two Prometheus shards; writes out/bench/fleet.md (FLEET_ARGS="--sizes 20000,200000 --adapter-memory-limit-mib 320" for two sizes under a memory limit).
+	go run ./test/bench/fleet --bin-dir $(BIN) --out out/bench $(FLEET_ARGS)
 
 .PHONY: bench-controller-fleet
 bench-controller-fleet: control-plane build ## The controller at fleet size: 50,000 pods in 500 namespaces, 1,000 ResourcePolicies, bursts of 500 selected pods; RSS and webhook latency; writes out/bench/controller-fleet.md (~30 min; CONTROLLER_FLEET_ARGS=--pods=5000 for a quick run).
