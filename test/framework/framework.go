@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -189,7 +190,13 @@ func ScrapeMetrics(ctx context.Context, addr string, sample func(series string, 
 		return err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	sc := bufio.NewScanner(resp.Body)
+	return ParseExposition(resp.Body, sample)
+}
+
+// ParseExposition calls sample with each sample of a Prometheus text
+// exposition (comments and lines without a number skipped).
+func ParseExposition(r io.Reader, sample func(series string, v float64)) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -395,30 +394,12 @@ func (b *bench) scrapeAPIServer(ctx context.Context) (map[string]float64, error)
 		return nil, fmt.Errorf("scraping kube-apiserver's metrics: %w", err)
 	}
 	m := map[string]float64{}
-	err = parseExposition(bytes.NewReader(raw), func(series string, v float64) {
+	err = framework.ParseExposition(bytes.NewReader(raw), func(series string, v float64) {
 		if strings.HasPrefix(series, apiserverWebhookHist) {
 			m[series] = v
 		}
 	})
 	return m, err
-}
-
-// parseExposition calls sample with each sample of a Prometheus text
-// exposition (comments and lines without a number skipped).
-func parseExposition(r io.Reader, sample func(series string, v float64)) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[sp+1:], 64); err == nil {
-			sample(line[:sp], v)
-		}
-	}
-	return sc.Err()
 }
 
 // procStatus is what /proc/<pid>/status says of memory, in bytes.
