@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/spillway-dev/spillway/internal/demo"
@@ -507,6 +508,10 @@ func TestAPIServerRestarted(t *testing.T) {
 	}
 	for _, p := range before.pods {
 		now, err := cluster.Client().CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			t.Errorf("pod %s (on %s) is gone; events:%s", p.Name, p.Spec.NodeName, whyGone(ctx, p.Name))
+			continue
+		}
 		if err != nil {
 			t.Errorf("pod %s: %v", p.Name, err)
 			continue

@@ -56,11 +56,14 @@ type state struct {
 	pool                          map[string]string
 	// elasticNodes counts the elastic nodes not being removed.
 	elasticNodes int
+	// onLeaving counts live pods on a node being removed (deleted, or
+	// tainted by Karpenter to drain it): they are about to be evicted.
+	onLeaving int
 }
 
 func (s state) String() string {
-	return fmt.Sprintf("deployment %d (ready %d), HPA desired %d current %d (ScalingActive %s), pods on-prem %d elastic %d pending/other %d, elastic nodes %d",
-		s.spec, s.ready, s.desired, s.current, s.scalingActive, len(s.onPrem), len(s.elastic), len(s.other), s.elasticNodes)
+	return fmt.Sprintf("deployment %d (ready %d), HPA desired %d current %d (ScalingActive %s), pods on-prem %d elastic %d pending/other %d (on a node being removed %d), elastic nodes %d",
+		s.spec, s.ready, s.desired, s.current, s.scalingActive, len(s.onPrem), len(s.elastic), len(s.other), s.onLeaving, s.elasticNodes)
 }
 
 func look(ctx context.Context) (state, error) {
@@ -86,9 +89,11 @@ func look(ctx context.Context) (state, error) {
 		return s, err
 	}
 	s.pool = map[string]string{}
+	leaving := map[string]bool{}
 	for _, n := range nodes.Items {
 		s.pool[n.Name] = n.Labels[localcluster.PoolLabel]
-		if s.pool[n.Name] == demo.ElasticPool && n.DeletionTimestamp == nil {
+		leaving[n.Name] = n.DeletionTimestamp != nil || slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == karpenterDisruptedTaint })
+		if s.pool[n.Name] == demo.ElasticPool && !leaving[n.Name] {
 			s.elasticNodes++
 		}
 	}
@@ -101,6 +106,9 @@ func look(ctx context.Context) (state, error) {
 			continue
 		}
 		s.pods = append(s.pods, p)
+		if leaving[p.Spec.NodeName] {
+			s.onLeaving++
+		}
 		running := p.Status.Phase == corev1.PodRunning && p.Spec.NodeName != ""
 		switch {
 		case running && s.pool[p.Spec.NodeName] == demo.OnPremPool:
@@ -137,6 +145,9 @@ func metricValues(ctx context.Context) (int, error) {
 // all 3 through the metrics API, and every spillway replica ready. No
 // elastic node may be left over from an earlier surge: Karpenter would
 // consolidate a busy node's pod onto it in the middle of the next case.
+// Nor may a pod run on a node being removed: when Karpenter consolidates
+// the busy node rather than the empty one, that node stops counting the
+// moment it is tainted, seconds before its pod is evicted.
 func atPeak(t *testing.T, h *demo.HA) state {
 	t.Helper()
 	setLoad(t, h, peakRPS)
@@ -148,7 +159,8 @@ func atPeak(t *testing.T, h *demo.HA) state {
 		}
 		last = s
 		if s.spec != peak || s.desired != peak || s.current != peak || s.ready != peak ||
-			len(s.onPrem) != 1 || len(s.elastic) != 2 || len(s.other) != 0 || s.elasticNodes != 2 || s.scalingActive != corev1.ConditionTrue {
+			len(s.onPrem) != 1 || len(s.elastic) != 2 || len(s.other) != 0 || s.elasticNodes != 2 || s.onLeaving != 0 ||
+			s.scalingActive != corev1.ConditionTrue {
 			return false, s.String()
 		}
 		if n, err := metricValues(ctx); err != nil || n != peak {
@@ -488,4 +500,37 @@ func waitPlacing(t *testing.T, what, prefix string, interval time.Duration, also
 		}
 		return true, ""
 	})
+}
+
+// whyGone says what the cluster recorded about a pod that went away: every
+// event in ns whose object or message names it (the ReplicaSet's
+// SuccessfulDelete, Karpenter's eviction, spillway's Replaced), oldest
+// first, and the HPA's events, so a failure names the deleter.
+func whyGone(ctx context.Context, pod string) string {
+	list, err := cluster.Client().CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "listing events: " + err.Error()
+	}
+	// Events written through events.k8s.io have an EventTime and a
+	// reporting controller rather than a LastTimestamp and a source.
+	at := func(e corev1.Event) time.Time {
+		if !e.LastTimestamp.IsZero() {
+			return e.LastTimestamp.Time
+		}
+		return e.EventTime.Time
+	}
+	evs := list.Items
+	slices.SortFunc(evs, func(a, b corev1.Event) int { return at(a).Compare(at(b)) })
+	var b strings.Builder
+	for _, e := range evs {
+		if e.InvolvedObject.Name != pod && !strings.Contains(e.Message, pod) && e.InvolvedObject.Kind != "HorizontalPodAutoscaler" {
+			continue
+		}
+		fmt.Fprintf(&b, "\n  %s %s%s %s/%s %s: %s", at(e).UTC().Format("15:04:05"), e.Source.Component, e.ReportingController,
+			e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+	}
+	if b.Len() == 0 {
+		return "no event names it"
+	}
+	return b.String()
 }

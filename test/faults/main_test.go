@@ -51,6 +51,9 @@ const (
 	leaseName = "spillway-controller"
 	// grace is the default re-placement grace of whenTryNextUnits.
 	grace = 30 * time.Second
+	// karpenterDisruptedTaint is the taint Karpenter puts on a node it is
+	// about to drain and remove.
+	karpenterDisruptedTaint = "karpenter.sh/disrupted"
 )
 
 // The environment's timing, as StartHA and the cluster configure it.
