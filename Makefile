@@ -25,6 +25,9 @@ E2E_TIMEOUT ?= 60m
 # ~150 day-minutes of an idle cloud GPU per scale-in, at 12m ~50.
 TIDAL_DAY ?= 12m
 TIDAL_KEDA ?= false
+# TIDAL_ARGS passes more flags, e.g. TIDAL_ARGS="--runs spillway,keda,keda-policy --traces tidal-day-restart"
+# for three runs of one trace.
+TIDAL_ARGS ?=
 # make fuzz: how long each fuzz target runs, which targets (a grep -E pattern
 # on their names), and extra go test flags (e.g. FUZZFLAGS=-parallel=1).
 FUZZTIME  ?= 30s
@@ -174,8 +177,8 @@ bench-controller-fleet: control-plane build ## The controller at fleet size: 50,
 	go run ./test/bench/controllerfleet --bin-dir $(BIN) --out out/bench $(CONTROLLER_FLEET_ARGS)
 
 .PHONY: bench-tidal
-bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run; TIDAL_KEDA=true adds KEDA without and with a ResourcePolicy).
-	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --keda=$(TIDAL_KEDA) --day-duration $(TIDAL_DAY)
+bench-tidal: control-plane build ## Both tidal traces four ways: spillway on SM util, spillway on the queue, baseline HPA, oracle (~75 min; TIDAL_DAY=12m per run; TIDAL_KEDA=true adds KEDA without and with a ResourcePolicy; TIDAL_ARGS="--runs ... --traces ..." plays a subset).
+	go run ./test/cmd/demo --bin-dir $(BIN) --out out/bench-tidal --bench --keda=$(TIDAL_KEDA) --day-duration $(TIDAL_DAY) $(TIDAL_ARGS)
 
 ##@ Packaging
 .PHONY: images

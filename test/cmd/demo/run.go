@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,77 @@ type options struct {
 	sampleEvery time.Duration
 	bench       bool
 	keda        bool
+	runs        string
+	traces      string
+}
+
+// The tidal benchmark's runs, by the name --runs selects them with, in the
+// order they are played.
+var benchVariants = []benchVariant{
+	{"spillway", "spillway (ResourcePolicy + InferenceScaler on SM util)", true, false, false},
+	{"queue", fmt.Sprintf("spillway on the queue (waiting %d/pod, SM util %d as second metric)", demo.QueueTarget, demo.QueueRunUtilTarget), true, true, false},
+	{"baseline", "baseline (same HPA on SM util, no ResourcePolicy)", false, false, false},
+	{"keda", "KEDA " + localcluster.KEDAVersion + " (ScaledObject on the same series, no ResourcePolicy)", false, false, true},
+	{"keda-policy", "KEDA " + localcluster.KEDAVersion + " + spillway's ResourcePolicy", true, false, true},
+}
+
+type benchVariant struct {
+	name, label string
+	policy      bool
+	onQueue     bool
+	keda        bool
+}
+
+// The traces --traces selects: --trace and --restart-trace.
+const (
+	traceDay     = "tidal-day"
+	traceRestart = "tidal-day-restart"
+)
+
+// selected returns the runs and traces the flags select, in play order.
+func (o options) selected() ([]benchVariant, []string, error) {
+	var runs []benchVariant
+	var errs []error
+	want := map[string]bool{}
+	if o.runs == "" {
+		for _, v := range benchVariants {
+			want[v.name] = !v.keda || o.keda
+		}
+	} else {
+		for _, n := range strings.Split(o.runs, ",") {
+			want[strings.TrimSpace(n)] = true
+		}
+	}
+	for _, v := range benchVariants {
+		if !want[v.name] {
+			continue
+		}
+		delete(want, v.name)
+		if v.keda && !o.keda {
+			errs = append(errs, fmt.Errorf("--runs %s needs --keda (KEDA is not started without it)", v.name))
+		}
+		runs = append(runs, v)
+	}
+	for n, on := range want {
+		if on {
+			errs = append(errs, fmt.Errorf("--runs: no run %q (known: spillway, queue, baseline, keda, keda-policy)", n))
+		}
+	}
+	traces := []string{}
+	for _, n := range strings.Split(o.traces, ",") {
+		switch n = strings.TrimSpace(n); n {
+		case traceDay, traceRestart:
+			if !slices.Contains(traces, n) {
+				traces = append(traces, n)
+			}
+		default:
+			errs = append(errs, fmt.Errorf("--traces: no trace %q (known: %s, %s)", n, traceDay, traceRestart))
+		}
+	}
+	if len(runs) == 0 || len(traces) == 0 {
+		errs = append(errs, errors.New("--runs and --traces must each select at least one"))
+	}
+	return runs, traces, errors.Join(errs...)
 }
 
 func run(ctx context.Context, args []string) error {
@@ -39,6 +111,8 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.dayDuration, "day-duration", 8*time.Minute, "real time the 24-hour trace is compressed into")
 	fs.DurationVar(&o.sampleEvery, "sample-every", 2*time.Second, "how often the live table samples the cluster")
 	fs.BoolVar(&o.bench, "bench", false, "run the tidal benchmark: each trace with spillway and with a plain HPA, next to the oracle")
+	fs.StringVar(&o.runs, "runs", "", "with --bench: the runs to play, comma-separated, from spillway, queue, baseline, keda and keda-policy (the last two need --keda); default: the first three, and the KEDA two with --keda")
+	fs.StringVar(&o.traces, "traces", traceDay+","+traceRestart, "with --bench: the traces to play, comma-separated: "+traceDay+" (--trace) and "+traceRestart+" (--restart-trace)")
 	fs.BoolVar(&o.keda, "keda", false, "also run KEDA "+localcluster.KEDAVersion+" (built into the user cache on first use, ~8 min cold): the demo scales the predictor with a KEDA ScaledObject on the same series instead of the InferenceScaler (the ResourcePolicy still places it); with --bench, each trace is also played KEDA-scaled, without and with the ResourcePolicy")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: demo [flags]
@@ -61,6 +135,9 @@ flags:
 	}
 	if o.dayDuration < time.Minute {
 		return fmt.Errorf("--day-duration %s is too short: Karpenter needs ~20 s to add a node", o.dayDuration)
+	}
+	if _, _, err := o.selected(); err != nil {
+		return err
 	}
 	trace, err := readTrace(o.trace)
 	if err != nil {
@@ -95,7 +172,7 @@ flags:
 		if err != nil {
 			return err
 		}
-		return bench(ctx, env, o, map[string]*scenario.Trace{"tidal-day": trace, "tidal-day-restart": restart})
+		return bench(ctx, env, o, map[string]*scenario.Trace{traceDay: trace, traceRestart: restart})
 	}
 	fmt.Printf("== playing %s: 24 h in %s (one row every %s)\n", o.trace, o.dayDuration, o.sampleEvery)
 	res, err := env.Play(ctx, demo.Run{Namespace: "qwen", Trace: trace, DayDuration: o.dayDuration, SampleEvery: o.sampleEvery, WithPolicy: true, KEDA: o.keda, Table: os.Stdout})
@@ -199,26 +276,14 @@ func bench(ctx context.Context, env *demo.Env, o options, traces map[string]*sce
 			"its HPA with the InferenceScaler's replicas and behavior; KEDA owns external.metrics.k8s.io and spillway's adapter serves the custom metrics API only.\n",
 			metricnames.ProcessSMUtil)
 	}
-	for _, name := range []string{"tidal-day", "tidal-day-restart"} {
+	variants, names, err := o.selected()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
 		trace := traces[name]
 		oracle := scenario.Oracle(trace, scenario.Seed)
 		rows := []row{}
-		type variant struct {
-			label   string
-			policy  bool
-			onQueue bool
-			keda    bool
-		}
-		variants := []variant{
-			{"spillway (ResourcePolicy + InferenceScaler on SM util)", true, false, false},
-			{fmt.Sprintf("spillway on the queue (waiting %d/pod, SM util %d as second metric)", demo.QueueTarget, demo.QueueRunUtilTarget), true, true, false},
-			{"baseline (same HPA on SM util, no ResourcePolicy)", false, false, false},
-		}
-		if o.keda {
-			variants = append(variants,
-				variant{"KEDA " + localcluster.KEDAVersion + " (ScaledObject on the same series, no ResourcePolicy)", false, false, true},
-				variant{"KEDA " + localcluster.KEDAVersion + " + spillway's ResourcePolicy", true, false, true})
-		}
 		for _, v := range variants {
 			ns := fmt.Sprintf("bench-%s-%t-%t", name, v.policy, v.onQueue)
 			if v.keda {
