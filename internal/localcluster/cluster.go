@@ -103,6 +103,23 @@ func (c *Cluster) Stop() error {
 	return errors.Join(errs...)
 }
 
+// StopAfter ends a program's use of the cluster: when the run failed
+// (runErr, and not because ctx was cancelled: an interrupt is not a failure
+// worth the component logs) it first writes the tail of each log to w, then
+// says where a kept directory is and stops everything, reporting a failure
+// to stop on w. Benchmarks defer it.
+func (c *Cluster) StopAfter(ctx context.Context, runErr error, w io.Writer) {
+	if runErr != nil && ctx.Err() == nil {
+		c.DumpLogs(w, 3000)
+	}
+	if c.opts.KeepDir {
+		fmt.Fprintf(w, "cluster directory kept: %s\n", c.dir)
+	}
+	if err := c.Stop(); err != nil {
+		fmt.Fprintf(w, "stopping the cluster: %v\n", err)
+	}
+}
+
 // DumpLogs writes the tail of every component's log, for failed tests.
 func (c *Cluster) DumpLogs(w io.Writer, maxBytesPerLog int) {
 	c.mu.Lock()

@@ -91,18 +91,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("starting the local cluster: %w", err)
 	}
-	defer func() {
-		// An interrupt is not a failure worth the component logs.
-		if err != nil && ctx.Err() == nil {
-			c.DumpLogs(b.log, 3000)
-		}
-		if b.o.keepDir {
-			b.logf("cluster directory kept: %s", c.Dir())
-		}
-		if serr := c.Stop(); serr != nil {
-			b.logf("stopping the cluster: %v", serr)
-		}
-	}()
+	defer func() { c.StopAfter(ctx, err, b.log) }()
 
 	pods, err := fleet.CreatePods(ctx, c.RESTConfig(), b.log)
 	if err != nil {

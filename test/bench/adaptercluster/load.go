@@ -143,30 +143,36 @@ func insecureClient(c *localcluster.Cluster) (*http.Client, error) {
 	return &http.Client{Transport: rt, Timeout: 10 * time.Second}, nil
 }
 
-// fetchItems GETs u and counts the items of a list; a single object is 0.
-func fetchItems(ctx context.Context, hc *http.Client, u string) (int, error) {
+// getJSON GETs u with hc and decodes a 200 answer's JSON body into v; any
+// other status is an error carrying the start of the body.
+func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("HTTP %d: %.300s", resp.StatusCode, body)
+		return fmt.Errorf("HTTP %d: %.300s", resp.StatusCode, body)
 	}
+	return json.Unmarshal(body, v)
+}
+
+// fetchItems GETs u and counts the items of a list; a single object is 0.
+func fetchItems(ctx context.Context, hc *http.Client, u string) (int, error) {
 	var obj struct {
 		Kind  string            `json:"kind"`
 		Items []json.RawMessage `json:"items"`
 	}
-	if err := json.Unmarshal(body, &obj); err != nil {
+	if err := getJSON(ctx, hc, u, &obj); err != nil {
 		return 0, err
 	}
 	if !strings.HasSuffix(obj.Kind, "List") {

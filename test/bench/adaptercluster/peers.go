@@ -341,28 +341,12 @@ func (e *peerEnv) servedValue(ctx context.Context, ns string, s scaler) (float64
 		path = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + ns + "/pods/*/" + metricnames.ProcessSMUtil +
 			"?labelSelector=" + url.QueryEscape("app="+s.name)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.c.Host()+path, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := e.hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, body)
-	}
 	var l struct {
 		Items []struct {
 			Value string `json:"value"`
 		} `json:"items"`
 	}
-	if err := json.Unmarshal(body, &l); err != nil {
+	if err := getJSON(ctx, e.hc, e.c.Host()+path, &l); err != nil {
 		return 0, err
 	}
 	if len(l.Items) == 0 {
@@ -421,15 +405,6 @@ func deploymentReplicas(d *appsv1.Deployment) int32 { return ptr.Deref(d.Spec.Re
 func (e *peerEnv) promSamples(ctx context.Context, ns, deployment string, window time.Duration) ([]promSample, error) {
 	sel := fmt.Sprintf(`%s{job=%q,%s=%q,%s=~"%s-[a-z0-9]+-[a-z0-9]+"}[%ds]`, metricnames.ProcessSMUtil, peerJob,
 		metricnames.LabelNamespace, ns, metricnames.LabelPod, deployment, int(window/time.Second))
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.prom.URL+"/api/v1/query?query="+url.QueryEscape(sel), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var r struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`
@@ -439,7 +414,9 @@ func (e *peerEnv) promSamples(ctx context.Context, ns, deployment string, window
 			} `json:"result"`
 		} `json:"data"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	// Prometheus answers a bad query with a non-200 status and its error
+	// in the body, which getJSON's error carries.
+	if err := getJSON(ctx, http.DefaultClient, e.prom.URL+"/api/v1/query?query="+url.QueryEscape(sel), &r); err != nil {
 		return nil, err
 	}
 	if r.Status != "success" {

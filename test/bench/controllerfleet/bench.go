@@ -85,17 +85,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return fmt.Errorf("starting the local cluster: %w", err)
 	}
 	b.c = c
-	defer func() {
-		if err != nil && ctx.Err() == nil {
-			c.DumpLogs(b.log, 3000)
-		}
-		if b.o.keepDir {
-			b.logf("cluster directory kept: %s", c.Dir())
-		}
-		if serr := c.Stop(); serr != nil {
-			b.logf("stopping the cluster: %v", serr)
-		}
-	}()
+	defer func() { c.StopAfter(ctx, err, b.log) }()
 	cfg := c.RESTConfig()
 	cfg.QPS, cfg.Burst = 2000, 2000
 	if b.cs, err = kubernetes.NewForConfig(cfg); err != nil {

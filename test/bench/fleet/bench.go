@@ -86,17 +86,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("starting the local cluster: %w", err)
 	}
-	defer func() {
-		if err != nil && ctx.Err() == nil {
-			c.DumpLogs(b.log, 3000)
-		}
-		if b.o.keepDir {
-			b.logf("cluster directory kept: %s", c.Dir())
-		}
-		if serr := c.Stop(); serr != nil {
-			b.logf("stopping the cluster: %v", serr)
-		}
-	}()
+	defer func() { c.StopAfter(ctx, err, b.log) }()
 	th, err := c.StartThanos(ctx, "thanos", localcluster.ThanosOptions{Shards: targets, ScrapeInterval: b.o.scrapeInterval})
 	if err != nil {
 		return err
