@@ -2,6 +2,7 @@ package placementwebhook
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
 	rules "github.com/spillway-dev/spillway/pkg/placement"
@@ -178,5 +180,39 @@ func TestVirtualUnit(t *testing.T) {
 	e = newEnv(t, nil, rp, gpuNode("onprem-1", onPremPool, 1))
 	if _, placed := e.admit(t, predictor("p-1")); unitOf(placed) != "0" || len(placed.Spec.Tolerations) != 0 {
 		t.Errorf("on-prem pod: unit %s, tolerations %+v", unitOf(placed), placed.Spec.Tolerations)
+	}
+}
+
+// TestLackResourceAndNoTerminatingCacheBehind: a rollout deletes the old
+// pod just before it creates the new one, and the webhook's cache may not
+// show the deletion yet. The unit is full in the cache, so the pod would
+// spill; the webhook asks the API server first and, seeing the old pod
+// terminating there, keeps the new pod waiting in its unit. Without an API
+// reader (the cache alone) it spills, which shows the test can fail.
+func TestLackResourceAndNoTerminatingCacheBehind(t *testing.T) {
+	for _, tc := range []struct {
+		live bool
+		want string
+	}{{true, "0"}, {false, "1"}} {
+		t.Run(fmt.Sprintf("live=%v", tc.live), func(t *testing.T) {
+			rp := seed(func(rp *v1alpha1.ResourcePolicy) {
+				rp.Spec.WhenTryNextUnits = &v1alpha1.WhenTryNextUnits{Policy: v1alpha1.LackResourceAndNoTerminating}
+			})
+			old := predictor("old")
+			old.Spec.NodeName = "onprem-1"
+			old.Labels[rules.LabelPolicy], old.Labels[rules.LabelUnit] = rp.Name, "0"
+			e := newEnv(t, nil, rp, gpuNode("onprem-1", onPremPool, 1), old)
+			if tc.live {
+				leaving := old.DeepCopy()
+				leaving.DeletionTimestamp = &metav1.Time{Time: t0}
+				leaving.Finalizers = []string{"example.com/hold"}
+				api := fake.NewClientBuilder().WithScheme(scheme(t)).WithObjects(rp.DeepCopy(), leaving).Build()
+				e.hook.ShareReservations(api, api)
+			}
+			resp, placed := e.admit(t, predictor("new"))
+			if unitOf(placed) != tc.want {
+				t.Errorf("the new pod on unit %s, want %s: %s", unitOf(placed), tc.want, resp.Result.Message)
+			}
+		})
 	}
 }

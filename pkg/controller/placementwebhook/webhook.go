@@ -265,6 +265,17 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 			return admission.Response{}, err
 		}
 		d := rules.Choose(&rp.Spec, states)
+		if skippedForRoom(d) && rules.WaitsForTerminating(&rp.Spec) {
+			// The pod would pass a full unit because the cache shows no
+			// terminating pod there. A rollout deletes the old pod just
+			// before it creates the new one, so the cache may not show that
+			// deletion yet: ask the API server before spilling.
+			if confirmed, err := w.terminatingLive(ctx, rp, pod, states); err != nil {
+				return admission.Response{}, err
+			} else if confirmed {
+				d = rules.Choose(&rp.Spec, states)
+			}
+		}
 		if d.Deny {
 			w.metrics.Denied.WithLabelValues(rp.Namespace, rp.Name).Inc()
 			msg := fmt.Sprintf("ResourcePolicy %s: %s", rp.Name, d.Explain(names))
@@ -450,6 +461,44 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		states[i].RoomNode, states[i].Room = rules.RoomNode(pod, req, usage, inflight)
 	}
 	return states, unitNodes, listed, nil
+}
+
+// skippedForRoom reports whether d passed a unit for lack of room.
+func skippedForRoom(d rules.Decision) bool {
+	for _, s := range d.Skipped {
+		if s.Reason == rules.SkipNoRoom {
+			return true
+		}
+	}
+	return false
+}
+
+// terminatingLive reads the policy's pods from the API server rather than
+// the cache and marks the units where some are terminating; it reports
+// whether that marked a unit the cache had not. Without an API reader
+// (unit tests) it reads nothing.
+func (w *Webhook) terminatingLive(ctx context.Context, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, states []rules.UnitState) (bool, error) {
+	if w.shared == nil {
+		return false, nil
+	}
+	var pods corev1.PodList
+	if err := w.shared.apiReader.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector)); err != nil {
+		return false, fmt.Errorf("listing selected pods from the API server: %w", err)
+	}
+	nodes := map[string]*corev1.Node{}
+	var nodeErr error
+	nodeOf := func(name string) *corev1.Node {
+		n, err := w.node(ctx, nodes, name)
+		nodeErr = errors.Join(nodeErr, err)
+		return n
+	}
+	changed := false
+	for u, t := range rules.TerminatingUnits(rp, rules.InGroup(rp, pods.Items, pod), nodeOf) {
+		if t && !states[u].Terminating {
+			states[u].Terminating, changed = true, true
+		}
+	}
+	return changed, nodeErr
 }
 
 func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name string) (*corev1.Node, error) {
