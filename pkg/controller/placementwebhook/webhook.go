@@ -401,16 +401,10 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 	}
 	// With matchLabelKeys, max counts only the pods of the new pod's group.
 	pods.Items = rules.InGroup(rp, pods.Items, pod)
-	nodes := map[string]*corev1.Node{}
-	var nodeErr error
-	nodeOf := func(name string) *corev1.Node {
-		n, err := w.node(ctx, nodes, name)
-		nodeErr = errors.Join(nodeErr, err)
-		return n
-	}
+	nodeOf, nodeErr := w.nodeLookup(ctx)
 	counts, used := rules.Usage(rp, pods.Items, nodeOf)
-	if nodeErr != nil {
-		return nil, nil, nil, nodeErr
+	if nodeErr() != nil {
+		return nil, nil, nil, nodeErr()
 	}
 	for i, c := range counts {
 		states[i].Count, states[i].Used = c, used[i]
@@ -436,8 +430,8 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		for u, t := range rules.TerminatingUnits(rp, pods.Items, nodeOf) {
 			states[u].Terminating = t
 		}
-		if nodeErr != nil {
-			return nil, nil, nil, nodeErr
+		if nodeErr() != nil {
+			return nil, nil, nil, nodeErr()
 		}
 	}
 	for i := range rp.Spec.Units {
@@ -485,20 +479,27 @@ func (w *Webhook) terminatingLive(ctx context.Context, rp *v1alpha1.ResourcePoli
 	if err := w.shared.apiReader.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector)); err != nil {
 		return false, fmt.Errorf("listing selected pods from the API server: %w", err)
 	}
-	nodes := map[string]*corev1.Node{}
-	var nodeErr error
-	nodeOf := func(name string) *corev1.Node {
-		n, err := w.node(ctx, nodes, name)
-		nodeErr = errors.Join(nodeErr, err)
-		return n
-	}
+	nodeOf, nodeErr := w.nodeLookup(ctx)
 	changed := false
 	for u, t := range rules.TerminatingUnits(rp, rules.InGroup(rp, pods.Items, pod), nodeOf) {
 		if t && !states[u].Terminating {
 			states[u].Terminating, changed = true, true
 		}
 	}
-	return changed, nodeErr
+	return changed, nodeErr()
+}
+
+// nodeLookup returns the node reader the placement rules take, which reads
+// each node once per review (a missing node is nil), and a func returning
+// the errors its reads met.
+func (w *Webhook) nodeLookup(ctx context.Context) (nodeOf func(name string) *corev1.Node, errs func() error) {
+	nodes := map[string]*corev1.Node{}
+	var nodeErr error
+	return func(name string) *corev1.Node {
+		n, err := w.node(ctx, nodes, name)
+		nodeErr = errors.Join(nodeErr, err)
+		return n
+	}, func() error { return nodeErr }
 }
 
 func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name string) (*corev1.Node, error) {
