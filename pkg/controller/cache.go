@@ -1,11 +1,20 @@
 package controller
 
 import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"unique"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
 // CacheOptions is the manager cache the controllers above need. Every pod
@@ -13,7 +22,7 @@ import (
 // labels, units select nodes by arbitrary labels, and the fleet metrics
 // count finished pods too, so no label or field selector can narrow the
 // watches), which at fleet size makes pods most of the process's memory. So
-// pods, nodes and Deployments are cached as the slim copies SlimPod,
+// pods, nodes and Deployments are cached as the slim copies a PodSlimmer,
 // SlimNode and SlimDeployment make, holding only what the controllers and
 // the webhook read; every other kind loses its managed fields only.
 //
@@ -28,14 +37,37 @@ func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:        {Transform: SlimPod},
+			&corev1.Pod{}:        {Transform: NewPodSlimmer(maxSharedSets).Slim},
 			&corev1.Node{}:       {Transform: SlimNode},
 			&appsv1.Deployment{}: {Transform: SlimDeployment},
 		},
 	}
 }
 
-// SlimPod is a cache transform keeping of a pod what pkg/placement and the
+// maxSharedSets bounds each of a PodSlimmer's tables of shared label sets
+// and request lists: far more than the distinct pod templates of a large
+// cluster, and at most a few MiB.
+const maxSharedSets = 4096
+
+// PodSlimmer makes the slim pods of one cache (see Slim). Pods made from
+// one template carry the same labels and ask for the same resources, so
+// identical label sets and request lists are shared between its slim pods
+// rather than held once per pod; its tables of them are bounded, and a
+// full one starts over (the sets already shared stay with their pods).
+type PodSlimmer struct {
+	max      int
+	mu       sync.Mutex
+	labels   map[string]map[string]string
+	requests map[string]corev1.ResourceList
+}
+
+// NewPodSlimmer returns a PodSlimmer sharing up to max label sets and max
+// request lists (0: none).
+func NewPodSlimmer(maxShared int) *PodSlimmer {
+	return &PodSlimmer{max: maxShared, labels: map[string]map[string]string{}, requests: map[string]corev1.ResourceList{}}
+}
+
+// Slim is a cache transform keeping of a pod what pkg/placement and the
 // controllers read (a copy built field by field, so fields the API adds
 // later are dropped too):
 //
@@ -44,62 +76,120 @@ func CacheOptions() cache.Options {
 //     selectors, unit podLabels and podAnnotations, placement records,
 //     deletion cost) and owner references (only a ReplicaSet's pod is
 //     re-placed);
-//   - spec: nodeName; each container's and init container's name, resource
-//     requests and restartPolicy (sidecars), pod-level requests and
-//     overhead (placement.PodRequests); priority and preemptionPolicy
-//     (placement.Preempts);
-//   - status: phase, nominatedNodeName and the PodScheduled condition
-//     (spillover's unschedulable check).
+//   - spec: nodeName; what the pod asks a node for, as one container
+//     holding placement.EffectiveRequests (the sum the scheduler makes of
+//     containers, init containers, sidecars, pod-level requests and
+//     overhead: placement.PodRequests of the slim pod is that of the full
+//     one); priority and preemptionPolicy (placement.Preempts);
+//   - status: phase, nominatedNodeName and the PodScheduled condition's
+//     status and reason (spillover's unschedulable check).
 //
 // Everything else goes: images, commands, args, env, volumes, probes,
-// mounts, affinity, tolerations, limits, container statuses, IPs. Objects
-// other than pods pass through unchanged.
-func SlimPod(in any) (any, error) {
+// mounts, affinity, tolerations, limits, container statuses, IPs. At fleet
+// size the pods are most of the process's memory, and most of a pod's
+// strings (label and annotation keys, the values a ReplicaSet's pods
+// share, namespaces, node and owner names) repeat from pod to pod: they are
+// interned, so the cache holds one copy of each. Objects other than pods
+// pass through unchanged.
+//
+// A slim pod's label map and request list may be another's too: like the
+// rest of a cached object, they are only read.
+func (s *PodSlimmer) Slim(in any) (any, error) {
 	p, ok := in.(*corev1.Pod)
 	if !ok {
 		return in, nil
 	}
+	meta := slimMeta(&p.ObjectMeta)
+	meta.Labels = shared(s, s.labels, labelsKey(meta.Labels), meta.Labels)
+	req := effectiveRequests(p)
+	req = shared(s, s.requests, requestsKey(req), req)
 	out := &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
-		ObjectMeta: slimMeta(&p.ObjectMeta),
+		ObjectMeta: meta,
 		Spec: corev1.PodSpec{
-			NodeName:         p.Spec.NodeName,
-			Containers:       slimContainers(p.Spec.Containers),
-			InitContainers:   slimContainers(p.Spec.InitContainers),
-			Overhead:         p.Spec.Overhead,
+			NodeName:         intern(p.Spec.NodeName),
+			Containers:       []corev1.Container{{Name: slimContainerName, Resources: corev1.ResourceRequirements{Requests: req}}},
 			Priority:         p.Spec.Priority,
 			PreemptionPolicy: p.Spec.PreemptionPolicy,
 		},
 		Status: corev1.PodStatus{
 			Phase:             p.Status.Phase,
-			NominatedNodeName: p.Status.NominatedNodeName,
+			NominatedNodeName: intern(p.Status.NominatedNodeName),
 		},
-	}
-	if p.Spec.Resources != nil {
-		out.Spec.Resources = &corev1.ResourceRequirements{Requests: p.Spec.Resources.Requests}
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled {
-			out.Status.Conditions = []corev1.PodCondition{c}
+			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status, Reason: intern(c.Reason)}}
 			break
 		}
 	}
 	return out, nil
 }
 
-func slimContainers(in []corev1.Container) []corev1.Container {
-	if len(in) == 0 {
+// slimContainerName names the one container of a slim pod.
+const slimContainerName = "requests"
+
+// shared is the value table holds under key, or v after storing it there;
+// an empty key (nothing to share) gives v.
+func shared[V any](s *PodSlimmer, table map[string]V, key string, v V) V {
+	if key == "" || s.max <= 0 {
+		return v
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if have, ok := table[key]; ok {
+		return have
+	}
+	if len(table) >= s.max {
+		clear(table)
+	}
+	table[key] = v
+	return v
+}
+
+// labelsKey and requestsKey spell a label set and a request list the same
+// way whatever their maps' order ("" for none). A NUL cannot appear in a
+// label key or value, nor in a resource name.
+func labelsKey(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(m[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+func requestsKey(r corev1.ResourceList) string {
+	if len(r) == 0 {
+		return ""
+	}
+	keys := slices.Sorted(maps.Keys(r))
+	var b strings.Builder
+	for _, k := range keys {
+		q := r[k]
+		b.WriteString(string(k))
+		b.WriteByte(0)
+		b.WriteString(q.String())
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// effectiveRequests is what the pod asks a node for, nil when nothing.
+// A slim pod is slimmed again on a relist: its one container's requests
+// are then the answer already.
+func effectiveRequests(p *corev1.Pod) corev1.ResourceList {
+	req := placement.EffectiveRequests(p)
+	if len(req) == 0 {
 		return nil
 	}
-	out := make([]corev1.Container, len(in))
-	for i := range in {
-		out[i] = corev1.Container{
-			Name:          in[i].Name,
-			Resources:     corev1.ResourceRequirements{Requests: in[i].Resources.Requests},
-			RestartPolicy: in[i].RestartPolicy,
-		}
-	}
-	return out
+	return req
 }
 
 // SlimNode is a cache transform keeping of a node its identity and labels
@@ -141,18 +231,61 @@ func SlimDeployment(in any) (any, error) {
 	}, nil
 }
 
-// slimMeta is the object metadata without managed fields and finalizers.
+// slimMeta is the object metadata without managed fields and finalizers,
+// its shared strings interned. The placement ID and signature annotations
+// are unique to each pod, so interning them would only add a table entry.
 func slimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
+	out := metav1.ObjectMeta{
 		Name:              m.Name,
-		Namespace:         m.Namespace,
+		Namespace:         intern(m.Namespace),
 		UID:               m.UID,
 		ResourceVersion:   m.ResourceVersion,
 		Generation:        m.Generation,
 		CreationTimestamp: m.CreationTimestamp,
 		DeletionTimestamp: m.DeletionTimestamp,
-		Labels:            m.Labels,
-		Annotations:       m.Annotations,
-		OwnerReferences:   m.OwnerReferences,
+		Labels:            internMap(m.Labels, nil),
+		Annotations:       internMap(m.Annotations, uniqueAnnotation),
 	}
+	if len(m.OwnerReferences) > 0 {
+		out.OwnerReferences = make([]metav1.OwnerReference, len(m.OwnerReferences))
+		for i, r := range m.OwnerReferences {
+			out.OwnerReferences[i] = metav1.OwnerReference{
+				APIVersion: intern(r.APIVersion), Kind: intern(r.Kind), Name: intern(r.Name), UID: types.UID(intern(string(r.UID))),
+				Controller: r.Controller, BlockOwnerDeletion: r.BlockOwnerDeletion,
+			}
+		}
+	}
+	return out
+}
+
+// uniqueAnnotation reports whether the annotation's value differs from pod
+// to pod.
+func uniqueAnnotation(key string) bool {
+	return key == placement.AnnotationPlacementID || key == placement.AnnotationSignature
+}
+
+// internMap is a copy of m, sized to it, with its keys interned and its
+// values too, except those of the keys unique reports (nil: none); nil
+// stays nil.
+func internMap(m map[string]string, unique func(key string) bool) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if unique == nil || !unique(k) {
+			v = intern(v)
+		}
+		out[intern(k)] = v
+	}
+	return out
+}
+
+// intern is the one shared copy of s. unique's handles are weak: a string
+// no cached object holds any more is dropped from its table.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
 }

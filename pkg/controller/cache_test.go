@@ -141,9 +141,12 @@ func TestSlimPodKeepsWhatPlacementReads(t *testing.T) {
 		})},
 		{"bare: no owner, no status", testobjects.Pod(testobjects.PodOptions{Name: "bare", Labels: map[string]string{testobjects.AppLabel: testobjects.AppValue}})},
 	}
+	// One slimmer for every case, as in the cache: what it shares between
+	// pods must not change what any of them reads.
+	slimmer := NewPodSlimmer(maxSharedSets)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := SlimPod(tc.pod.DeepCopy())
+			out, err := slimmer.Slim(tc.pod.DeepCopy())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -224,14 +227,56 @@ func TestSlimPodKeepsWhatPlacementReads(t *testing.T) {
 			}
 
 			// Applied again (a relist), it changes nothing.
-			again, err := SlimPod(slim.DeepCopy())
+			again, err := slimmer.Slim(slim.DeepCopy())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(again, slim) {
-				t.Errorf("SlimPod is not idempotent:\n%+v\n%+v", again, slim)
+				t.Errorf("Slim is not idempotent:\n%+v\n%+v", again, slim)
 			}
 		})
+	}
+}
+
+func TestPodSlimmerShares(t *testing.T) {
+	slim := func(s *PodSlimmer, p *corev1.Pod) *corev1.Pod {
+		t.Helper()
+		out, err := s.Slim(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*corev1.Pod)
+	}
+	same := func(a, b any) bool { return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() }
+	requests := func(p *corev1.Pod) corev1.ResourceList { return p.Spec.Containers[0].Resources.Requests }
+	other := func(p *corev1.Pod) {
+		p.Name = "qwen-2"
+		p.Labels["tier"] = "silver"
+		p.Spec.Containers[0].Resources.Requests = testobjects.Resources("2", 2)
+	}
+
+	s := NewPodSlimmer(2)
+	a, b, c := slim(s, fullPod()), slim(s, fullPod(func(p *corev1.Pod) { p.Name = "qwen-2" })), slim(s, fullPod(other))
+	if !same(a.Labels, b.Labels) || !same(requests(a), requests(b)) {
+		t.Error("two pods of one template hold their own label sets or request lists")
+	}
+	if same(a.Labels, c.Labels) || same(requests(a), requests(c)) {
+		t.Error("pods with other labels or requests share a label set or request list")
+	}
+	if c.Labels["tier"] != "silver" || !reflect.DeepEqual(placement.PodRequests(c), placement.PodRequests(fullPod(other))) {
+		t.Errorf("the other pod reads labels %v, requests %v", c.Labels, requests(c))
+	}
+	// The tables are full (2 sets each): a third set starts them over,
+	// and pods slimmed before keep what they hold.
+	d := slim(s, fullPod(func(p *corev1.Pod) { p.Labels["tier"] = "bronze" }))
+	if d.Labels["tier"] != "bronze" || a.Labels["tier"] != "gold" || len(s.labels) != 1 {
+		t.Errorf("after the tables filled: labels %v and %v, %d label sets held", d.Labels, a.Labels, len(s.labels))
+	}
+
+	// Without sharing, every pod holds its own.
+	s = NewPodSlimmer(0)
+	if a, b := slim(s, fullPod()), slim(s, fullPod()); same(a.Labels, b.Labels) || same(requests(a), requests(b)) {
+		t.Error("a slimmer sharing nothing shared a label set or request list")
 	}
 }
 
@@ -240,7 +285,7 @@ func TestSlimPodSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _ := SlimPod(fullPod())
+	out, _ := NewPodSlimmer(maxSharedSets).Slim(fullPod())
 	slim, err := json.Marshal(out)
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +377,7 @@ func TestSlimDeployment(t *testing.T) {
 
 func TestSlimPassesOtherObjectsThrough(t *testing.T) {
 	rp := testobjects.ResourcePolicy(testobjects.PolicyOptions{})
-	for name, f := range map[string]func(any) (any, error){"SlimPod": SlimPod, "SlimNode": SlimNode, "SlimDeployment": SlimDeployment} {
+	for name, f := range map[string]func(any) (any, error){"Slim": NewPodSlimmer(maxSharedSets).Slim, "SlimNode": SlimNode, "SlimDeployment": SlimDeployment} {
 		out, err := f(rp)
 		if err != nil || out != any(rp) {
 			t.Errorf("%s(ResourcePolicy) = %v, %v; want it unchanged", name, out, err)

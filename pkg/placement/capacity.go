@@ -14,28 +14,37 @@ import (
 // up (init containers, sidecars, pod-level resources, overhead), plus one
 // "pods" slot.
 func PodRequests(pod *corev1.Pod) corev1.ResourceList {
-	var req corev1.ResourceList
-	if len(pod.Spec.InitContainers) == 0 && pod.Spec.Overhead == nil && pod.Spec.Resources == nil {
-		// Every placement adds up the requests of every pod on the unit's
-		// nodes; the helper's general path allocates a map per container,
-		// which at fleet size was a third of a review's CPU. Without init
-		// containers, overhead or pod-level resources its answer is the sum
-		// of the containers' requests.
-		req = make(corev1.ResourceList, 4)
-		for i := range pod.Spec.Containers {
-			for name, q := range pod.Spec.Containers[i].Resources.Requests {
-				if sum, ok := req[name]; ok {
-					sum.Add(q)
-					req[name] = sum
-				} else {
-					req[name] = q.DeepCopy()
-				}
+	req := EffectiveRequests(pod)
+	req[corev1.ResourcePods] = *resource.NewQuantity(1, resource.DecimalSI)
+	return req
+}
+
+// EffectiveRequests is PodRequests without the "pods" slot: the resources
+// the scheduler charges a node for the pod. The result is never nil.
+func EffectiveRequests(pod *corev1.Pod) corev1.ResourceList {
+	if len(pod.Spec.InitContainers) != 0 || pod.Spec.Overhead != nil || pod.Spec.Resources != nil {
+		req := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+		if req == nil {
+			req = corev1.ResourceList{}
+		}
+		return req
+	}
+	// Every placement adds up the requests of every pod on the unit's
+	// nodes; the helper's general path allocates a map per container,
+	// which at fleet size was a third of a review's CPU. Without init
+	// containers, overhead or pod-level resources its answer is the sum of
+	// the containers' requests.
+	req := make(corev1.ResourceList, 4)
+	for i := range pod.Spec.Containers {
+		for name, q := range pod.Spec.Containers[i].Resources.Requests {
+			if sum, ok := req[name]; ok {
+				sum.Add(q)
+				req[name] = sum
+			} else {
+				req[name] = q.DeepCopy()
 			}
 		}
-	} else {
-		req = resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
 	}
-	req[corev1.ResourcePods] = *resource.NewQuantity(1, resource.DecimalSI)
 	return req
 }
 
