@@ -94,6 +94,7 @@ func TestValidate(t *testing.T) {
 		{"bad virtual node label", func(o *Options) { o.VirtualNodeLabels = map[string]string{"bad key": "x", "ok": "bad value"} }, []string{`key "bad key"`, `value "bad value" of ok`}},
 		{"bad virtual node taint key", func(o *Options) { o.VirtualNodeTaintKey = "a b" }, []string{`--virtual-node-taint-key "a b"`}},
 		{"no taint key is fine", func(o *Options) { o.VirtualNodeTaintKey = "" }, nil},
+		{"no API rate", func(o *Options) { o.KubeAPIQPS, o.KubeAPIBurst = 0, 0 }, []string{"--kube-api-qps must be positive, got 0", "--kube-api-burst must be at least 1, got 0"}},
 		{"everything wrong at once", func(o *Options) {
 			o.Namespace, o.LeaderElectionID, o.WebhookPort, o.WebhookConfigName = "", "", 0, ""
 			o.WebhookServiceName, o.CertCheckInterval, o.UnitCooldown, o.ReservationTTL, o.Logging.Verbosity = "", 0, 0, -time.Second, -1

@@ -43,6 +43,12 @@ const (
 type Options struct {
 	Kubeconfig string
 	Namespace  string
+	// KubeAPIQPS and KubeAPIBurst rate-limit the controller's requests to
+	// the API server (client-go's own defaults, 5 and 10, are for tools:
+	// at fleet size the deletion costs and statuses of a burst queued
+	// behind them for minutes).
+	KubeAPIQPS   float32
+	KubeAPIBurst int
 
 	LeaderElect             bool
 	LeaderElectionNamespace string
@@ -85,6 +91,8 @@ type Options struct {
 func NewOptions() *Options {
 	return &Options{
 		Namespace:              "spillway-system",
+		KubeAPIQPS:             50,
+		KubeAPIBurst:           100,
 		LeaderElect:            true,
 		LeaderElectionID:       "spillway-controller.spillway.dev",
 		LeaseDuration:          DefaultLeaseDuration,
@@ -112,6 +120,10 @@ func (o *Options) flags() *pflag.FlagSet {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace,
 		"Namespace spillway-controller runs in; the default for --leader-election-namespace and where the webhook certificate Secret lives.")
 
+	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS,
+		"Requests per second the controller may send the API server on average (its writes: deletion costs, adoptions, statuses, HPAs); reads come from its cache.")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst,
+		"Requests the controller may send the API server at once above --kube-api-qps.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect,
 		"Run the controllers on one elected replica at a time (a Lease). The webhook is served by every replica regardless.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace,
@@ -190,6 +202,12 @@ func (o *Options) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if o.Namespace == "" {
 		add("--namespace must not be empty")
+	}
+	if !(o.KubeAPIQPS > 0) {
+		add("--kube-api-qps must be positive, got %v", o.KubeAPIQPS)
+	}
+	if o.KubeAPIBurst < 1 {
+		add("--kube-api-burst must be at least 1, got %d", o.KubeAPIBurst)
 	}
 	if o.LeaderElect && o.LeaderElectionID == "" {
 		add("--leader-election-id must not be empty with --leader-elect")
