@@ -183,11 +183,11 @@ func TestSlimPodKeepsWhatPlacementReads(t *testing.T) {
 				reads[rp.Name+" Selects"] = func(p *corev1.Pod) any { return placement.Selects(rp, p) }
 				reads[rp.Name+" Counted"] = func(p *corev1.Pod) any { return placement.Counted(rp, p) }
 				reads[rp.Name+" Usage"] = func(p *corev1.Pod) any {
-					c, u := placement.Usage(rp, []corev1.Pod{*p}, nodeOf)
+					c, u := placement.Usage(rp, []*corev1.Pod{p}, nodeOf)
 					return []any{c, u}
 				}
 				reads[rp.Name+" TerminatingUnits"] = func(p *corev1.Pod) any {
-					return placement.TerminatingUnits(rp, []corev1.Pod{*p}, nodeOf)
+					return placement.TerminatingUnits(rp, []*corev1.Pod{p}, nodeOf)
 				}
 				reads[rp.Name+" GroupKey"] = func(p *corev1.Pod) any { return placement.GroupKey(rp, p) }
 				reads[rp.Name+" Adopt"] = func(p *corev1.Pod) any {

@@ -22,7 +22,7 @@ func PodRequests(pod *corev1.Pod) corev1.ResourceList {
 // EffectiveRequests is PodRequests without the "pods" slot: the resources
 // the scheduler charges a node for the pod. The result is never nil.
 func EffectiveRequests(pod *corev1.Pod) corev1.ResourceList {
-	if len(pod.Spec.InitContainers) != 0 || pod.Spec.Overhead != nil || pod.Spec.Resources != nil {
+	if !containersOnly(pod) {
 		req := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
 		if req == nil {
 			req = corev1.ResourceList{}
@@ -46,6 +46,38 @@ func EffectiveRequests(pod *corev1.Pod) corev1.ResourceList {
 		}
 	}
 	return req
+}
+
+// containersOnly reports whether the pod's requests are the sum of its
+// containers' (no init containers, overhead or pod-level resources).
+func containersOnly(pod *corev1.Pod) bool {
+	return len(pod.Spec.InitContainers) == 0 && pod.Spec.Overhead == nil && pod.Spec.Resources == nil
+}
+
+// takePod subtracts the pod's requests (PodRequests, the "pods" slot
+// included) from left. A placement subtracts every pod on its unit's
+// nodes, so the usual pod's containers are read in place rather than
+// summed into a list first.
+func takePod(left corev1.ResourceList, pod *corev1.Pod) {
+	if !containersOnly(pod) {
+		take(left, PodRequests(pod))
+		return
+	}
+	for i := range pod.Spec.Containers {
+		take(left, pod.Spec.Containers[i].Resources.Requests)
+	}
+	n := left[corev1.ResourcePods]
+	n.Sub(*resource.NewQuantity(1, resource.DecimalSI))
+	left[corev1.ResourcePods] = n
+}
+
+// take subtracts req from left.
+func take(left, req corev1.ResourceList) {
+	for name, q := range req {
+		l := left[name]
+		l.Sub(q)
+		left[name] = l
+	}
 }
 
 // OccupiedNode is the node whose room the pod claims: the node it is bound
@@ -82,7 +114,10 @@ func Charged(pods []*corev1.Pod, signed func(*corev1.Pod) bool) []*corev1.Pod {
 		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
 	})
 	out := make([]*corev1.Pod, 0, len(sorted))
 	ids := map[string]bool{}
@@ -136,13 +171,6 @@ func free(nodes []NodeUsage, inflight []Reservation) []corev1.ResourceList {
 		}
 		index[u.Node.Name] = i
 	}
-	take := func(i int, req corev1.ResourceList) {
-		for name, q := range req {
-			left := out[i][name]
-			left.Sub(q)
-			out[i][name] = left
-		}
-	}
 	type waiting struct {
 		node int
 		req  corev1.ResourceList
@@ -157,7 +185,7 @@ func free(nodes []NodeUsage, inflight []Reservation) []corev1.ResourceList {
 				wait = append(wait, waiting{i, PodRequests(p)})
 				continue
 			}
-			take(i, PodRequests(p))
+			takePod(out[i], p)
 		}
 	}
 	for _, r := range inflight {
@@ -171,7 +199,7 @@ func free(nodes []NodeUsage, inflight []Reservation) []corev1.ResourceList {
 			i = slices.IndexFunc(out, func(left corev1.ResourceList) bool { return Fits(w.req, left) })
 		}
 		if i >= 0 {
-			take(i, w.req)
+			take(out[i], w.req)
 		}
 	}
 	return out

@@ -301,24 +301,24 @@ func PolicyKey(rp *v1alpha1.ResourcePolicy) string {
 // that carry the unit's podLabels and podAnnotations. nodeOf returns a
 // pod's node by name, nil when unknown; it is called only for bound pods
 // this policy did not place.
-func Counts(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf func(name string) *corev1.Node) []int {
+func Counts(rp *v1alpha1.ResourcePolicy, pods []*corev1.Pod, nodeOf func(name string) *corev1.Node) []int {
 	counts, _ := Usage(rp, pods, nodeOf)
 	return counts
 }
 
 // Usage is Counts with, for each unit that has maxResources, the summed
 // requests (PodRequests) of the pods counted toward it; nil for the others.
-func Usage(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf func(name string) *corev1.Node) ([]int, []corev1.ResourceList) {
+func Usage(rp *v1alpha1.ResourcePolicy, pods []*corev1.Pod, nodeOf func(name string) *corev1.Node) ([]int, []corev1.ResourceList) {
 	counts := make([]int, len(rp.Spec.Units))
 	used := make([]corev1.ResourceList, len(rp.Spec.Units))
-	for i := range pods {
-		u := CountedUnit(rp, &pods[i], nodeOf)
+	for _, p := range pods {
+		u := CountedUnit(rp, p, nodeOf)
 		if u == Outside {
 			continue
 		}
 		counts[u]++
 		if len(rp.Spec.Units[u].MaxResources) > 0 {
-			used[u] = AddRequests(used[u], PodRequests(&pods[i]))
+			used[u] = AddRequests(used[u], PodRequests(p))
 		}
 	}
 	return counts, used
@@ -385,10 +385,9 @@ func unitOfPod(rp *v1alpha1.ResourcePolicy, p *corev1.Pod, nodeOf func(name stri
 
 // TerminatingUnits reports, per unit, whether some of the given selected
 // pods in it are terminating (LackResourceAndNoTerminating waits for them).
-func TerminatingUnits(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf func(name string) *corev1.Node) []bool {
+func TerminatingUnits(rp *v1alpha1.ResourcePolicy, pods []*corev1.Pod, nodeOf func(name string) *corev1.Node) []bool {
 	out := make([]bool, len(rp.Spec.Units))
-	for i := range pods {
-		p := &pods[i]
+	for _, p := range pods {
 		if p.DeletionTimestamp == nil || Terminal(p) {
 			continue
 		}
@@ -401,15 +400,26 @@ func TerminatingUnits(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, nodeOf fun
 
 // InGroup is the pods of the given ones that share pod's group under the
 // policy's matchLabelKeys (all of them without matchLabelKeys).
-func InGroup(rp *v1alpha1.ResourcePolicy, pods []corev1.Pod, pod *corev1.Pod) []corev1.Pod {
+func InGroup(rp *v1alpha1.ResourcePolicy, pods []*corev1.Pod, pod *corev1.Pod) []*corev1.Pod {
 	if len(rp.Spec.MatchLabelKeys) == 0 {
 		return pods
 	}
-	out := make([]corev1.Pod, 0, len(pods))
-	for i := range pods {
-		if SameGroup(rp, &pods[i], pod) {
-			out = append(out, pods[i])
+	out := make([]*corev1.Pod, 0, len(pods))
+	for _, p := range pods {
+		if SameGroup(rp, p, pod) {
+			out = append(out, p)
 		}
+	}
+	return out
+}
+
+// Pointers is the pods of a list as pointers into it, the form the rules
+// above take (a cache's index hands out pointers; a copy per pod would be
+// most of a placement's cost at fleet size).
+func Pointers(pods []corev1.Pod) []*corev1.Pod {
+	out := make([]*corev1.Pod, len(pods))
+	for i := range pods {
+		out[i] = &pods[i]
 	}
 	return out
 }

@@ -355,7 +355,7 @@ func TestCountsUnitMarks(t *testing.T) {
 		mk("previous-without", nil, nil, ""),
 		mk("elastic", nil, nil, UnitLabel(rp, 1)),
 	}
-	got := Counts(rp, pods, func(string) *corev1.Node { return onPrem })
+	got := Counts(rp, Pointers(pods), func(string) *corev1.Node { return onPrem })
 	if want := []int{2, 1}; !slices.Equal(got, want) {
 		t.Errorf("Counts = %v, want %v", got, want)
 	}
@@ -380,11 +380,11 @@ func TestGroups(t *testing.T) {
 	if k := MissingGroupKey(rp, a); k != "" {
 		t.Errorf("MissingGroupKey = %q for a pod with every key", k)
 	}
-	if got := InGroup(rp, []corev1.Pod{*a, *b, *a2, *missing}, a); len(got) != 2 || got[0].Labels["other"] != "" || got[1].Labels["other"] != "x" {
+	if got := InGroup(rp, []*corev1.Pod{a, b, a2, missing}, a); len(got) != 2 || got[0].Labels["other"] != "" || got[1].Labels["other"] != "x" {
 		t.Errorf("InGroup kept %v, want a and a2", got)
 	}
 	rp.Spec.MatchLabelKeys = nil
-	if got := InGroup(rp, []corev1.Pod{*a, *b}, a); len(got) != 2 {
+	if got := InGroup(rp, []*corev1.Pod{a, b}, a); len(got) != 2 {
 		t.Errorf("InGroup without matchLabelKeys kept %d of 2", len(got))
 	}
 	if !SameGroup(rp, a, b) || MissingGroupKey(rp, missing) != "" {
@@ -439,7 +439,7 @@ func TestUsageSumsCountedRequests(t *testing.T) {
 		}
 		return p
 	}
-	counts, used := Usage(rp, []corev1.Pod{mk("a", 2, false), mk("b", 3, false), mk("gone", 4, true)}, func(string) *corev1.Node { return nil })
+	counts, used := Usage(rp, Pointers([]corev1.Pod{mk("a", 2, false), mk("b", 3, false), mk("gone", 4, true)}), func(string) *corev1.Node { return nil })
 	if counts[0] != 2 || used[0].Name(gpu, resource.DecimalSI).Value() != 5 || used[1] != nil {
 		t.Errorf("Usage = %v, %v; want 2 pods using 5 GPUs on unit 0 and nothing summed for unit 1", counts, used)
 	}

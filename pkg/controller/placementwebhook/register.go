@@ -43,12 +43,8 @@ func Register(mgr manager.Manager, reg prometheus.Registerer, opts Options) erro
 // manager's webhook server. The webhook server runs on every replica,
 // leader or not.
 func (w *Webhook) Register(mgr manager.Manager) error {
-	idx := mgr.GetFieldIndexer()
 	ctx := context.Background()
-	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexOccupiedNode, IndexOccupiedNodeFunc); err != nil {
-		return fmt.Errorf("indexing pods by node: %w", err)
-	}
-	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexPlacementID, IndexPlacementIDFunc); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPlacementID, IndexPlacementIDFunc); err != nil {
 		return fmt.Errorf("indexing pods by placement id: %w", err)
 	}
 	// Start the informers with the cache rather than on the first request,
@@ -64,6 +60,15 @@ func (w *Webhook) Register(mgr manager.Manager) error {
 	if err != nil {
 		return fmt.Errorf("starting the pod informer: %w", err)
 	}
+	// Reviews read pods through the informer's own indexes (podIndex).
+	indexed, ok := pods.(interface{ GetIndexer() toolscache.Indexer })
+	if !ok {
+		return fmt.Errorf("the manager's pod informer (%T) has no index to read", pods)
+	}
+	if err := pods.AddIndexers(podIndexers()); err != nil {
+		return fmt.Errorf("indexing pods by node: %w", err)
+	}
+	w.pods = indexed.GetIndexer()
 	release := func(obj any) {
 		if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 			obj = tomb.Obj
@@ -92,6 +97,17 @@ func (w *Webhook) Register(mgr manager.Manager) error {
 	}
 	mgr.GetWebhookServer().Register(Path, h)
 	return nil
+}
+
+// podIndexers are the indexes the webhook adds to the pod informer.
+func podIndexers() toolscache.Indexers {
+	return toolscache.Indexers{IndexOccupiedNode: func(obj any) ([]string, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return nil, nil
+		}
+		return IndexOccupiedNodeFunc(p), nil
+	}}
 }
 
 // Client-side rate limit of the shared-reservation client: one read and

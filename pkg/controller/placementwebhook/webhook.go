@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -76,6 +78,17 @@ type Webhook struct {
 	virtual rules.VirtualNodes
 	// auth, when set, is required of every client (see Options).
 	auth *ClientAuth
+	// pods is the pod informer's index (Register sets it); nil reads
+	// pods through reader's lists.
+	pods podIndex
+}
+
+// podIndex is an informer's index of pods. ByIndex hands out the cache's
+// own objects: a review reads the policy's pods and every pod on its
+// unit's nodes, and at fleet size copying each into a list was most of a
+// review's CPU and garbage. Nothing may write to what it returns.
+type podIndex interface {
+	ByIndex(indexName, indexedValue string) ([]any, error)
 }
 
 // Options configures the webhook.
@@ -336,6 +349,9 @@ func (w *Webhook) setPlacement(ctx context.Context, p *podPatch, pod *corev1.Pod
 		// of them, and spillway's keys below win regardless.
 		u := &rp.Spec.Units[d.Unit]
 		labels = mergeMarks(u.PodLabels, labels)
+		// The deletion cost the deletioncost controller would set: written
+		// here, a burst's pods need no patch each once they exist.
+		annotations[rules.AnnotationDeletionCost] = rules.FormatCost(rules.DeletionCost(len(rp.Spec.Units), d.Unit))
 		annotations = mergeMarks(u.PodAnnotations, annotations)
 	}
 	if d.Node != "" {
@@ -384,25 +400,20 @@ func mergeMarks(marks, own map[string]string) map[string]string {
 func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.ResourcePolicy, pod *corev1.Pod, req corev1.ResourceList, group string, inflight []rules.Reservation) (states []rules.UnitState, unitNodes [][]string, listed map[string]bool, err error) {
 	states = make([]rules.UnitState, len(rp.Spec.Units))
 	unitNodes = make([][]string, len(rp.Spec.Units))
-	// Every review reads the policy's pods and each unit node's pods: with
-	// deep copies that was most of a review's CPU at fleet size (50,000
-	// pods). The placement rules only read them, and the informer replaces
-	// cached objects rather than changing them, so the cache's own objects
-	// are read here without copying; nothing below may write to them.
-	var pods corev1.PodList
-	if err := w.reader.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, nil, nil, fmt.Errorf("listing selected pods: %w", err)
+	pods, err := w.selectedPods(ctx, rp)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	listed = make(map[string]bool, len(pods.Items))
-	for i := range pods.Items {
-		if id := pods.Items[i].Annotations[rules.AnnotationPlacementID]; id != "" {
+	listed = make(map[string]bool, len(pods))
+	for _, p := range pods {
+		if id := p.Annotations[rules.AnnotationPlacementID]; id != "" {
 			listed[id] = true
 		}
 	}
 	// With matchLabelKeys, max counts only the pods of the new pod's group.
-	pods.Items = rules.InGroup(rp, pods.Items, pod)
+	pods = rules.InGroup(rp, pods, pod)
 	nodeOf, nodeErr := w.nodeLookup(ctx)
-	counts, used := rules.Usage(rp, pods.Items, nodeOf)
+	counts, used := rules.Usage(rp, pods, nodeOf)
 	if nodeErr() != nil {
 		return nil, nil, nil, nodeErr()
 	}
@@ -427,7 +438,7 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 	needRoom := rules.NeedsRoom(&rp.Spec)
 	if rules.WaitsForTerminating(&rp.Spec) {
 		// The nodes were read for the counts already (w.node caches them).
-		for u, t := range rules.TerminatingUnits(rp, pods.Items, nodeOf) {
+		for u, t := range rules.TerminatingUnits(rp, pods, nodeOf) {
 			states[u].Terminating = t
 		}
 		if nodeErr() != nil {
@@ -481,7 +492,7 @@ func (w *Webhook) terminatingLive(ctx context.Context, rp *v1alpha1.ResourcePoli
 	}
 	nodeOf, nodeErr := w.nodeLookup(ctx)
 	changed := false
-	for u, t := range rules.TerminatingUnits(rp, rules.InGroup(rp, pods.Items, pod), nodeOf) {
+	for u, t := range rules.TerminatingUnits(rp, rules.InGroup(rp, rules.Pointers(pods.Items), pod), nodeOf) {
 		if t && !states[u].Terminating {
 			states[u].Terminating, changed = true, true
 		}
@@ -528,21 +539,67 @@ func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit) ([]rules.Node
 	out := make([]rules.NodeUsage, 0, len(nodes.Items))
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
-		var pods corev1.PodList
-		if err := w.reader.List(ctx, &pods, client.MatchingFields{IndexOccupiedNode: n.Name}, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, fmt.Errorf("listing pods on node %s: %w", n.Name, err)
-		}
-		claims := make([]*corev1.Pod, len(pods.Items))
-		for j := range pods.Items {
-			claims[j] = &pods.Items[j]
+		claims, err := w.podsOnNode(ctx, n.Name)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, rules.NodeUsage{Node: n, Pods: rules.Charged(claims, w.keys.Signed)})
 	}
 	return out, nil
 }
 
-// IndexOccupiedNodeFunc and IndexPlacementIDFunc compute the field indexes;
-// Register installs them on the manager's cache and tests on a fake client.
+// The placement rules only read pods, and the informer replaces cached
+// objects rather than changing them, so the two reads below hand out the
+// cache's own objects without copying: nothing may write to them.
+
+// selectedPods is the cached pods the policy selects.
+func (w *Webhook) selectedPods(ctx context.Context, rp *v1alpha1.ResourcePolicy) ([]*corev1.Pod, error) {
+	if w.pods == nil {
+		var pods corev1.PodList
+		if err := w.reader.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector), client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("listing selected pods: %w", err)
+		}
+		return rules.Pointers(pods.Items), nil
+	}
+	objs, err := w.pods.ByIndex(toolscache.NamespaceIndex, rp.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("reading the pods of namespace %s: %w", rp.Namespace, err)
+	}
+	sel := labels.SelectorFromSet(rp.Spec.Selector)
+	out := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok && sel.Matches(labels.Set(p.Labels)) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// podsOnNode is the cached pods that occupy the node (rules.OccupiedNode).
+func (w *Webhook) podsOnNode(ctx context.Context, node string) ([]*corev1.Pod, error) {
+	if w.pods == nil {
+		var pods corev1.PodList
+		if err := w.reader.List(ctx, &pods, client.MatchingFields{IndexOccupiedNode: node}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("listing pods on node %s: %w", node, err)
+		}
+		return rules.Pointers(pods.Items), nil
+	}
+	objs, err := w.pods.ByIndex(IndexOccupiedNode, node)
+	if err != nil {
+		return nil, fmt.Errorf("reading the pods on node %s: %w", node, err)
+	}
+	out := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// IndexOccupiedNodeFunc and IndexPlacementIDFunc compute the indexes;
+// Register installs them on the manager's cache (the first as the pod
+// informer's own index, see podIndex) and tests on a fake client.
 func IndexOccupiedNodeFunc(o client.Object) []string {
 	if n := rules.OccupiedNode(o.(*corev1.Pod)); n != "" {
 		return []string{n}

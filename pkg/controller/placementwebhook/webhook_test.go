@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -102,6 +103,23 @@ func newEnv(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) *env 
 		t.Fatal(err)
 	}
 	return &env{hook: hook, tracker: tr, clock: clk, metrics: hook.metrics, events: rec}
+}
+
+// readThroughIndex makes the webhook read pods as Register sets it up, from
+// an informer's indexes (here a store holding objs' pods), not the client.
+func (e *env) readThroughIndex(t *testing.T, objs ...client.Object) {
+	t.Helper()
+	indexers := podIndexers()
+	indexers[toolscache.NamespaceIndex] = toolscache.MetaNamespaceIndexFunc
+	idx := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, indexers)
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok {
+			if err := idx.Add(p.DeepCopy()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	e.hook.pods = idx
 }
 
 // testKeys stands in for the webhook's serving key.
@@ -236,57 +254,76 @@ func TestHandle(t *testing.T) {
 		}), gpuNode("onprem-1", onPremPool, 1), boundTo(predictor("old"), "onprem-1")}, predictor("p"), "0", "", ""},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, nil, c.objs...)
-			resp, placed := e.admit(t, c.pod)
-			if got := unitOf(placed); got != c.unit {
-				t.Fatalf("unit = %s, want %s (response %+v)", got, c.unit, resp.Result)
+		for _, indexed := range []bool{false, true} {
+			name := c.name
+			if indexed {
+				name += " (read through the informer's indexes)"
 			}
-			if c.denied != "" {
-				if !strings.Contains(resp.Result.Message, c.denied) {
-					t.Errorf("denial %q lacks %q", resp.Result.Message, c.denied)
+			t.Run(name, func(t *testing.T) {
+				e := newEnv(t, nil, c.objs...)
+				if indexed {
+					e.readThroughIndex(t, c.objs...)
 				}
-				if got := testutil.ToFloat64(e.metrics.Denied.WithLabelValues("default", "qwen-chat")); got != 1 {
-					t.Errorf("denied metric = %v", got)
+				resp, placed := e.admit(t, c.pod)
+				if got := unitOf(placed); got != c.unit {
+					t.Fatalf("unit = %s, want %s (response %+v)", got, c.unit, resp.Result)
 				}
-				return
-			}
-			if got := placed.Annotations[rules.AnnotationReservedNode]; got != c.node {
-				t.Errorf("reserved node = %q, want %q", got, c.node)
-			}
-			if c.unit == "unplaced" {
-				if len(resp.Patch) != 0 {
-					t.Errorf("expected no patch, got %s", resp.Patch)
+				if c.denied != "" {
+					if !strings.Contains(resp.Result.Message, c.denied) {
+						t.Errorf("denial %q lacks %q", resp.Result.Message, c.denied)
+					}
+					if got := testutil.ToFloat64(e.metrics.Denied.WithLabelValues("default", "qwen-chat")); got != 1 {
+						t.Errorf("denied metric = %v", got)
+					}
+					return
 				}
-				return
-			}
-			if placed.Labels[rules.LabelPolicy] != "qwen-chat" || !strings.HasPrefix(placed.Annotations[rules.AnnotationPlacementID], "req-") {
-				t.Errorf("labels %v annotations %v", placed.Labels, placed.Annotations)
-			}
-			if !testKeyring(t).Signed(placed) {
-				t.Errorf("placement %v %v is not signed", placed.Labels, placed.Annotations)
-			}
-			if placed.Labels["app"] != "isvc.qwen-predictor" {
-				t.Error("the pod's own labels must stay")
-			}
-			if got := testutil.ToFloat64(e.metrics.Placements.WithLabelValues("default", "qwen-chat", c.unit)); got != 1 {
-				t.Errorf("placements metric for unit %s = %v", c.unit, got)
-			}
-			aff := placed.Spec.Affinity
-			if c.unit == rules.UnitNone {
-				if aff != nil {
-					t.Errorf("a pod placed outside the units gets no affinity, got %+v", aff)
+				if got := placed.Annotations[rules.AnnotationReservedNode]; got != c.node {
+					t.Errorf("reserved node = %q, want %q", got, c.node)
 				}
-				return
-			}
-			rp := c.objs[0].(*v1alpha1.ResourcePolicy)
-			idx, _ := rules.UnitIndex(rp, c.unit)
-			pool := rp.Spec.Units[idx].NodeSelector[poolLabel]
-			terms := aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
-			if len(terms) != 1 || len(terms[0].MatchExpressions) != 1 || terms[0].MatchExpressions[0].Values[0] != pool {
-				t.Errorf("affinity terms = %+v, want one term pinning %s", terms, pool)
-			}
-		})
+				if c.unit == "unplaced" {
+					if len(resp.Patch) != 0 {
+						t.Errorf("expected no patch, got %s", resp.Patch)
+					}
+					return
+				}
+				if placed.Labels[rules.LabelPolicy] != "qwen-chat" || !strings.HasPrefix(placed.Annotations[rules.AnnotationPlacementID], "req-") {
+					t.Errorf("labels %v annotations %v", placed.Labels, placed.Annotations)
+				}
+				if !testKeyring(t).Signed(placed) {
+					t.Errorf("placement %v %v is not signed", placed.Labels, placed.Annotations)
+				}
+				if placed.Labels["app"] != "isvc.qwen-predictor" {
+					t.Error("the pod's own labels must stay")
+				}
+				if got := testutil.ToFloat64(e.metrics.Placements.WithLabelValues("default", "qwen-chat", c.unit)); got != 1 {
+					t.Errorf("placements metric for unit %s = %v", c.unit, got)
+				}
+				// The deletion cost comes with the placement (the one the
+				// deletioncost controller computes), except outside the
+				// units, where that controller decides from the node.
+				rp := c.objs[0].(*v1alpha1.ResourcePolicy)
+				wantCost := ""
+				if idx, ok := rules.UnitIndex(rp, c.unit); ok && idx != rules.Outside {
+					wantCost = rules.FormatCost(rules.DeletionCost(len(rp.Spec.Units), idx))
+				}
+				if got := placed.Annotations[rules.AnnotationDeletionCost]; got != wantCost {
+					t.Errorf("deletion cost = %q, want %q", got, wantCost)
+				}
+				aff := placed.Spec.Affinity
+				if c.unit == rules.UnitNone {
+					if aff != nil {
+						t.Errorf("a pod placed outside the units gets no affinity, got %+v", aff)
+					}
+					return
+				}
+				idx, _ := rules.UnitIndex(rp, c.unit)
+				pool := rp.Spec.Units[idx].NodeSelector[poolLabel]
+				terms := aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+				if len(terms) != 1 || len(terms[0].MatchExpressions) != 1 || terms[0].MatchExpressions[0].Values[0] != pool {
+					t.Errorf("affinity terms = %+v, want one term pinning %s", terms, pool)
+				}
+			})
+		}
 	}
 }
 

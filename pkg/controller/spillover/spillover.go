@@ -270,12 +270,12 @@ func (r *Reconciler) unitHasTerminating(ctx context.Context, rp *v1alpha1.Resour
 	return terminating[unit], nodeErr
 }
 
-func (r *Reconciler) selected(ctx context.Context, rp *v1alpha1.ResourcePolicy) ([]corev1.Pod, error) {
+func (r *Reconciler) selected(ctx context.Context, rp *v1alpha1.ResourcePolicy) ([]*corev1.Pod, error) {
 	var pods corev1.PodList
 	if err := r.client.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector)); err != nil {
 		return nil, fmt.Errorf("listing selected pods: %w", err)
 	}
-	return pods.Items, nil
+	return placement.Pointers(pods.Items), nil
 }
 
 // nodeOf reads nodes by name; a node that is gone is nil, other errors
