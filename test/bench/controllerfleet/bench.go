@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/spillway-dev/spillway/internal/localcluster"
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
@@ -35,8 +37,10 @@ const (
 	// binder is the scheduler the fleet's pods name: none runs, and the
 	// benchmark binds them itself.
 	binder = "spillway-bench-binder"
-	// burstLabel marks the pods of one burst (its index).
-	burstLabel = "bench.spillway.dev/burst"
+	// burstLabel marks the pods of one burst (its index). Not under
+	// spillway.dev: the webhook strips such keys from pods, and a
+	// Deployment selecting on one would never own its pods.
+	burstLabel = "spillway-bench/burst"
 )
 
 type bench struct {
@@ -279,6 +283,9 @@ func (b *bench) createNamespacesAndPolicies(ctx context.Context, cfg *rest.Confi
 	if err != nil {
 		return err
 	}
+	// The client logs nothing this program wants; without a logger
+	// controller-runtime prints a stack trace saying so.
+	ctrllog.SetLogger(logr.Discard())
 	cl, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
@@ -340,7 +347,7 @@ func predictorPod(ns string, j int, name string) *corev1.Pod {
 		{Name: "K_REVISION", Value: isvc + "-predictor-00001"},
 		{Name: "K_CONFIGURATION", Value: isvc + "-predictor"},
 		{Name: "K_SERVICE", Value: isvc + "-predictor"},
-		{Name: "STORAGE_URI", Value: "pvc://models/qwen2.5-7b-instruct"},
+		{Name: "STORAGE_URI", Value: "s3://models/qwen2.5-7b-instruct"},
 		{Name: "HF_HUB_OFFLINE", Value: "1"},
 		{Name: "VLLM_WORKER_MULTIPROC_METHOD", Value: "spawn"},
 	}
@@ -402,7 +409,10 @@ func predictorPod(ns string, j int, name string) *corev1.Pod {
 				},
 			},
 			Volumes: []corev1.Volume{
-				{Name: "models", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "models", ReadOnly: true}}},
+				// Where KServe's storage initializer downloads an s3:// model:
+				// an emptyDir, which (unlike a claim that does not exist
+				// here) lets kube-scheduler bind the burst pods.
+				{Name: "models", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "shm", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 			},
 		},
