@@ -1,19 +1,15 @@
 package controller
 
 import (
-	"maps"
-	"slices"
-	"strings"
-	"sync"
-	"unique"
-
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/spillway-dev/spillway/pkg/intern"
 	"github.com/spillway-dev/spillway/pkg/placement"
 )
 
@@ -52,19 +48,16 @@ const maxSharedSets = 4096
 // PodSlimmer makes the slim pods of one cache (see Slim). Pods made from
 // one template carry the same labels and ask for the same resources, so
 // identical label sets and request lists are shared between its slim pods
-// rather than held once per pod; its tables of them are bounded, and a
-// full one starts over (the sets already shared stay with their pods).
+// (pkg/intern) rather than held once per pod.
 type PodSlimmer struct {
-	max      int
-	mu       sync.Mutex
-	labels   map[string]map[string]string
-	requests map[string]corev1.ResourceList
+	labels   *intern.Table[map[string]string]
+	requests *intern.Table[corev1.ResourceList]
 }
 
 // NewPodSlimmer returns a PodSlimmer sharing up to max label sets and max
 // request lists (0: none).
 func NewPodSlimmer(maxShared int) *PodSlimmer {
-	return &PodSlimmer{max: maxShared, labels: map[string]map[string]string{}, requests: map[string]corev1.ResourceList{}}
+	return &PodSlimmer{labels: intern.NewTable[map[string]string](maxShared), requests: intern.NewTable[corev1.ResourceList](maxShared)}
 }
 
 // Slim is a cache transform keeping of a pod what pkg/placement and the
@@ -100,26 +93,26 @@ func (s *PodSlimmer) Slim(in any) (any, error) {
 		return in, nil
 	}
 	meta := slimMeta(&p.ObjectMeta)
-	meta.Labels = shared(s, s.labels, labelsKey(meta.Labels), meta.Labels)
+	meta.Labels = intern.ShareLabels(s.labels, meta.Labels)
 	req := effectiveRequests(p)
-	req = shared(s, s.requests, requestsKey(req), req)
+	req = s.requests.Share(intern.Key(req, func(q resource.Quantity) string { return q.String() }), req)
 	out := &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
 		ObjectMeta: meta,
 		Spec: corev1.PodSpec{
-			NodeName:         intern(p.Spec.NodeName),
+			NodeName:         intern.String(p.Spec.NodeName),
 			Containers:       []corev1.Container{{Name: slimContainerName, Resources: corev1.ResourceRequirements{Requests: req}}},
 			Priority:         p.Spec.Priority,
 			PreemptionPolicy: p.Spec.PreemptionPolicy,
 		},
 		Status: corev1.PodStatus{
 			Phase:             p.Status.Phase,
-			NominatedNodeName: intern(p.Status.NominatedNodeName),
+			NominatedNodeName: intern.String(p.Status.NominatedNodeName),
 		},
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled {
-			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status, Reason: intern(c.Reason)}}
+			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status, Reason: intern.String(c.Reason)}}
 			break
 		}
 	}
@@ -128,58 +121,6 @@ func (s *PodSlimmer) Slim(in any) (any, error) {
 
 // slimContainerName names the one container of a slim pod.
 const slimContainerName = "requests"
-
-// shared is the value table holds under key, or v after storing it there;
-// an empty key (nothing to share) gives v.
-func shared[V any](s *PodSlimmer, table map[string]V, key string, v V) V {
-	if key == "" || s.max <= 0 {
-		return v
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if have, ok := table[key]; ok {
-		return have
-	}
-	if len(table) >= s.max {
-		clear(table)
-	}
-	table[key] = v
-	return v
-}
-
-// labelsKey and requestsKey spell a label set and a request list the same
-// way whatever their maps' order ("" for none). A NUL cannot appear in a
-// label key or value, nor in a resource name.
-func labelsKey(m map[string]string) string {
-	if len(m) == 0 {
-		return ""
-	}
-	keys := slices.Sorted(maps.Keys(m))
-	var b strings.Builder
-	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(m[k])
-		b.WriteByte(0)
-	}
-	return b.String()
-}
-
-func requestsKey(r corev1.ResourceList) string {
-	if len(r) == 0 {
-		return ""
-	}
-	keys := slices.Sorted(maps.Keys(r))
-	var b strings.Builder
-	for _, k := range keys {
-		q := r[k]
-		b.WriteString(string(k))
-		b.WriteByte(0)
-		b.WriteString(q.String())
-		b.WriteByte(0)
-	}
-	return b.String()
-}
 
 // effectiveRequests is what the pod asks a node for, nil when nothing.
 // A slim pod is slimmed again on a relist: its one container's requests
@@ -237,20 +178,20 @@ func SlimDeployment(in any) (any, error) {
 func slimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 	out := metav1.ObjectMeta{
 		Name:              m.Name,
-		Namespace:         intern(m.Namespace),
+		Namespace:         intern.String(m.Namespace),
 		UID:               m.UID,
 		ResourceVersion:   m.ResourceVersion,
 		Generation:        m.Generation,
 		CreationTimestamp: m.CreationTimestamp,
 		DeletionTimestamp: m.DeletionTimestamp,
-		Labels:            internMap(m.Labels, nil),
-		Annotations:       internMap(m.Annotations, uniqueAnnotation),
+		Labels:            intern.Map(m.Labels, nil),
+		Annotations:       intern.Map(m.Annotations, uniqueAnnotation),
 	}
 	if len(m.OwnerReferences) > 0 {
 		out.OwnerReferences = make([]metav1.OwnerReference, len(m.OwnerReferences))
 		for i, r := range m.OwnerReferences {
 			out.OwnerReferences[i] = metav1.OwnerReference{
-				APIVersion: intern(r.APIVersion), Kind: intern(r.Kind), Name: intern(r.Name), UID: types.UID(intern(string(r.UID))),
+				APIVersion: intern.String(r.APIVersion), Kind: intern.String(r.Kind), Name: intern.String(r.Name), UID: types.UID(intern.String(string(r.UID))),
 				Controller: r.Controller, BlockOwnerDeletion: r.BlockOwnerDeletion,
 			}
 		}
@@ -262,30 +203,4 @@ func slimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 // to pod.
 func uniqueAnnotation(key string) bool {
 	return key == placement.AnnotationPlacementID || key == placement.AnnotationSignature
-}
-
-// internMap is a copy of m, sized to it, with its keys interned and its
-// values too, except those of the keys unique reports (nil: none); nil
-// stays nil.
-func internMap(m map[string]string, unique func(key string) bool) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		if unique == nil || !unique(k) {
-			v = intern(v)
-		}
-		out[intern(k)] = v
-	}
-	return out
-}
-
-// intern is the one shared copy of s. unique's handles are weak: a string
-// no cached object holds any more is dropped from its table.
-func intern(s string) string {
-	if s == "" {
-		return ""
-	}
-	return unique.Make(s).Value()
 }

@@ -269,8 +269,8 @@ func TestPodSlimmerShares(t *testing.T) {
 	// The tables are full (2 sets each): a third set starts them over,
 	// and pods slimmed before keep what they hold.
 	d := slim(s, fullPod(func(p *corev1.Pod) { p.Labels["tier"] = "bronze" }))
-	if d.Labels["tier"] != "bronze" || a.Labels["tier"] != "gold" || len(s.labels) != 1 {
-		t.Errorf("after the tables filled: labels %v and %v, %d label sets held", d.Labels, a.Labels, len(s.labels))
+	if d.Labels["tier"] != "bronze" || a.Labels["tier"] != "gold" || s.labels.Len() != 1 {
+		t.Errorf("after the tables filled: labels %v and %v, %d label sets held", d.Labels, a.Labels, s.labels.Len())
 	}
 
 	// Without sharing, every pod holds its own.

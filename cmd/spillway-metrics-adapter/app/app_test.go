@@ -12,6 +12,7 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/spillway-dev/spillway/pkg/intern"
 	"github.com/spillway-dev/spillway/pkg/version"
 )
 
@@ -183,6 +184,7 @@ func TestSlimPod(t *testing.T) {
 		Spec:   corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "c", Image: "i"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", StartTime: &started},
 	}
+	slimPod := slimPods(intern.NewTable[map[string]string](maxSharedLabelSets))
 	out, err := slimPod(in)
 	if err != nil {
 		t.Fatal(err)
