@@ -58,6 +58,9 @@ type options struct {
 	policiesPerNamespace  int
 	pods                  int
 	pools, nodesPerPool   int
+	// memoryLimitMiB runs the measured controllers as under a container
+	// memory limit of this many MiB (0: none).
+	memoryLimitMiB int
 	cloudNodes            int
 	createConcurrency     int
 	burst, bursts         int
@@ -106,6 +109,9 @@ func (o *options) validate() error {
 	if o.settle <= 0 {
 		errs = append(errs, fmt.Errorf("--settle must be positive, got %s", o.settle))
 	}
+	if o.memoryLimitMiB < 0 {
+		errs = append(errs, fmt.Errorf("--memory-limit-mib must not be negative, got %d", o.memoryLimitMiB))
+	}
 	if o.burstGap < 0 {
 		errs = append(errs, fmt.Errorf("--burst-gap must not be negative, got %s", o.burstGap))
 	}
@@ -144,6 +150,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.concurrency, "concurrency", 50, "Burst pod creations in flight at once.")
 	fs.DurationVar(&o.settle, "settle", 5*time.Minute, "Longest wait after the controller is ready for it to go idle (its startup reconciles done) before memory is read.")
 	fs.DurationVar(&o.burstGap, "burst-gap", 10*time.Second, "Wait after a burst's pods are gone before the next burst.")
+	fs.IntVar(&o.memoryLimitMiB, "memory-limit-mib", 512, "Run the measured controllers as under a container memory limit of this many MiB (the chart's default is 512): GOMEMLIMIT at 90 % of it, as the binary sets from its cgroup's limit (0: no limit, the Go runtime's defaults).")
 	fs.BoolVar(&o.profile, "profile", false, "Run the controller from --bin-dir with --pprof-bind-address, save its CPU profile over the first 5 s of the first burst (cpu-<n>.pprof in --out) and its heap profile after the bursts (heap-<n>.pprof), and add the tops of both to the report.")
 	fs.BoolVar(&o.keepDir, "keep-dir", false, "Keep the cluster directory (logs) after the run.")
 	if err := fs.Parse(args); err != nil {

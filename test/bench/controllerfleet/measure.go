@@ -74,7 +74,19 @@ type burstResult struct {
 // runs the bursts against it and stops it.
 func (b *bench) measure(ctx context.Context, cb controllerBin, idx int) (r controllerRun, err error) {
 	r.name = cb.name
-	var extra []string
+	// As the chart runs it: its default verbosity (at --v=1 the test
+	// framework's controllers log every placement, CPU the chart does not
+	// spend) and the memory limit the binary reads from its cgroup.
+	extra := []string{"--v=0"}
+	if b.o.memoryLimitMiB > 0 {
+		// The controller inherits the environment; nothing else starts
+		// while it is set.
+		limit := fmt.Sprintf("%dMiB", b.o.memoryLimitMiB*9/10)
+		if err := os.Setenv("GOMEMLIMIT", limit); err != nil {
+			return r, err
+		}
+		defer os.Unsetenv("GOMEMLIMIT")
+	}
 	pprofAddr := ""
 	if cb.profile {
 		port, err := localcluster.FreePort()

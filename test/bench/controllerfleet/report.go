@@ -72,6 +72,12 @@ func (r report) markdown() string {
 		o.createConcurrency, f.unplaced, f.running.Round(time.Second))
 
 	b.WriteString("## Memory\n\n")
+	if o.memoryLimitMiB > 0 {
+		fmt.Fprintf(&b, "Each controller runs as under a %d MiB container memory limit (GOMEMLIMIT=%dMiB, 90 %% of it, as the binary sets from its cgroup), at the chart's default verbosity (--v=0).\n\n",
+			o.memoryLimitMiB, o.memoryLimitMiB*9/10)
+	} else {
+		b.WriteString("Each controller runs with no memory limit (the Go runtime's defaults: GOGC=100, no GOMEMLIMIT), at the chart's default verbosity (--v=0).\n\n")
+	}
 	b.WriteString("| controller | to ready | startup reconciles done | RSS settled | peak RSS at settle (VmHWM) | Go heap in use settled | Go runtime from OS | largest RSS sampled, bursts included | VmHWM at end | Go heap in use after bursts |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, run := range r.runs {
