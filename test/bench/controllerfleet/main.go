@@ -60,16 +60,16 @@ type options struct {
 	pools, nodesPerPool   int
 	// memoryLimitMiB runs the measured controllers as under a container
 	// memory limit of this many MiB (0: none).
-	memoryLimitMiB int
-	cloudNodes            int
-	createConcurrency     int
-	burst, bursts         int
-	burstModes            []string
-	concurrency           int
-	settle                time.Duration
-	burstGap              time.Duration
-	profile               bool
-	keepDir               bool
+	memoryLimitMiB    int
+	cloudNodes        int
+	createConcurrency int
+	burst, bursts     int
+	burstModes        []string
+	concurrency       int
+	settle            time.Duration
+	burstGap          time.Duration
+	profile           bool
+	keepDir           bool
 }
 
 func (o *options) validate() error {
