@@ -21,9 +21,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/spillway-dev/spillway/pkg/apis/spillway/v1alpha1"
@@ -104,14 +106,18 @@ func Register(mgr ctrl.Manager, reg prometheus.Registerer, opts Options) error {
 }
 
 // Register adds the controller to the manager (leader only). A policy change
-// re-ranks every pod it selects. Every pod update is reconciled, so an
-// unplaced pod is adopted as soon as the scheduler binds it, and a new
-// leader adopts, on its first list, what was admitted while none ran.
+// re-ranks every pod it selects; a change of its status alone does not (the
+// costs come from its spec, and in a burst the status changes with every
+// pod: re-ranking all of the policy's pods each time made a burst's work
+// grow with its square). Every pod update is reconciled, so an unplaced pod
+// is adopted as soon as the scheduler binds it, and a new leader adopts, on
+// its first list, what was admitted while none ran.
 func (r *Reconciler) Register(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("deletioncost").
 		For(&corev1.Pod{}).
-		Watches(&v1alpha1.ResourcePolicy{}, handler.EnqueueRequestsFromMapFunc(r.podsOf)).
+		Watches(&v1alpha1.ResourcePolicy{}, handler.EnqueueRequestsFromMapFunc(r.podsOf),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)
 }
 

@@ -22,6 +22,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -50,6 +52,9 @@ type Options struct {
 type Collector struct {
 	reader  client.Reader
 	onError func(error)
+	// pods is the pod informer's store (Register sets it); nil lists pods
+	// through reader.
+	pods informerStore
 
 	unitPods                                   *prometheus.Desc
 	desired, current, minReplicas, maxReplicas *prometheus.Desc
@@ -98,8 +103,56 @@ func Register(mgr manager.Manager, reg prometheus.Registerer, opts Options) erro
 		log := mgr.GetLogger().WithName("fleetmetrics")
 		opts.OnError = func(err error) { log.Error(err, "fleet metrics incomplete for this scrape") }
 	}
-	_, err := New(mgr.GetCache(), reg, opts)
-	return err
+	c, err := New(mgr.GetCache(), reg, opts)
+	if err != nil {
+		return err
+	}
+	inf, err := mgr.GetCache().GetInformer(context.Background(), &corev1.Pod{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("fleetmetrics: the pod informer: %w", err)
+	}
+	store, ok := inf.(interface{ GetIndexer() toolscache.Indexer })
+	if !ok {
+		return fmt.Errorf("fleetmetrics: the manager's pod informer (%T) has no store to read", inf)
+	}
+	c.pods = store.GetIndexer()
+	return nil
+}
+
+// informerStore is an informer's store of pods. List hands out the cache's own
+// objects: a scrape counts every placed pod, and listing them through the
+// cache's reader copies each into a list (62 MB of garbage per scrape and
+// most of its CPU at 50,000 pods). Nothing may write to what it returns.
+type informerStore interface {
+	List() []any
+}
+
+// placedPods calls f with every cached pod that carries both placement
+// labels.
+func (c *Collector) placedPods(ctx context.Context, f func(*corev1.Pod)) error {
+	if c.pods == nil {
+		var pods corev1.PodList
+		if err := c.reader.List(ctx, &pods, client.HasLabels{placement.LabelPolicy, placement.LabelUnit}, client.UnsafeDisableDeepCopy); err != nil {
+			return fmt.Errorf("listing placed pods: %w", err)
+		}
+		for i := range pods.Items {
+			f(&pods.Items[i])
+		}
+		return nil
+	}
+	for _, o := range c.pods.List() {
+		p, ok := o.(*corev1.Pod)
+		if !ok {
+			continue
+		}
+		if _, ok := p.Labels[placement.LabelPolicy]; !ok {
+			continue
+		}
+		if _, ok := p.Labels[placement.LabelUnit]; ok {
+			f(p)
+		}
+	}
+	return nil
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
@@ -130,9 +183,9 @@ type unitKey struct {
 	phase  corev1.PodPhase
 }
 
-// collectUnits counts placed pods by policy, unit and phase with one list
-// of the pods that carry both placement labels. The lists skip the cache's
-// deep copy: the objects are only read, and at 50,000 pods the copies
+// collectUnits counts placed pods by policy, unit and phase in one pass
+// over the pods that carry both placement labels. The reads skip the
+// cache's copies: the objects are only read, and at 50,000 pods the copies
 // would be most of the scrape's cost.
 func (c *Collector) collectUnits(ctx context.Context, ch chan<- prometheus.Metric) error {
 	var policies v1alpha1.ResourcePolicyList
@@ -159,18 +212,15 @@ func (c *Collector) collectUnits(ctx context.Context, ch chan<- prometheus.Metri
 		known[k] = seen
 	}
 
-	var pods corev1.PodList
-	if err := c.reader.List(ctx, &pods, client.HasLabels{placement.LabelPolicy, placement.LabelUnit}, client.UnsafeDisableDeepCopy); err != nil {
-		return fmt.Errorf("listing placed pods: %w", err)
-	}
 	counts := map[unitKey]int{}
-	for i := range pods.Items {
-		pod := &pods.Items[i]
+	if err := c.placedPods(ctx, func(pod *corev1.Pod) {
 		k := policyKey{pod.Namespace, pod.Labels[placement.LabelPolicy]}
 		unit := pod.Labels[placement.LabelUnit]
 		if known[k][unit] {
 			counts[unitKey{k, unit, pod.Status.Phase}]++
 		}
+	}); err != nil {
+		return err
 	}
 
 	for i := range policies.Items {
