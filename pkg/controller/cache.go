@@ -92,10 +92,9 @@ func (s *PodSlimmer) Slim(in any) (any, error) {
 	if !ok {
 		return in, nil
 	}
-	meta := slimMeta(&p.ObjectMeta)
-	meta.Labels = intern.ShareLabels(s.labels, meta.Labels)
+	meta := slimMeta(&p.ObjectMeta, intern.ShareLabels(s.labels, p.Labels))
 	req := effectiveRequests(p)
-	req = s.requests.Share(intern.Key(req, func(q resource.Quantity) string { return q.String() }), req)
+	req = s.requests.Share(intern.Key(req, func(q resource.Quantity) string { return q.String() }), func() corev1.ResourceList { return req })
 	out := &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
 		ObjectMeta: meta,
@@ -144,7 +143,7 @@ func SlimNode(in any) (any, error) {
 	if !ok {
 		return in, nil
 	}
-	meta := slimMeta(&n.ObjectMeta)
+	meta := slimMeta(&n.ObjectMeta, intern.Map(n.Labels, nil))
 	// Nothing reads a node's annotations, and autoscalers and CNIs put
 	// long ones there.
 	meta.Annotations = nil
@@ -167,15 +166,17 @@ func SlimDeployment(in any) (any, error) {
 	}
 	return &appsv1.Deployment{
 		TypeMeta:   d.TypeMeta,
-		ObjectMeta: slimMeta(&d.ObjectMeta),
+		ObjectMeta: slimMeta(&d.ObjectMeta, intern.Map(d.Labels, nil)),
 		Spec:       appsv1.DeploymentSpec{Selector: d.Spec.Selector},
 	}, nil
 }
 
 // slimMeta is the object metadata without managed fields and finalizers,
-// its shared strings interned. The placement ID and signature annotations
-// are unique to each pod, so interning them would only add a table entry.
-func slimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+// its shared strings interned, with the given labels (the caller's
+// interned or shared copy of m's). The placement ID and signature
+// annotations are unique to each pod, so interning them would only add a
+// table entry.
+func slimMeta(m *metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta {
 	out := metav1.ObjectMeta{
 		Name:              m.Name,
 		Namespace:         intern.String(m.Namespace),
@@ -184,7 +185,7 @@ func slimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 		Generation:        m.Generation,
 		CreationTimestamp: m.CreationTimestamp,
 		DeletionTimestamp: m.DeletionTimestamp,
-		Labels:            intern.Map(m.Labels, nil),
+		Labels:            labels,
 		Annotations:       intern.Map(m.Annotations, uniqueAnnotation),
 	}
 	if len(m.OwnerReferences) > 0 {

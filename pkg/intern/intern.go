@@ -58,11 +58,12 @@ func NewTable[V any](maxValues int) *Table[V] {
 	return &Table[V]{max: maxValues, values: map[string]V{}}
 }
 
-// Share is the value held under key, or v after holding it there; an empty
-// key (nothing to share) gives v.
-func (t *Table[V]) Share(key string, v V) V {
+// Share is the value held under key, or the one value makes after holding
+// it there (value is called only then); an empty key (nothing to share)
+// gives value's.
+func (t *Table[V]) Share(key string, value func() V) V {
 	if t == nil || key == "" || t.max <= 0 {
-		return v
+		return value()
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -72,6 +73,7 @@ func (t *Table[V]) Share(key string, v V) V {
 	if len(t.values) >= t.max {
 		clear(t.values)
 	}
+	v := value()
 	t.values[key] = v
 	return v
 }
@@ -103,7 +105,8 @@ func Key[K ~string, V any](m map[K]V, value func(V) string) string {
 	return b.String()
 }
 
-// ShareLabels is the label set m as the one copy t holds of it.
+// ShareLabels is the label set m as the one copy t holds of it; a set t
+// does not hold yet is copied and interned (Map) first, only then.
 func ShareLabels(t *Table[map[string]string], m map[string]string) map[string]string {
-	return t.Share(Key(m, func(v string) string { return v }), m)
+	return t.Share(Key(m, func(v string) string { return v }), func() map[string]string { return Map(m, nil) })
 }

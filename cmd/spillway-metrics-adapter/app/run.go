@@ -203,7 +203,7 @@ func slimPods(labels *intern.Table[map[string]string]) func(obj any) (any, error
 				Namespace:         intern.String(pod.Namespace),
 				UID:               pod.UID,
 				ResourceVersion:   pod.ResourceVersion,
-				Labels:            intern.ShareLabels(labels, intern.Map(pod.Labels, nil)),
+				Labels:            intern.ShareLabels(labels, pod.Labels),
 				DeletionTimestamp: pod.DeletionTimestamp,
 			},
 			Spec:   corev1.PodSpec{NodeName: intern.String(pod.Spec.NodeName)},
