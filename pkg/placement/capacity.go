@@ -138,6 +138,9 @@ func Charged(pods []*corev1.Pod, signed func(*corev1.Pod) bool) []*corev1.Pod {
 type NodeUsage struct {
 	Node *corev1.Node
 	Pods []*corev1.Pod
+	// Taken, when set, is what pods not in Pods take on the node, summed
+	// ahead (a Ledger's bound pods); Pods then holds the rest.
+	Taken corev1.ResourceList
 }
 
 // free is what each node (in the given order) has left after the pods that
@@ -169,6 +172,7 @@ func free(nodes []NodeUsage, inflight []Reservation) []corev1.ResourceList {
 		if out[i] == nil {
 			out[i] = corev1.ResourceList{}
 		}
+		take(out[i], u.Taken)
 		index[u.Node.Name] = i
 	}
 	type waiting struct {
@@ -304,11 +308,12 @@ func priority(p *corev1.Pod) int32 {
 }
 
 // WithoutPreemptible is nodes less the pods that pod could preempt there:
-// the room it would have under preemptPolicy BeforeNextUnit.
+// the room it would have under preemptPolicy BeforeNextUnit. It needs every
+// pod: a node's Taken is kept as it is.
 func WithoutPreemptible(nodes []NodeUsage, pod *corev1.Pod) []NodeUsage {
 	out := make([]NodeUsage, len(nodes))
 	for i, u := range nodes {
-		out[i] = NodeUsage{Node: u.Node}
+		out[i] = NodeUsage{Node: u.Node, Taken: u.Taken}
 		for _, p := range u.Pods {
 			if !Preempts(pod, p) {
 				out[i].Pods = append(out[i].Pods, p)

@@ -54,8 +54,6 @@ func (w *Webhook) Register(mgr manager.Manager) error {
 			return fmt.Errorf("starting the %T informer: %w", obj, err)
 		}
 	}
-	// A reservation stands in for its pod only until the cache shows the
-	// pod (or its deletion).
 	pods, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{}, cache.BlockUntilSynced(false))
 	if err != nil {
 		return fmt.Errorf("starting the pod informer: %w", err)
@@ -69,23 +67,14 @@ func (w *Webhook) Register(mgr manager.Manager) error {
 		return fmt.Errorf("indexing pods by node: %w", err)
 	}
 	w.pods = indexed.GetIndexer()
-	release := func(obj any) {
-		if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = tomb.Obj
-		}
-		if p, ok := obj.(*corev1.Pod); ok {
-			if id := p.Annotations[rules.AnnotationPlacementID]; id != "" {
-				w.tracker.Release(id)
-			}
-		}
-	}
-	if _, err := pods.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    release,
-		UpdateFunc: func(_, obj any) { release(obj) },
-		DeleteFunc: release,
-	}); err != nil {
+	w.ledger = rules.NewLedger()
+	handler, err := pods.AddEventHandler(w.podEvents())
+	if err != nil {
 		return fmt.Errorf("watching pods for placed ones: %w", err)
 	}
+	// Until the handler has been handed every pod of the first list, the
+	// ledger is short of pods: reviews add up each node's pods meanwhile.
+	w.ledgerSynced = handler.HasSynced
 	shared, err := reservationClient(mgr)
 	if err != nil {
 		return err
@@ -97,6 +86,45 @@ func (w *Webhook) Register(mgr manager.Manager) error {
 	}
 	mgr.GetWebhookServer().Register(Path, h)
 	return nil
+}
+
+// podEvents keeps the ledger's node sums and drops reservations: a
+// reservation stands in for its pod only until the cache shows the pod (or
+// its deletion). The ledger is updated first, so that the pod's room is
+// counted before its reservation goes.
+func (w *Webhook) podEvents() toolscache.ResourceEventHandlerFuncs {
+	podOf := func(obj any) *corev1.Pod {
+		if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		p, _ := obj.(*corev1.Pod)
+		return p
+	}
+	release := func(p *corev1.Pod) {
+		if p == nil {
+			return
+		}
+		if id := p.Annotations[rules.AnnotationPlacementID]; id != "" {
+			w.tracker.Release(id)
+		}
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			p := podOf(obj)
+			w.ledger.Update(nil, p)
+			release(p)
+		},
+		UpdateFunc: func(old, obj any) {
+			p := podOf(obj)
+			w.ledger.Update(podOf(old), p)
+			release(p)
+		},
+		DeleteFunc: func(obj any) {
+			p := podOf(obj)
+			w.ledger.Update(p, nil)
+			release(p)
+		},
+	}
 }
 
 // podIndexers are the indexes the webhook adds to the pod informer.

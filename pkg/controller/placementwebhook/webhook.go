@@ -81,6 +81,12 @@ type Webhook struct {
 	// pods is the pod informer's index (Register sets it); nil reads
 	// pods through reader's lists.
 	pods podIndex
+	// ledger sums each node's bound pods from the pod informer's events
+	// (Register sets it); nil adds up the pods on a node at each review.
+	ledger *rules.Ledger
+	// ledgerSynced reports whether the ledger has been handed the first
+	// list of pods; nil means it was built complete (tests).
+	ledgerSynced func() bool
 }
 
 // podIndex is an informer's index of pods. ByIndex hands out the cache's
@@ -258,6 +264,13 @@ func (w *Webhook) place(ctx context.Context, req admission.Request, pod *corev1.
 
 	var seenErr error
 	tx := w.tracker.BeginPolicy(key, func(id string) bool {
+		if w.useLedger() {
+			// The node sums come from the ledger, which the informer's
+			// handler updates after its index: a reservation must stand
+			// until the ledger holds its pod, or the pod's room goes
+			// uncounted in between.
+			return w.ledger.Holds(id)
+		}
 		var pods corev1.PodList
 		if err := w.reader.List(ctx, &pods, client.MatchingFields{IndexPlacementID: id}, client.UnsafeDisableDeepCopy); err != nil {
 			seenErr = err
@@ -451,11 +464,12 @@ func (w *Webhook) unitStates(ctx context.Context, tx *rules.Txn, rp *v1alpha1.Re
 		if !needRoom || rules.Kind(&rp.Spec.Units[i]) != rules.FixedUnit {
 			continue
 		}
-		usage, err := w.unitNodes(ctx, &rp.Spec.Units[i])
+		preempts := rules.PreemptsBeforeNextUnit(&rp.Spec)
+		usage, err := w.unitNodes(ctx, &rp.Spec.Units[i], preempts)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if rules.PreemptsBeforeNextUnit(&rp.Spec) {
+		if preempts {
 			// The scheduler makes this room by preempting: the pod is
 			// pinned to the unit and the victims' room is reserved for it.
 			usage = rules.WithoutPreemptible(usage, pod)
@@ -528,10 +542,17 @@ func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name 
 	return n, nil
 }
 
+// useLedger reports whether node room is read from the ledger.
+func (w *Webhook) useLedger() bool {
+	return w.ledger != nil && (w.ledgerSynced == nil || w.ledgerSynced())
+}
+
 // unitNodes lists the unit's nodes with the pods charged to each: those
 // bound or nominated there, and those waiting on a reservation there that
-// spillway signed.
-func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit) ([]rules.NodeUsage, error) {
+// spillway signed. From the ledger, the bound pods come summed (Taken);
+// everyPod asks for each of them instead (preemption weighs them one by
+// one).
+func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit, everyPod bool) ([]rules.NodeUsage, error) {
 	var nodes corev1.NodeList
 	if err := w.reader.List(ctx, &nodes, client.MatchingLabels(u.NodeSelector), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing unit nodes: %w", err)
@@ -539,6 +560,11 @@ func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit) ([]rules.Node
 	out := make([]rules.NodeUsage, 0, len(nodes.Items))
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
+		if w.useLedger() && !everyPod {
+			taken, waiting := w.ledger.Node(n.Name)
+			out = append(out, rules.NodeUsage{Node: n, Taken: taken, Pods: rules.Charged(waiting, w.keys.Signed)})
+			continue
+		}
 		claims, err := w.podsOnNode(ctx, n.Name)
 		if err != nil {
 			return nil, err

@@ -106,17 +106,22 @@ func newEnv(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) *env 
 }
 
 // readThroughIndex makes the webhook read pods as Register sets it up, from
-// an informer's indexes (here a store holding objs' pods), not the client.
+// an informer's indexes (here a store holding objs' pods) and a ledger fed
+// its events, not the client.
 func (e *env) readThroughIndex(t *testing.T, objs ...client.Object) {
 	t.Helper()
 	indexers := podIndexers()
 	indexers[toolscache.NamespaceIndex] = toolscache.MetaNamespaceIndexFunc
 	idx := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, indexers)
+	e.hook.ledger = rules.NewLedger()
+	events := e.hook.podEvents()
 	for _, o := range objs {
 		if p, ok := o.(*corev1.Pod); ok {
-			if err := idx.Add(p.DeepCopy()); err != nil {
+			p = p.DeepCopy()
+			if err := idx.Add(p); err != nil {
 				t.Fatal(err)
 			}
+			events.OnAdd(p, true)
 		}
 	}
 	e.hook.pods = idx
