@@ -67,6 +67,15 @@ func (w *Webhook) Register(mgr manager.Manager) error {
 		return fmt.Errorf("indexing pods by node: %w", err)
 	}
 	w.pods = indexed.GetIndexer()
+	nodes, err := mgr.GetCache().GetInformer(ctx, &corev1.Node{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("starting the node informer: %w", err)
+	}
+	nodeStore, ok := nodes.(interface{ GetStore() toolscache.Store })
+	if !ok {
+		return fmt.Errorf("the manager's node informer (%T) has no store to read", nodes)
+	}
+	w.nodes = nodeStore.GetStore()
 	w.ledger = rules.NewLedger()
 	handler, err := pods.AddEventHandler(w.podEvents())
 	if err != nil {

@@ -81,6 +81,9 @@ type Webhook struct {
 	// pods is the pod informer's index (Register sets it); nil reads
 	// pods through reader's lists.
 	pods podIndex
+	// nodes is the node informer's store (Register sets it); nil reads
+	// nodes through reader.
+	nodes nodeStore
 	// ledger sums each node's bound pods from the pod informer's events
 	// (Register sets it); nil adds up the pods on a node at each review.
 	ledger *rules.Ledger
@@ -95,6 +98,15 @@ type Webhook struct {
 // review's CPU and garbage. Nothing may write to what it returns.
 type podIndex interface {
 	ByIndex(indexName, indexedValue string) ([]any, error)
+}
+
+// nodeStore is an informer's store of nodes. Like podIndex it hands out
+// the cache's own objects: a review reads a unit's nodes and the node of
+// each of the policy's pods, and the reader's copies of them were most of
+// a review's garbage at fleet size.
+type nodeStore interface {
+	List() []any
+	GetByKey(key string) (item any, exists bool, err error)
 }
 
 // Options configures the webhook.
@@ -531,6 +543,18 @@ func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name 
 	if n, ok := cache[name]; ok {
 		return n, nil
 	}
+	if w.nodes != nil {
+		obj, ok, err := w.nodes.GetByKey(name)
+		if err != nil {
+			return nil, fmt.Errorf("reading node %s: %w", name, err)
+		}
+		n, _ := obj.(*corev1.Node)
+		if !ok {
+			n = nil
+		}
+		cache[name] = n
+		return n, nil
+	}
 	n := &corev1.Node{}
 	if err := w.reader.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
 		if client.IgnoreNotFound(err) != nil {
@@ -553,13 +577,12 @@ func (w *Webhook) useLedger() bool {
 // everyPod asks for each of them instead (preemption weighs them one by
 // one).
 func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit, everyPod bool) ([]rules.NodeUsage, error) {
-	var nodes corev1.NodeList
-	if err := w.reader.List(ctx, &nodes, client.MatchingLabels(u.NodeSelector), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing unit nodes: %w", err)
+	nodes, err := w.selectedNodes(ctx, u.NodeSelector)
+	if err != nil {
+		return nil, err
 	}
-	out := make([]rules.NodeUsage, 0, len(nodes.Items))
-	for i := range nodes.Items {
-		n := &nodes.Items[i]
+	out := make([]rules.NodeUsage, 0, len(nodes))
+	for _, n := range nodes {
 		if w.useLedger() && !everyPod {
 			taken, waiting := w.ledger.Node(n.Name)
 			out = append(out, rules.NodeUsage{Node: n, Taken: taken, Pods: rules.Charged(waiting, w.keys.Signed)})
@@ -574,9 +597,32 @@ func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit, everyPod bool
 	return out, nil
 }
 
-// The placement rules only read pods, and the informer replaces cached
-// objects rather than changing them, so the two reads below hand out the
+// The placement rules only read pods and nodes, and the informer replaces
+// cached objects rather than changing them, so the reads below hand out the
 // cache's own objects without copying: nothing may write to them.
+
+// selectedNodes is the cached nodes with the given labels.
+func (w *Webhook) selectedNodes(ctx context.Context, selector map[string]string) ([]*corev1.Node, error) {
+	if w.nodes == nil {
+		var nodes corev1.NodeList
+		if err := w.reader.List(ctx, &nodes, client.MatchingLabels(selector), client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("listing unit nodes: %w", err)
+		}
+		out := make([]*corev1.Node, len(nodes.Items))
+		for i := range nodes.Items {
+			out[i] = &nodes.Items[i]
+		}
+		return out, nil
+	}
+	sel := labels.SelectorFromSet(selector)
+	var out []*corev1.Node
+	for _, o := range w.nodes.List() {
+		if n, ok := o.(*corev1.Node); ok && sel.Matches(labels.Set(n.Labels)) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
 
 // selectedPods is the cached pods the policy selects.
 func (w *Webhook) selectedPods(ctx context.Context, rp *v1alpha1.ResourcePolicy) ([]*corev1.Pod, error) {

@@ -105,9 +105,9 @@ func newEnv(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) *env 
 	return &env{hook: hook, tracker: tr, clock: clk, metrics: hook.metrics, events: rec}
 }
 
-// readThroughIndex makes the webhook read pods as Register sets it up, from
-// an informer's indexes (here a store holding objs' pods) and a ledger fed
-// its events, not the client.
+// readThroughIndex makes the webhook read pods and nodes as Register sets
+// it up, from informers' stores (here holding objs' pods and nodes) and a
+// ledger fed the pod events, not the client.
 func (e *env) readThroughIndex(t *testing.T, objs ...client.Object) {
 	t.Helper()
 	indexers := podIndexers()
@@ -115,7 +115,13 @@ func (e *env) readThroughIndex(t *testing.T, objs ...client.Object) {
 	idx := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, indexers)
 	e.hook.ledger = rules.NewLedger()
 	events := e.hook.podEvents()
+	nodes := toolscache.NewStore(toolscache.MetaNamespaceKeyFunc)
 	for _, o := range objs {
+		if n, ok := o.(*corev1.Node); ok {
+			if err := nodes.Add(n.DeepCopy()); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if p, ok := o.(*corev1.Pod); ok {
 			p = p.DeepCopy()
 			if err := idx.Add(p); err != nil {
@@ -125,6 +131,7 @@ func (e *env) readThroughIndex(t *testing.T, objs ...client.Object) {
 		}
 	}
 	e.hook.pods = idx
+	e.hook.nodes = nodes
 }
 
 // testKeys stands in for the webhook's serving key.
