@@ -97,7 +97,12 @@ func Poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx co
 	var last string
 	if err := localcluster.Poll(ctx, interval, "", func(ctx context.Context) (bool, error) {
 		ok, msg := cond(ctx)
-		last = msg
+		// A check cut short by the deadline says only that (the client's
+		// rate limiter or a request timing out); the check before it says
+		// what the cluster looked like, which is what a failure needs.
+		if ctx.Err() == nil || last == "" {
+			last = msg
+		}
 		return ok, nil
 	}); err != nil {
 		return fmt.Errorf("timed out after %s; last: %s", timeout, last)
