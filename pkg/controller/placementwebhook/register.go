@@ -76,6 +76,7 @@ func (w *Webhook) Register(mgr manager.Manager) error {
 		return fmt.Errorf("the manager's node informer (%T) has no store to read", nodes)
 	}
 	w.nodes = nodeStore.GetStore()
+	w.storesSynced = func() bool { return pods.HasSynced() && nodes.HasSynced() }
 	w.ledger = rules.NewLedger()
 	handler, err := pods.AddEventHandler(w.podEvents())
 	if err != nil {

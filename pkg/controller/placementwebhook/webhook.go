@@ -90,6 +90,12 @@ type Webhook struct {
 	// ledgerSynced reports whether the ledger has been handed the first
 	// list of pods; nil means it was built complete (tests).
 	ledgerSynced func() bool
+	// storesSynced reports whether the pod and node informers have
+	// listed everything; until then pods and nodes are read through
+	// reader, which waits for them (an empty store would show empty
+	// nodes and no pods counted toward a max). Nil means they are
+	// complete (tests).
+	storesSynced func() bool
 }
 
 // podIndex is an informer's index of pods. ByIndex hands out the cache's
@@ -543,7 +549,7 @@ func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name 
 	if n, ok := cache[name]; ok {
 		return n, nil
 	}
-	if w.nodes != nil {
+	if w.nodes != nil && w.storesReady() {
 		obj, ok, err := w.nodes.GetByKey(name)
 		if err != nil {
 			return nil, fmt.Errorf("reading node %s: %w", name, err)
@@ -568,7 +574,12 @@ func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name 
 
 // useLedger reports whether node room is read from the ledger.
 func (w *Webhook) useLedger() bool {
-	return w.ledger != nil && (w.ledgerSynced == nil || w.ledgerSynced())
+	return w.ledger != nil && (w.ledgerSynced == nil || w.ledgerSynced()) && w.storesReady()
+}
+
+// storesReady reports whether the informers' stores may be read directly.
+func (w *Webhook) storesReady() bool {
+	return w.storesSynced == nil || w.storesSynced()
 }
 
 // unitNodes lists the unit's nodes with the pods charged to each: those
@@ -603,7 +614,7 @@ func (w *Webhook) unitNodes(ctx context.Context, u *v1alpha1.Unit, everyPod bool
 
 // selectedNodes is the cached nodes with the given labels.
 func (w *Webhook) selectedNodes(ctx context.Context, selector map[string]string) ([]*corev1.Node, error) {
-	if w.nodes == nil {
+	if w.nodes == nil || !w.storesReady() {
 		var nodes corev1.NodeList
 		if err := w.reader.List(ctx, &nodes, client.MatchingLabels(selector), client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing unit nodes: %w", err)
@@ -626,7 +637,7 @@ func (w *Webhook) selectedNodes(ctx context.Context, selector map[string]string)
 
 // selectedPods is the cached pods the policy selects.
 func (w *Webhook) selectedPods(ctx context.Context, rp *v1alpha1.ResourcePolicy) ([]*corev1.Pod, error) {
-	if w.pods == nil {
+	if w.pods == nil || !w.storesReady() {
 		var pods corev1.PodList
 		if err := w.reader.List(ctx, &pods, client.InNamespace(rp.Namespace), client.MatchingLabels(rp.Spec.Selector), client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing selected pods: %w", err)
@@ -649,7 +660,7 @@ func (w *Webhook) selectedPods(ctx context.Context, rp *v1alpha1.ResourcePolicy)
 
 // podsOnNode is the cached pods that occupy the node (rules.OccupiedNode).
 func (w *Webhook) podsOnNode(ctx context.Context, node string) ([]*corev1.Pod, error) {
-	if w.pods == nil {
+	if w.pods == nil || !w.storesReady() {
 		var pods corev1.PodList
 		if err := w.reader.List(ctx, &pods, client.MatchingFields{IndexOccupiedNode: node}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing pods on node %s: %w", node, err)

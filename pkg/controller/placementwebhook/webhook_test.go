@@ -531,3 +531,27 @@ func TestBurstConcurrent(t *testing.T) {
 		t.Errorf("units = %v, want 4 on 0 and 6 on 1", count)
 	}
 }
+
+// TestUnsyncedStoresAreNotRead: the webhook serves before the manager's
+// informers have listed everything. Until the pod and node informers have
+// synced, a review must read through the client (the cache reader waits
+// for them) rather than from their still-empty stores, which would show
+// the on-prem unit with no node and spill the pod.
+func TestUnsyncedStoresAreNotRead(t *testing.T) {
+	for _, synced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("synced=%v", synced), func(t *testing.T) {
+			objs := []client.Object{seed(), gpuNode("onprem-1", onPremPool, 1)}
+			e := newEnv(t, nil, objs...)
+			e.readThroughIndex(t) // empty stores: the informers have listed nothing yet
+			e.hook.storesSynced = func() bool { return synced }
+			_, placed := e.admit(t, predictor("p"))
+			want := "0" // the on-prem node, read through the client
+			if synced {
+				want = "1" // the stores claim to be complete and hold no node
+			}
+			if got := unitOf(placed); got != want {
+				t.Errorf("unit = %s, want %s", got, want)
+			}
+		})
+	}
+}
