@@ -54,21 +54,32 @@ func containersOnly(pod *corev1.Pod) bool {
 	return len(pod.Spec.InitContainers) == 0 && pod.Spec.Overhead == nil && pod.Spec.Resources == nil
 }
 
-// takePod subtracts the pod's requests (PodRequests, the "pods" slot
-// included) from left. A placement subtracts every pod on its unit's
-// nodes, so the usual pod's containers are read in place rather than
-// summed into a list first.
-func takePod(left corev1.ResourceList, pod *corev1.Pod) {
+// chargePod adds (sign 1) or subtracts (sign -1) the pod's PodRequests
+// (the "pods" slot included) to or from list. Placement charges every pod
+// on its unit's nodes, so the usual pod's containers are read in place
+// rather than summed into a list first.
+func chargePod(list corev1.ResourceList, pod *corev1.Pod, sign int) {
+	add := func(name corev1.ResourceName, q resource.Quantity) {
+		sum := list[name]
+		if sign > 0 {
+			sum.Add(q)
+		} else {
+			sum.Sub(q)
+		}
+		list[name] = sum
+	}
 	if !containersOnly(pod) {
-		take(left, PodRequests(pod))
+		for name, q := range PodRequests(pod) {
+			add(name, q)
+		}
 		return
 	}
 	for i := range pod.Spec.Containers {
-		take(left, pod.Spec.Containers[i].Resources.Requests)
+		for name, q := range pod.Spec.Containers[i].Resources.Requests {
+			add(name, q)
+		}
 	}
-	n := left[corev1.ResourcePods]
-	n.Sub(*resource.NewQuantity(1, resource.DecimalSI))
-	left[corev1.ResourcePods] = n
+	add(corev1.ResourcePods, *resource.NewQuantity(1, resource.DecimalSI))
 }
 
 // take subtracts req from left.
@@ -189,7 +200,7 @@ func free(nodes []NodeUsage, inflight []Reservation) []corev1.ResourceList {
 				wait = append(wait, waiting{i, PodRequests(p)})
 				continue
 			}
-			takePod(out[i], p)
+			chargePod(out[i], p, -1)
 		}
 	}
 	for _, r := range inflight {

@@ -4,7 +4,6 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // Ledger keeps, for every node, the sum of what its bound pods take and the
@@ -118,30 +117,4 @@ func (l *Ledger) Holds(id string) bool {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.ids[id] > 0
-}
-
-// chargePod adds (sign 1) or removes (sign -1) the pod's PodRequests to
-// list, reading the usual pod's containers in place.
-func chargePod(list corev1.ResourceList, pod *corev1.Pod, sign int) {
-	add := func(name corev1.ResourceName, q resource.Quantity) {
-		sum := list[name]
-		if sign > 0 {
-			sum.Add(q)
-		} else {
-			sum.Sub(q)
-		}
-		list[name] = sum
-	}
-	if !containersOnly(pod) {
-		for name, q := range PodRequests(pod) {
-			add(name, q)
-		}
-		return
-	}
-	for i := range pod.Spec.Containers {
-		for name, q := range pod.Spec.Containers[i].Resources.Requests {
-			add(name, q)
-		}
-	}
-	add(corev1.ResourcePods, *resource.NewQuantity(1, resource.DecimalSI))
 }

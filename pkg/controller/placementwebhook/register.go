@@ -49,33 +49,35 @@ func (w *Webhook) Register(mgr manager.Manager) error {
 	}
 	// Start the informers with the cache rather than on the first request,
 	// which would otherwise wait for a full pod list past its timeout.
-	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Node{}, &v1alpha1.ResourcePolicy{}} {
-		if _, err := mgr.GetCache().GetInformer(ctx, obj, cache.BlockUntilSynced(false)); err != nil {
-			return fmt.Errorf("starting the %T informer: %w", obj, err)
+	// Reviews read pods and nodes through the informers' own indexes
+	// (podIndex, nodeStore).
+	informer := func(obj client.Object) (cache.Informer, toolscache.Indexer, error) {
+		inf, err := mgr.GetCache().GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+		if err != nil {
+			return nil, nil, fmt.Errorf("starting the %T informer: %w", obj, err)
 		}
+		indexed, ok := inf.(interface{ GetIndexer() toolscache.Indexer })
+		if !ok {
+			return nil, nil, fmt.Errorf("the manager's %T informer (%T) has no index to read", obj, inf)
+		}
+		return inf, indexed.GetIndexer(), nil
 	}
-	pods, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{}, cache.BlockUntilSynced(false))
+	if _, _, err := informer(&v1alpha1.ResourcePolicy{}); err != nil {
+		return err
+	}
+	nodes, nodeIndex, err := informer(&corev1.Node{})
 	if err != nil {
-		return fmt.Errorf("starting the pod informer: %w", err)
+		return err
 	}
-	// Reviews read pods through the informer's own indexes (podIndex).
-	indexed, ok := pods.(interface{ GetIndexer() toolscache.Indexer })
-	if !ok {
-		return fmt.Errorf("the manager's pod informer (%T) has no index to read", pods)
+	w.nodes = nodeIndex
+	pods, podIndex, err := informer(&corev1.Pod{})
+	if err != nil {
+		return err
 	}
 	if err := pods.AddIndexers(podIndexers()); err != nil {
 		return fmt.Errorf("indexing pods by node: %w", err)
 	}
-	w.pods = indexed.GetIndexer()
-	nodes, err := mgr.GetCache().GetInformer(ctx, &corev1.Node{}, cache.BlockUntilSynced(false))
-	if err != nil {
-		return fmt.Errorf("starting the node informer: %w", err)
-	}
-	nodeStore, ok := nodes.(interface{ GetStore() toolscache.Store })
-	if !ok {
-		return fmt.Errorf("the manager's node informer (%T) has no store to read", nodes)
-	}
-	w.nodes = nodeStore.GetStore()
+	w.pods = podIndex
 	w.storesSynced = func() bool { return pods.HasSynced() && nodes.HasSynced() }
 	w.ledger = rules.NewLedger()
 	handler, err := pods.AddEventHandler(w.podEvents())

@@ -550,14 +550,11 @@ func (w *Webhook) node(ctx context.Context, cache map[string]*corev1.Node, name 
 		return n, nil
 	}
 	if w.nodes != nil && w.storesReady() {
-		obj, ok, err := w.nodes.GetByKey(name)
+		obj, _, err := w.nodes.GetByKey(name)
 		if err != nil {
 			return nil, fmt.Errorf("reading node %s: %w", name, err)
 		}
-		n, _ := obj.(*corev1.Node)
-		if !ok {
-			n = nil
-		}
+		n, _ := obj.(*corev1.Node) // nil when the node is not there
 		cache[name] = n
 		return n, nil
 	}
