@@ -81,7 +81,7 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 		if fp.young {
 			obj.Status.StartTime = &metav1.Time{Time: fuzzT0.Add(-5 * time.Second)}
 		}
-		if err := idx.Add(obj); err != nil {
+		if err := idx.Add(NewCachedPod(obj)); err != nil {
 			f.Fatal(err)
 		}
 	}

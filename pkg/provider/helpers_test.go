@@ -83,7 +83,7 @@ func podLister(t testing.TB, pods []pod) PodLister {
 		if p.deleting {
 			obj.DeletionTimestamp = &metav1.Time{Time: t0}
 		}
-		if err := idx.Add(obj); err != nil {
+		if err := idx.Add(NewCachedPod(obj)); err != nil {
 			t.Fatalf("adding pod: %v", err)
 		}
 	}

@@ -6,10 +6,66 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/spillway-dev/spillway/pkg/intern"
 )
+
+// CachedPod is what the adapter's pod informer keeps of a pod (SlimPods):
+// the metadata that keys, label selection and deletion read, and the
+// node, IP, phase and start time the provenance checks and the data share
+// read. A corev1.Pod with everything else left zero would still cost its
+// 1.2 KB struct per pod; this costs a quarter of that, some 50 MB less at
+// 50,000 pods. Its embedded ObjectMeta is what client-go's key and index
+// functions read (meta.Accessor), and it is only ever read.
+type CachedPod struct {
+	metav1.ObjectMeta
+	NodeName  string
+	PodIP     string
+	Phase     corev1.PodPhase
+	StartTime *metav1.Time
+}
+
+// SlimPods returns the pod informer's transform: every *corev1.Pod becomes
+// its CachedPod, with the strings that repeat from pod to pod interned and
+// the label set shared with the pods of the same template through labels
+// (pkg/intern); anything else (a cache.DeletedFinalStateUnknown) passes
+// unchanged.
+func SlimPods(labels *intern.Table[map[string]string]) cache.TransformFunc {
+	return func(obj any) (any, error) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return obj, nil
+		}
+		c := NewCachedPod(pod)
+		c.Namespace = intern.String(c.Namespace)
+		c.Labels = intern.ShareLabels(labels, c.Labels)
+		c.NodeName = intern.String(c.NodeName)
+		return c, nil
+	}
+}
+
+// NewCachedPod is what the cache keeps of pod. It shares pod's label map
+// and timestamps.
+func NewCachedPod(pod *corev1.Pod) *CachedPod {
+	return &CachedPod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              pod.Name,
+			Namespace:         pod.Namespace,
+			UID:               pod.UID,
+			ResourceVersion:   pod.ResourceVersion,
+			Labels:            pod.Labels,
+			DeletionTimestamp: pod.DeletionTimestamp,
+		},
+		NodeName:  pod.Spec.NodeName,
+		PodIP:     pod.Status.PodIP,
+		Phase:     pod.Status.Phase,
+		StartTime: pod.Status.StartTime,
+	}
+}
 
 // PodLabelIndex names the informer index InformerPods needs: one key per
 // pod label, "<namespace>/<key>=<value>". Namespaces hold no "/" and label
@@ -21,9 +77,9 @@ const PodLabelIndex = "spillway.dev/namespace-label"
 // PodLabelIndexFunc computes PodLabelIndex keys; register it on the pod
 // informer with AddIndexers before the informer starts.
 func PodLabelIndexFunc(obj any) ([]string, error) {
-	pod, ok := obj.(*corev1.Pod)
+	pod, ok := obj.(*CachedPod)
 	if !ok {
-		return nil, fmt.Errorf("pod label index: got %T, want *v1.Pod", obj)
+		return nil, fmt.Errorf("pod label index: got %T, want a *provider.CachedPod (the pod informer needs the SlimPods transform)", obj)
 	}
 	keys := make([]string, 0, len(pod.Labels))
 	for k, v := range pod.Labels {
@@ -36,7 +92,8 @@ func labelIndexKey(namespace, key, value string) string {
 	return namespace + "/" + key + "=" + value
 }
 
-// InformerPods implements PodLister over a pod informer's indexer.
+// InformerPods implements PodLister over the indexer of a pod informer
+// whose transform is SlimPods.
 type InformerPods struct {
 	indexer cache.Indexer
 }
@@ -76,18 +133,18 @@ func (l *InformerPods) SelectPods(namespace string, selector labels.Selector) ([
 	}
 	out := make([]SelectedPod, 0, min(len(candidates), 64))
 	for _, obj := range candidates {
-		pod, ok := obj.(*corev1.Pod)
+		pod, ok := obj.(*CachedPod)
 		if !ok || pod.Namespace != namespace || !selector.Matches(labels.Set(pod.Labels)) {
 			continue
 		}
-		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if pod.Phase == corev1.PodSucceeded || pod.Phase == corev1.PodFailed {
 			continue
 		}
 		sp := SelectedPod{Name: pod.Name}
-		if pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil {
+		if pod.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil {
 			sp.RunningSince = longRunning
-			if pod.Status.StartTime != nil {
-				sp.RunningSince = pod.Status.StartTime.Time
+			if pod.StartTime != nil {
+				sp.RunningSince = pod.StartTime.Time
 			}
 		}
 		out = append(out, sp)
@@ -145,15 +202,15 @@ func (l *InformerPods) candidates(namespace string, selector labels.Selector) ([
 
 // PodAddress returns the node the pod is bound to (spec.nodeName; "" while
 // unscheduled), its IP (status.podIP; "" while it has none) and whether the
-// informer knows the pod. The informer's transform must keep both fields.
+// informer knows the pod.
 func (l *InformerPods) PodAddress(namespace, name string) (node, ip string, known bool) {
 	obj, exists, err := l.indexer.GetByKey(namespace + "/" + name)
 	if err != nil || !exists {
 		return "", "", false
 	}
-	pod, ok := obj.(*corev1.Pod)
+	pod, ok := obj.(*CachedPod)
 	if !ok {
 		return "", "", false
 	}
-	return pod.Spec.NodeName, pod.Status.PodIP, true
+	return pod.NodeName, pod.PodIP, true
 }

@@ -7,12 +7,8 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	genericapiserver "k8s.io/apiserver/pkg/server"
-	"k8s.io/client-go/tools/cache"
 
-	"github.com/spillway-dev/spillway/pkg/intern"
 	"github.com/spillway-dev/spillway/pkg/version"
 )
 
@@ -173,33 +169,5 @@ func TestProfilingIsOptIn(t *testing.T) {
 		if cfg.EnableProfiling != tt.want {
 			t.Errorf("%v: server profiling = %v, want %v", tt.args, cfg.EnableProfiling, tt.want)
 		}
-	}
-}
-
-func TestSlimPod(t *testing.T) {
-	started, deleted := metav1.NewTime(time.Unix(1000, 0)), metav1.NewTime(time.Unix(2000, 0))
-	in := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u", ResourceVersion: "7", DeletionTimestamp: &deleted,
-			Labels: map[string]string{"app": "x"}, Annotations: map[string]string{"big": strings.Repeat("x", 1000)}},
-		Spec:   corev1.PodSpec{NodeName: "n", Containers: []corev1.Container{{Name: "c", Image: "i"}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", StartTime: &started},
-	}
-	slimPod := slimPods(intern.NewTable[map[string]string](maxSharedLabelSets))
-	out, err := slimPod(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := out.(*corev1.Pod)
-	if p.Name != "p" || p.Namespace != "ns" || p.UID != "u" || p.ResourceVersion != "7" || p.Labels["app"] != "x" ||
-		p.Status.Phase != corev1.PodRunning || p.Spec.NodeName != "n" || !p.Status.StartTime.Equal(&started) || !p.DeletionTimestamp.Equal(&deleted) ||
-		p.Status.PodIP != "10.0.0.1" {
-		t.Errorf("kept fields lost: %+v", p)
-	}
-	if p.Annotations != nil || len(p.Spec.Containers) != 0 {
-		t.Errorf("dropped fields kept: %+v", p)
-	}
-	tomb := cache.DeletedFinalStateUnknown{Key: "ns/p", Obj: in}
-	if got, _ := slimPod(tomb); got != tomb {
-		t.Errorf("tombstone changed: %v", got)
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -171,7 +169,7 @@ func podLister(o *Options) (provider.PodLister, func() bool, error) {
 		return nil, nil, fmt.Errorf("pod informer: %w", err)
 	}
 	inf := factory.Core().V1().Pods().Informer()
-	if err := inf.SetTransform(slimPods(intern.NewTable[map[string]string](maxSharedLabelSets))); err != nil {
+	if err := inf.SetTransform(provider.SlimPods(intern.NewTable[map[string]string](maxSharedLabelSets))); err != nil {
 		return nil, nil, err
 	}
 	if err := inf.AddIndexers(cache.Indexers{provider.PodLabelIndex: provider.PodLabelIndexFunc}); err != nil {
@@ -184,33 +182,6 @@ func podLister(o *Options) (provider.PodLister, func() bool, error) {
 // maxSharedLabelSets bounds the distinct label sets the pod cache shares:
 // far more than the pod templates of a large cluster.
 const maxSharedLabelSets = 4096
-
-// slimPods returns the pod informer's transform. It drops everything but
-// name, namespace, labels, deletion mark, node, phase, start time and pod
-// IP (the provenance check of the pods' own series): with thousands of
-// pods the informer would otherwise hold full specs. Strings that repeat
-// from pod to pod are interned, and pods of one template share one label
-// set from labels (pkg/intern).
-func slimPods(labels *intern.Table[map[string]string]) func(obj any) (any, error) {
-	return func(obj any) (any, error) {
-		pod, ok := obj.(*corev1.Pod)
-		if !ok {
-			return obj, nil // e.g. cache.DeletedFinalStateUnknown
-		}
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{
-				Name:              pod.Name,
-				Namespace:         intern.String(pod.Namespace),
-				UID:               pod.UID,
-				ResourceVersion:   pod.ResourceVersion,
-				Labels:            intern.ShareLabels(labels, pod.Labels),
-				DeletionTimestamp: pod.DeletionTimestamp,
-			},
-			Spec:   corev1.PodSpec{NodeName: intern.String(pod.Spec.NodeName)},
-			Status: corev1.PodStatus{Phase: pod.Status.Phase, StartTime: pod.Status.StartTime, PodIP: pod.Status.PodIP},
-		}, nil
-	}
-}
 
 // serveSelfMetrics serves reg on a plain-HTTP /metrics; it returns once the
 // port is bound so a taken port fails the start. A server that stops on its

@@ -124,11 +124,11 @@ func newProvider(t testing.TB, namespace string, pods []testPod, vec model.Vecto
 		provider.PodLabelIndex: provider.PodLabelIndexFunc,
 	})
 	for _, p := range pods {
-		if err := idx.Add(&corev1.Pod{
+		if err := idx.Add(provider.NewCachedPod(&corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: p.name, Labels: p.labels},
 			Spec:       corev1.PodSpec{NodeName: "node-1"}, // promquery.Series's Hostname
 			Status:     corev1.PodStatus{Phase: corev1.PodRunning},
-		}); err != nil {
+		})); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 
+	"github.com/spillway-dev/spillway/pkg/intern"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/promquery"
 	"github.com/spillway-dev/spillway/pkg/provider"
@@ -74,6 +75,9 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("pod informer: %w", err)
 	}
 	inf := factory.Core().V1().Pods().Informer()
+	if err := inf.SetTransform(provider.SlimPods(intern.NewTable[map[string]string](4096))); err != nil {
+		return err
+	}
 	if err := inf.AddIndexers(cache.Indexers{provider.PodLabelIndex: provider.PodLabelIndexFunc}); err != nil {
 		return err
 	}

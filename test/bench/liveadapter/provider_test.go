@@ -41,11 +41,11 @@ func newLive(t *testing.T) (*liveProvider, *promquery.Fake) {
 		provider.PodLabelIndex: provider.PodLabelIndexFunc,
 	})
 	for name, a := range map[string]string{"qwen-1": app, "qwen-2": app, "qwen-3": app, "other": "other"} {
-		if err := idx.Add(&corev1.Pod{
+		if err := idx.Add(provider.NewCachedPod(&corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "llm", Name: name, Labels: map[string]string{"app": a}},
 			Spec:       corev1.PodSpec{NodeName: "node-1"},
 			Status:     corev1.PodStatus{Phase: corev1.PodRunning},
-		}); err != nil {
+		})); err != nil {
 			t.Fatal(err)
 		}
 	}
