@@ -73,6 +73,10 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	fixedBin, err := buildCommand(ctx, b.o.repoRoot, tmp, "fixedadapter")
+	if err != nil {
+		return err
+	}
 	if err := checkPortFree(testAdapterWritePort); err != nil {
 		return err
 	}
@@ -107,7 +111,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 
-	srv, err := startServers(ctx, c, binaries{adapter: adapterBin, live: liveBin, testAdapter: testAdapterBin}, prom.URL, b.o.aggregator)
+	srv, err := startServers(ctx, c, binaries{adapter: adapterBin, live: liveBin, testAdapter: testAdapterBin, fixed: fixedBin}, prom.URL, b.o.aggregator, b.o.podsPerApp)
 	if err != nil {
 		return err
 	}

@@ -126,18 +126,21 @@ func createScaleTarget(ctx context.Context, c *localcluster.Cluster, name string
 }
 
 // peerRows are the targets of the peer table, in order, with the floor
-// each is compared with (the test-adapter's closest shape, direct).
-var peerRows = []struct{ name, floor string }{
-	{"floor-external", "floor-external"},
-	{"cache-external", "floor-external"},
-	{"cache-external-aggregator", "floor-external"},
-	{"keda-query", "floor-external"},
-	{"keda-query-aggregator", "floor-external"},
-	{"keda-cached", "floor-external"},
-	{"keda-cached-aggregator", "floor-external"},
-	{"floor-pods-by-name", "floor-pods-by-name"},
-	{"cache-pods-selector", "floor-pods-by-name"},
-	{"cache-pods-selector-aggregator", "floor-pods-by-name"},
+// each is compared with (the test-adapter's closest shape, direct) and,
+// for answers of one item per pod, the fixed-answer floor of that size.
+var peerRows = []struct{ name, floor, sized string }{
+	{"floor-external", "floor-external", ""},
+	{"fixed-external", "floor-external", "fixed-external"},
+	{"cache-external", "floor-external", "fixed-external"},
+	{"cache-external-aggregator", "floor-external", "fixed-external"},
+	{"keda-query", "floor-external", ""},
+	{"keda-query-aggregator", "floor-external", ""},
+	{"keda-cached", "floor-external", ""},
+	{"keda-cached-aggregator", "floor-external", ""},
+	{"floor-pods-by-name", "floor-pods-by-name", ""},
+	{"fixed-pods-selector", "floor-pods-by-name", "fixed-pods-selector"},
+	{"cache-pods-selector", "floor-pods-by-name", "fixed-pods-selector"},
+	{"cache-pods-selector-aggregator", "floor-pods-by-name", "fixed-pods-selector"},
 }
 
 // peersMarkdown is the peer comparison's metrics-API latency section:
@@ -152,11 +155,13 @@ func (r report) peersMarkdown() string {
 		"%.0f req/s open loop for %s per target (+%s warm-up), the same Prometheus and the same %d series of `%s`; "+
 		"each request asks for app `%s` (%d pods). KEDA %s answers one value per ScaledObject, the app's average computed "+
 		"by its trigger's PromQL; spillway answers one item per pod (External) or per pod by selector (Pods), "+
-		"from its cache refreshed every 5 s. The floor is custom-metrics-apiserver %s's test-adapter (values in memory), direct.\n\n",
+		"from its cache refreshed every 5 s. The floor is custom-metrics-apiserver %s's test-adapter (values in memory), direct; "+
+		"its External answer is one item, so the fixed-answer floor (test/bench/fixedadapter: the same serving stack, a list "+
+		"built once with one item per pod of the app) is the floor for answers of that size.\n\n",
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, o.rps, o.duration, o.warmup, r.series, metricnames.ProcessSMUtil,
 		fleetsim.AppName(o.benchApp), o.podsPerApp, localcluster.KEDAVersion, localcluster.CustomMetricsAPIServerVersion)
-	b.WriteString("| server | request | route | requests | errors | p50 | p99 | p99 / floor p99 |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| server | request | route | requests | errors | p50 | p99 | p99 / floor p99 | p99 / same-size floor p99 |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, row := range peerRows {
 		var res *result
 		for i := range r.results {
@@ -176,8 +181,16 @@ func (r report) peersMarkdown() string {
 		if row.name == row.floor {
 			ratio = "1 (floor)"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %s | %s | %s |\n",
-			t.server, t.api, route, s.Requests, s.Errors, ms(s.P50), ms(s.P99), ratio)
+		sized := ""
+		switch row.sized {
+		case "":
+		case row.name:
+			sized = "1 (floor)"
+		default:
+			sized = r.ratio(row.name, row.sized)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %s | %s | %s | %s |\n",
+			t.server, t.api, route, s.Requests, s.Errors, ms(s.P50), ms(s.P99), ratio, sized)
 	}
 	var failed []string
 	for _, res := range r.results {

@@ -48,6 +48,7 @@ const (
 	serverCache    = "spillway cache"
 	serverLive     = "live query (test/bench/liveadapter)"
 	serverCacheAgg = "spillway cache via aggregator"
+	serverFixed    = "fixed answer (test/bench/fixedadapter)"
 )
 
 // buildTargets lists what is measured, in order. Every spillway target asks
@@ -65,6 +66,9 @@ func buildTargets(s *servers, app, onePod string) []target {
 	ts := []target{
 		{name: "floor-external", server: serverFloor, api: "External (its fixed my-external-metric, 1 item)", family: familyExternal,
 			url: direct(s.floorPort, floorExt), items: 1},
+		// The floor with spillway's answer: as many items, from memory.
+		{name: "fixed-external", server: serverFixed, api: "External, a fixed item per pod of the app", family: familyExternal,
+			url: direct(s.fixedPort, ext), items: -1},
 		{name: "cache-external", server: serverCache, api: "External, app's pods", family: familyExternal,
 			url: direct(s.cachePort, ext), items: -1},
 		{name: "live-external", server: serverLive, api: "External, app's pods", family: familyExternal,
@@ -85,6 +89,8 @@ func buildTargets(s *servers, app, onePod string) []target {
 			url: direct(s.cachePort, podByName), items: 1},
 		target{name: "floor-pods-selector", server: serverFloor, api: "Pods by selector (reference: a pod LIST to kube-apiserver per request)", family: familyPods,
 			url: direct(s.floorPort, podsSel), items: -1, reference: true},
+		target{name: "fixed-pods-selector", server: serverFixed, api: "Pods by selector, a fixed item per pod of the app", family: familyPods,
+			url: direct(s.fixedPort, podsSel), items: -1},
 		target{name: "cache-pods-selector", server: serverCache, api: "Pods by selector", family: familyPods,
 			url: direct(s.cachePort, podsSel), items: -1},
 		target{name: "live-pods-selector", server: serverLive, api: "Pods by selector", family: familyPods,

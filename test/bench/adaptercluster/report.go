@@ -101,6 +101,10 @@ func (r report) markdown() string {
 	fmt.Fprintf(&b, "- Same shape as the floor (one item each, so the answer's size is left out): External avg over the app's pods / floor External = %s; "+
 		"Pods by name / floor Pods by name = %s\n",
 		r.ratio("cache-external-aggregate", "floor-external"), r.ratio("cache-pods-by-name", "floor-pods-by-name"))
+	fmt.Fprintf(&b, "- Same answer as spillway's (one item per pod) from the fixed-answer floor: External cache / fixed = %s; "+
+		"Pods by selector cache / fixed = %s; fixed External / floor External (what the answer's size costs) = %s\n",
+		r.ratio("cache-external", "fixed-external"), r.ratio("cache-pods-selector", "fixed-pods-selector"),
+		r.ratio("fixed-external", "floor-external"))
 
 	var failed []string
 	for _, res := range r.results {
@@ -124,6 +128,9 @@ Notes:
   "avg over the app's pods" row answers one item too: the same-shape comparison). Its Pods API by
   name reads memory only (the Pods floor); by selector it lists the pods from kube-apiserver on every request
   (its client throttle lifted to 1000 req/s), a reference for "LIST per request" rather than a floor.
+- The fixed-answer floor (test/bench/fixedadapter) is the same serving stack answering a list built once, with as many
+  items as spillway's answer (one per pod of the app, spillway's shape): next to it, spillway's figure shows what its
+  own work adds; next to the test-adapter's one-item answer, what answering per pod costs the serving stack too.
 - "p99 from schedule" counts from when a request was due, so a server that falls behind the rate shows it.
 - The live-query server (test/bench/liveadapter) answers through the same provider and serving stack as the adapter but runs one
   PromQL query per request for the selected pods (the prometheus-adapter way); it exists only for this comparison.

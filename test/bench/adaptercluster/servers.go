@@ -19,9 +19,9 @@ import (
 // takes metric values (hard-coded there, on all interfaces).
 const testAdapterWritePort = 8080
 
-// servers are the three metrics API servers, each on its own secure port.
+// servers are the metrics API servers, each on its own secure port.
 type servers struct {
-	floorPort, cachePort, livePort int
+	floorPort, cachePort, livePort, fixedPort int
 	// aggregator: the cache adapter is also registered through APIServices.
 	aggregator bool
 	// cacheProc is the cache adapter's process (stopped before KEDA takes
@@ -37,23 +37,24 @@ func checkPortFree(port int) error {
 	return ln.Close()
 }
 
-// binaries are the three servers' executables.
+// binaries are the servers' executables.
 type binaries struct {
 	// adapter is spillway-metrics-adapter; live the benchmark's
 	// request-time-PromQL server over the same provider; testAdapter the
-	// library's floor.
-	adapter, live, testAdapter string
+	// library's floor; fixed the floor with spillway's answer size
+	// (test/bench/fixedadapter).
+	adapter, live, testAdapter, fixed string
 }
 
-// startServers runs the test-adapter, spillway-metrics-adapter and the live
-// query server with the admin kubeconfig for listing, authentication and
-// authorization.
-func startServers(ctx context.Context, c *localcluster.Cluster, bins binaries, promURL string, aggregator bool) (*servers, error) {
-	ports, err := localcluster.FreePorts(4)
+// startServers runs the test-adapter, spillway-metrics-adapter, the live
+// query server and the fixed-answer floor with the admin kubeconfig for
+// listing, authentication and authorization.
+func startServers(ctx context.Context, c *localcluster.Cluster, bins binaries, promURL string, aggregator bool, podsPerApp int) (*servers, error) {
+	ports, err := localcluster.FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
-	s := &servers{floorPort: ports[0], cachePort: ports[1], livePort: ports[2], aggregator: aggregator}
+	s := &servers{floorPort: ports[0], cachePort: ports[1], livePort: ports[2], fixedPort: ports[4], aggregator: aggregator}
 	kc := c.KubeconfigPath()
 	common := func(name string, port int) []string {
 		return []string{
@@ -97,6 +98,10 @@ func startServers(ctx context.Context, c *localcluster.Cluster, bins binaries, p
 		return nil, err
 	}
 	if _, err := c.StartProcess("liveadapter", bins.live, promArgs("liveadapter", s.livePort), nil); err != nil {
+		return nil, err
+	}
+	fixedArgs := append(common("fixedadapter", s.fixedPort), "--items="+strconv.Itoa(podsPerApp), "--namespace="+benchNamespace)
+	if _, err := c.StartProcess("fixedadapter", bins.fixed, fixedArgs, nil); err != nil {
 		return nil, err
 	}
 	return s, nil
