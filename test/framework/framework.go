@@ -94,13 +94,16 @@ func Eventually(t *testing.T, timeout, interval time.Duration, what string, cond
 func Poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx context.Context) (bool, string)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	deadline, _ := ctx.Deadline()
 	var last string
 	if err := localcluster.Poll(ctx, interval, "", func(ctx context.Context) (bool, error) {
 		ok, msg := cond(ctx)
-		// A check cut short by the deadline says only that (the client's
-		// rate limiter or a request timing out); the check before it says
-		// what the cluster looked like, which is what a failure needs.
-		if ctx.Err() == nil || last == "" {
+		// A check that ends within an interval of the deadline may have been
+		// cut short by it: the client's rate limiter refuses a wait it
+		// predicts would pass the deadline, before the deadline passes. Such
+		// a check says only that; the check before it says what the cluster
+		// looked like, which is what a failure needs.
+		if last == "" || time.Until(deadline) > interval {
 			last = msg
 		}
 		return ok, nil
