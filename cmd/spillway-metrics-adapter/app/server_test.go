@@ -16,11 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/metrics/pkg/apis/custom_metrics"
@@ -29,6 +25,7 @@ import (
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
 	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
+	"github.com/spillway-dev/spillway/internal/fixedmetrics"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 	"github.com/spillway-dev/spillway/pkg/metrictable"
 	"github.com/spillway-dev/spillway/pkg/promquery"
@@ -40,8 +37,6 @@ import (
 // provider, with authentication and authorization left out: no cluster.
 
 const sm = metricnames.ProcessSMUtil
-
-var podsGR = schema.GroupResource{Resource: "pods"}
 
 // startServer serves the providers on a loopback port until the test ends
 // and returns the base URL and a client for it.
@@ -260,47 +255,9 @@ func TestServedOverHTTP(t *testing.T) {
 	}
 }
 
-// floor answers every request with a fixed list of n items and no lookups:
-// what the serving stack alone costs (like the library's test-adapter,
-// whose External API answers one item).
-type floor struct {
-	custom   *custom_metrics.MetricValueList
-	external *external_metrics.ExternalMetricValueList
-}
-
-func newFloor(n int) *floor {
-	f := &floor{custom: &custom_metrics.MetricValueList{}, external: &external_metrics.ExternalMetricValueList{}}
-	now := metav1.Now()
-	for i := 0; i < n; i++ {
-		name := fmt.Sprintf("app-042-%02d", i)
-		v := *resource.NewMilliQuantity(int64(i)*1000, resource.DecimalSI)
-		f.custom.Items = append(f.custom.Items, custom_metrics.MetricValue{
-			DescribedObject: custom_metrics.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: "bench", Name: name},
-			Metric:          custom_metrics.MetricIdentifier{Name: sm}, Timestamp: now, Value: v,
-		})
-		f.external.Items = append(f.external.Items, external_metrics.ExternalMetricValue{
-			MetricName: sm, MetricLabels: map[string]string{"pod": name}, Timestamp: now, Value: v,
-		})
-	}
-	return f
-}
-
-func (f *floor) GetMetricByName(context.Context, types.NamespacedName, cmprovider.CustomMetricInfo, labels.Selector) (*custom_metrics.MetricValue, error) {
-	return &f.custom.Items[0], nil
-}
-
-func (f *floor) GetMetricBySelector(context.Context, string, labels.Selector, cmprovider.CustomMetricInfo, labels.Selector) (*custom_metrics.MetricValueList, error) {
-	return f.custom, nil
-}
-
-func (f *floor) ListAllMetrics() []cmprovider.CustomMetricInfo {
-	return []cmprovider.CustomMetricInfo{{GroupResource: podsGR, Namespaced: true, Metric: sm}}
-}
-
-func (f *floor) GetExternalMetric(context.Context, string, labels.Selector, cmprovider.ExternalMetricInfo) (*external_metrics.ExternalMetricValueList, error) {
-	return f.external, nil
-}
-
-func (f *floor) ListAllExternalMetrics() []cmprovider.ExternalMetricInfo {
-	return []cmprovider.ExternalMetricInfo{{Metric: sm}}
+// newFloor answers every request with a fixed list of n items and no
+// lookups: what the serving stack alone costs (like the library's
+// test-adapter, whose External API answers one item).
+func newFloor(n int) *fixedmetrics.Provider {
+	return fixedmetrics.New(n, sm, "bench")
 }

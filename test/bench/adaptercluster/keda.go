@@ -143,6 +143,18 @@ var peerRows = []struct{ name, floor, sized string }{
 	{"cache-pods-selector-aggregator", "floor-pods-by-name", "fixed-pods-selector"},
 }
 
+// versus is a peer table cell: name's p99 over floor's, "1 (floor)" on the
+// floor's own row, empty where the row has no such floor.
+func (r report) versus(name, floor string) string {
+	switch floor {
+	case "":
+		return ""
+	case name:
+		return "1 (floor)"
+	}
+	return r.ratio(name, floor)
+}
+
 // peersMarkdown is the peer comparison's metrics-API latency section:
 // spillway's cache and KEDA over the same series in the same run, each
 // next to the floor measured in that run.
@@ -177,20 +189,8 @@ func (r report) peersMarkdown() string {
 		if t.viaAggregator() {
 			route = "via aggregator"
 		}
-		ratio := r.ratio(row.name, row.floor)
-		if row.name == row.floor {
-			ratio = "1 (floor)"
-		}
-		sized := ""
-		switch row.sized {
-		case "":
-		case row.name:
-			sized = "1 (floor)"
-		default:
-			sized = r.ratio(row.name, row.sized)
-		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %s | %s | %s | %s |\n",
-			t.server, t.api, route, s.Requests, s.Errors, ms(s.P50), ms(s.P99), ratio, sized)
+			t.server, t.api, route, s.Requests, s.Errors, ms(s.P50), ms(s.P99), r.versus(row.name, row.floor), r.versus(row.name, row.sized))
 	}
 	var failed []string
 	for _, res := range r.results {

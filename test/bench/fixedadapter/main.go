@@ -1,6 +1,6 @@
 // Command fixedadapter is the benchmark's second floor: a metrics server
 // that answers every request with a fixed list of --items values held in
-// memory, behind the same custom-metrics-apiserver serving stack as
+// memory (internal/fixedmetrics), behind the same custom-metrics-apiserver serving stack as
 // spillway-metrics-adapter. The library's test-adapter, the first floor,
 // answers its External API with one item where spillway answers one per
 // selected pod (50 in the benchmark); encoding 50 items costs the serving
@@ -21,16 +21,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/metrics/pkg/apis/custom_metrics"
-	"k8s.io/metrics/pkg/apis/external_metrics"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
-	cmprovider "sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
+	"github.com/spillway-dev/spillway/internal/fixedmetrics"
 	"github.com/spillway-dev/spillway/pkg/metricnames"
 )
 
@@ -68,60 +61,8 @@ func run(ctx context.Context, args []string) error {
 	if *items < 1 {
 		return fmt.Errorf("--items must be at least 1, got %d", *items)
 	}
-	f := newFixed(*items, *metric, *namespace)
+	f := fixedmetrics.New(*items, *metric, *namespace)
 	adapter.WithCustomMetrics(f)
 	adapter.WithExternalMetrics(f)
 	return adapter.Run(ctx)
-}
-
-// fixed answers from lists built once; the library only reads (converts
-// and encodes) what a provider returns.
-type fixed struct {
-	metric   string
-	custom   *custom_metrics.MetricValueList
-	external *external_metrics.ExternalMetricValueList
-}
-
-// newFixed builds n items shaped as spillway's: one per pod, a pod label
-// on External items, values with a fractional part.
-func newFixed(n int, metric, namespace string) *fixed {
-	f := &fixed{metric: metric, custom: &custom_metrics.MetricValueList{}, external: &external_metrics.ExternalMetricValueList{}}
-	now := metav1.Now()
-	for i := range n {
-		pod := fmt.Sprintf("app-042-%d", i)
-		v := *resource.NewMilliQuantity(int64(40_000+i*1_250), resource.DecimalSI)
-		f.custom.Items = append(f.custom.Items, custom_metrics.MetricValue{
-			DescribedObject: custom_metrics.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: namespace, Name: pod},
-			Metric:          custom_metrics.MetricIdentifier{Name: metric},
-			Timestamp:       now,
-			Value:           v,
-		})
-		f.external.Items = append(f.external.Items, external_metrics.ExternalMetricValue{
-			MetricName:   metric,
-			MetricLabels: map[string]string{metricnames.LabelPod: pod},
-			Timestamp:    now,
-			Value:        v,
-		})
-	}
-	return f
-}
-
-func (f *fixed) GetMetricByName(context.Context, types.NamespacedName, cmprovider.CustomMetricInfo, labels.Selector) (*custom_metrics.MetricValue, error) {
-	return &f.custom.Items[0], nil
-}
-
-func (f *fixed) GetMetricBySelector(context.Context, string, labels.Selector, cmprovider.CustomMetricInfo, labels.Selector) (*custom_metrics.MetricValueList, error) {
-	return f.custom, nil
-}
-
-func (f *fixed) ListAllMetrics() []cmprovider.CustomMetricInfo {
-	return []cmprovider.CustomMetricInfo{{GroupResource: schema.GroupResource{Resource: "pods"}, Namespaced: true, Metric: f.metric}}
-}
-
-func (f *fixed) GetExternalMetric(context.Context, string, labels.Selector, cmprovider.ExternalMetricInfo) (*external_metrics.ExternalMetricValueList, error) {
-	return f.external, nil
-}
-
-func (f *fixed) ListAllExternalMetrics() []cmprovider.ExternalMetricInfo {
-	return []cmprovider.ExternalMetricInfo{{Metric: f.metric}}
 }
