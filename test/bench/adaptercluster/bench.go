@@ -39,6 +39,23 @@ func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, "[adaptercluster] "+format+"\n", args...)
 }
 
+// load measures targets in one adapterload run, logging what failed.
+func (b *bench) load(ctx context.Context, loadBin, kubeconfig string, targets []target) []result {
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.name
+	}
+	b.logf("loading %s: %.0f req/s for %s each (+%s warm-up), in %d rounds of %s per target",
+		strings.Join(names, ", "), b.o.rps, b.o.duration, b.o.warmup, b.o.rounds, b.o.duration/time.Duration(b.o.rounds))
+	results := runLoad(ctx, loadBin, kubeconfig, targets, b.o)
+	for _, r := range results {
+		if r.err != nil {
+			b.logf("  %s failed: %v", r.target.name, r.err)
+		}
+	}
+	return results
+}
+
 func (b *bench) run(ctx context.Context) (err error) {
 	started := time.Now()
 	binDir, err := filepath.Abs(b.o.binDir)
@@ -124,18 +141,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 
-	results := make([]result, 0, len(targets))
-	for _, t := range targets {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		b.logf("loading %s: %.0f req/s for %s (+%s warm-up)", t.name, b.o.rps, b.o.duration, b.o.warmup)
-		s, lerr := runLoad(ctx, loadBin, c.KubeconfigPath(), t, b.o)
-		if lerr != nil {
-			b.logf("  %s failed: %v", t.name, lerr)
-		}
-		results = append(results, result{target: t, summary: s, err: lerr})
-	}
+	results := b.load(ctx, loadBin, c.KubeconfigPath(), targets)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -147,14 +153,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		if err := waitTargets(ctx, c, kts, len(pods[app]), b.log); err != nil {
 			return err
 		}
-		for _, t := range kts {
-			b.logf("loading %s: %.0f req/s for %s (+%s warm-up)", t.name, b.o.rps, b.o.duration, b.o.warmup)
-			s, lerr := runLoad(ctx, loadBin, c.KubeconfigPath(), t, b.o)
-			if lerr != nil {
-				b.logf("  %s failed: %v", t.name, lerr)
-			}
-			results = append(results, result{target: t, summary: s, err: lerr})
-		}
+		results = append(results, b.load(ctx, loadBin, c.KubeconfigPath(), kts)...)
 		if err := ctx.Err(); err != nil {
 			return err
 		}

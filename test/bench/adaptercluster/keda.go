@@ -164,13 +164,13 @@ func (r report) peersMarkdown() string {
 	fmt.Fprintf(&b, "# Peers: KEDA and spillway on one cluster (%s)\n\nMachine: %s.\n\n## Metrics API latency\n\n",
 		r.when.UTC().Format("2006-01-02 15:04 UTC"), machine())
 	fmt.Fprintf(&b, "One run of test/bench/adaptercluster on %d CPUs (%s/%s), everything on this machine, load generator included: "+
-		"%.0f req/s open loop for %s per target (+%s warm-up), the same Prometheus and the same %d series of `%s`; "+
+		"%.0f req/s open loop for %s per target (+%s warm-up), %s; the same Prometheus and the same %d series of `%s`; "+
 		"each request asks for app `%s` (%d pods). KEDA %s answers one value per ScaledObject, the app's average computed "+
 		"by its trigger's PromQL; spillway answers one item per pod (External) or per pod by selector (Pods), "+
 		"from its cache refreshed every 5 s. The floor is custom-metrics-apiserver %s's test-adapter (values in memory), direct; "+
 		"its External answer is one item, so the fixed-answer floor (test/bench/fixedadapter: the same serving stack, a list "+
 		"built once with one item per pod of the app) is the floor for answers of that size.\n\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, o.rps, o.duration, o.warmup, r.series, metricnames.ProcessSMUtil,
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, o.rps, o.duration, o.warmup, o.schedule(), r.series, metricnames.ProcessSMUtil,
 		fleetsim.AppName(o.benchApp), o.podsPerApp, localcluster.KEDAVersion, localcluster.CustomMetricsAPIServerVersion)
 	b.WriteString("| server | request | route | requests | errors | p50 | p99 | p99 / floor p99 | p99 / same-size floor p99 |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|\n")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -220,46 +219,64 @@ type loadSummary struct {
 // loadRequestTimeout bounds one request; a timed-out request is an error.
 const loadRequestTimeout = 10 * time.Second
 
-// runLoad runs adapterload against one target with the admin kubeconfig's
-// token (TLS unverified: the adapters' certificates are self-signed).
-func runLoad(ctx context.Context, bin, kubeconfig string, t target, o options) (loadSummary, error) {
+// runLoad runs adapterload once over targets, in o.rounds rounds, with the
+// admin kubeconfig's token (TLS unverified: the adapters' certificates are
+// self-signed). Results come back in targets' order; a target with failed
+// requests, or every target when adapterload itself fails, carries the
+// error.
+func runLoad(ctx context.Context, bin, kubeconfig string, targets []target, o options) []result {
 	args := []string{
 		"--json",
 		"--kubeconfig=" + kubeconfig,
 		"--insecure-skip-tls-verify",
 		fmt.Sprintf("--rps=%g", o.rps),
 		"--duration=" + o.duration.String(),
+		fmt.Sprintf("--rounds=%d", o.rounds),
 		"--warmup=" + o.warmup.String(),
 		fmt.Sprintf("--concurrency=%d", o.concurrency),
 		"--timeout=" + loadRequestTimeout.String(),
-		"--target=" + t.name + "=" + t.url,
+	}
+	for _, t := range targets {
+		args = append(args, "--target="+t.name+"="+t.url)
 	}
 	// adapterload waits for every request it sent; a server far behind the
 	// rate would hold the cluster lock for many minutes, so it gets a
-	// deadline instead.
-	limit := o.warmup + o.duration + 2*loadRequestTimeout + 30*time.Second
+	// deadline instead: each slice may run a request timeout over.
+	slices := time.Duration(len(targets) * o.rounds)
+	limit := time.Duration(len(targets))*(o.warmup+o.duration) + slices*loadRequestTimeout + 30*time.Second
 	lctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmd := exec.CommandContext(lctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = os.Environ()
-	if err := cmd.Run(); err != nil {
-		if lctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
-			return loadSummary{}, fmt.Errorf("not done %s after the load began: the server fell far behind %g req/s", limit, o.rps)
+	runErr := cmd.Run()
+	var sums []loadSummary
+	if jerr := json.Unmarshal(stdout.Bytes(), &sums); jerr != nil || len(sums) != len(targets) {
+		err := runErr
+		switch {
+		case lctx.Err() == context.DeadlineExceeded && ctx.Err() == nil:
+			err = fmt.Errorf("not done %s after the load began: a server fell far behind %g req/s", limit, o.rps)
+		case err != nil:
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+		case jerr != nil:
+			err = fmt.Errorf("reading adapterload's output: %w", jerr)
+		default:
+			err = fmt.Errorf("adapterload returned %d summaries for %d targets", len(sums), len(targets))
 		}
-		return loadSummary{}, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+		out := make([]result, len(targets))
+		for i, t := range targets {
+			out[i] = result{target: t, err: err}
+		}
+		return out
 	}
-	var res []loadSummary
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		return loadSummary{}, fmt.Errorf("reading adapterload's output: %w", err)
+	out := make([]result, len(targets))
+	for i, t := range targets {
+		s := sums[i]
+		out[i] = result{target: t, summary: s}
+		if s.Errors > 0 {
+			out[i].err = fmt.Errorf("%d of %d requests failed, e.g. %v", s.Errors, s.Requests, s.FirstErrors)
+		}
 	}
-	if len(res) != 1 {
-		return loadSummary{}, errors.New("adapterload returned no summary")
-	}
-	s := res[0]
-	if s.Errors > 0 {
-		return s, fmt.Errorf("%d of %d requests failed, e.g. %v", s.Errors, s.Requests, s.FirstErrors)
-	}
-	return s, nil
+	return out
 }

@@ -40,6 +40,7 @@ type options struct {
 	benchApp    int
 	rps         float64
 	duration    time.Duration
+	rounds      int
 	warmup      time.Duration
 	concurrency int
 	aggregator  bool
@@ -75,6 +76,11 @@ func (o *options) validate() error {
 	}
 	if o.duration <= 0 {
 		errs = append(errs, fmt.Errorf("--duration must be positive, got %s", o.duration))
+	}
+	if o.rounds < 1 {
+		errs = append(errs, fmt.Errorf("--rounds must be at least 1, got %d", o.rounds))
+	} else if o.rounds > 1 && o.duration/time.Duration(o.rounds) < time.Second {
+		errs = append(errs, fmt.Errorf("--duration %s in %d rounds leaves slices under a second: use fewer rounds", o.duration, o.rounds))
 	}
 	if o.warmup < 0 {
 		errs = append(errs, fmt.Errorf("--warmup must not be negative, got %s", o.warmup))
@@ -112,6 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.benchApp, "bench-app", 42, "The app whose pods every measured request selects.")
 	fs.Float64Var(&o.rps, "rps", 200, "Requests per second sent to each target (open loop).")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "How long each target is loaded and measured.")
+	fs.IntVar(&o.rounds, "rounds", 6, "Load the latency targets round-robin in this many rounds, each target for --duration/rounds per round, so what disturbs the machine for a while (scrapes, refreshes, other processes' garbage collection) falls on every target alike; the default's 5 s slices match the scrape and refresh interval, so each slice holds one of each. 1 loads each target for its whole --duration in turn.")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "Unmeasured load sent to each target first.")
 	fs.IntVar(&o.concurrency, "concurrency", 50, "Most requests in flight at once per target.")
 	fs.BoolVar(&o.aggregator, "aggregator", true, "Also register the cache-mode adapter through the kube-apiserver aggregator and measure that path.")

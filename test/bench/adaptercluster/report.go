@@ -67,10 +67,10 @@ func (r report) markdown() string {
 		"(%d apps × %d, label `app=app-NNN`), a real Prometheus scraping %d series of `%s` "+
 		"(4 per pod: 2 GPUs × 2 processes, all exporter labels) every 5 s. "+
 		"Every request selects `app=%s` (%d pods). Load: test/bench/adapterload, %.0f req/s open loop for %s per target "+
-		"(+%s unmeasured warm-up), at most %d in flight, HTTP/1.1, admin bearer token. "+
+		"(+%s unmeasured warm-up), %s, at most %d in flight, HTTP/1.1, admin bearer token. "+
 		"All servers ran side by side on this machine's %d CPUs, load generator included; run took %s.\n\n",
 		localcluster.KubernetesVersion, r.pods, benchNamespace, o.apps, o.podsPerApp, r.series, metricnames.ProcessSMUtil,
-		fleetsim.AppName(o.benchApp), o.podsPerApp, o.rps, o.duration, o.warmup, o.concurrency, runtime.NumCPU(), r.duration.Round(time.Second))
+		fleetsim.AppName(o.benchApp), o.podsPerApp, o.rps, o.duration, o.warmup, o.schedule(), o.concurrency, runtime.NumCPU(), r.duration.Round(time.Second))
 
 	b.WriteString("| server | request | route | items | requests | errors | p50 | p99 | p99 from schedule |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|\n")
@@ -136,4 +136,13 @@ Notes:
   PromQL query per request for the selected pods (the prometheus-adapter way); it exists only for this comparison.
 `)
 	return b.String()
+}
+
+// schedule says how the targets shared the run's time.
+func (o options) schedule() string {
+	if o.rounds <= 1 {
+		return "one target after another"
+	}
+	return fmt.Sprintf("the targets taking turns in %d rounds of %s each (a disturbance on the machine falls on all alike)",
+		o.rounds, o.duration/time.Duration(o.rounds))
 }

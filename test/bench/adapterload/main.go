@@ -1,7 +1,11 @@
 // Command adapterload is an open-loop HTTP load generator for metrics API
 // servers: it sends --rps requests per second for --duration to each target
 // in turn and prints p50/p90/p99 latencies and, with several targets, each
-// one's ratio to the first.
+// one's ratio to the first. With --rounds N each target's --duration is cut
+// into N slices loaded round-robin, so a disturbance that comes and goes on
+// the machine (a scrape, a compaction, another process's garbage
+// collection) falls on every target alike instead of on whichever one
+// happened to be loaded then.
 //
 //	go run ./test/bench/adapterload --rps 200 --duration 30s --insecure-skip-tls-verify --token "$TOKEN" \
 //	  --target 'cache=https://127.0.0.1:6443/apis/external.metrics.k8s.io/v1beta1/namespaces/bench/DCGM_CUSTOM_PROCESS_SM_UTIL?labelSelector=app%3Dapp-042' \
@@ -41,6 +45,7 @@ type options struct {
 	url         string
 	rps         float64
 	duration    time.Duration
+	rounds      int
 	warmup      time.Duration
 	concurrency int
 	timeout     time.Duration
@@ -70,6 +75,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.url, "url", "", "A single URL to load (same as --target URL=URL).")
 	fs.Float64Var(&o.rps, "rps", 200, "Requests per second sent to each target, whether or not earlier ones have returned (open loop).")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "How long to load each target.")
+	fs.IntVar(&o.rounds, "rounds", 1, "Cut each target's --duration into this many slices and load the targets round-robin, one slice each per round, so that what disturbs the machine for a while falls on every target alike; 1 loads each target for its whole --duration in turn.")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "Load sent to each target first and not measured (connections, caches).")
 	fs.IntVar(&o.concurrency, "concurrency", 50, "Most requests in flight at once; when all are busy, later requests wait and that wait shows in p99-from-schedule.")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "Per-request timeout; a timed-out request counts as an error.")
@@ -97,24 +103,42 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	var results []summary
-	for _, t := range o.targets {
-		name, target, _ := parseTarget(t)
-		if strings.HasPrefix(target, "/") {
-			target = strings.TrimRight(base, "/") + target
+	tallies := make([]tally, len(o.targets))
+	for i, t := range o.targets {
+		tallies[i].name, tallies[i].url, _ = parseTarget(t)
+		if strings.HasPrefix(tallies[i].url, "/") {
+			tallies[i].url = strings.TrimRight(base, "/") + tallies[i].url
 		}
-		if o.warmup > 0 {
-			if _, err := load(ctx, client, name, target, o.rps, o.warmup, o.concurrency); err != nil {
+	}
+	slice := o.duration / time.Duration(o.rounds)
+	for r := range o.rounds {
+		for i := range tallies {
+			t := &tallies[i]
+			if r == 0 && o.warmup > 0 {
+				if err := load(ctx, client, t.url, o.rps, o.warmup, o.concurrency, &tally{}); err != nil {
+					return err
+				}
+			}
+			if err := load(ctx, client, t.url, o.rps, slice, o.concurrency, t); err != nil {
 				return err
 			}
 		}
-		s, err := load(ctx, client, name, target, o.rps, o.duration, o.concurrency)
+	}
+	// A target without one successful request is still reported (its
+	// errors say why), and then fails the run.
+	results := make([]summary, 0, len(tallies))
+	var failed []error
+	for i := range tallies {
+		s, err := tallies[i].summary()
 		if err != nil {
-			return err
+			failed = append(failed, err)
 		}
 		results = append(results, s)
 	}
-	return report(stdout, results, o.jsonOut)
+	if err := report(stdout, results, o.jsonOut); err != nil {
+		return err
+	}
+	return errors.Join(failed...)
 }
 
 func (o *options) validate() error {
@@ -135,6 +159,11 @@ func (o *options) validate() error {
 	}
 	if o.duration <= 0 {
 		errs = append(errs, fmt.Errorf("--duration must be positive, got %s", o.duration))
+	}
+	if o.rounds < 1 {
+		errs = append(errs, fmt.Errorf("--rounds must be at least 1, got %d", o.rounds))
+	} else if o.rounds > 1 && o.duration/time.Duration(o.rounds) < time.Second {
+		errs = append(errs, fmt.Errorf("--duration %s in %d rounds leaves slices under a second: use fewer rounds", o.duration, o.rounds))
 	}
 	if o.warmup < 0 {
 		errs = append(errs, fmt.Errorf("--warmup must not be negative, got %s", o.warmup))
@@ -247,20 +276,37 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return b.next.RoundTrip(r)
 }
 
-// load sends requests at a fixed rate for d. Request i is due at
-// start + i/rps; it waits for one of the concurrency slots if none is free.
-func load(ctx context.Context, client *http.Client, name, target string, rps float64, d time.Duration, concurrency int) (summary, error) {
+// tally gathers one target's requests over all its slices.
+type tally struct {
+	name, url       string
+	requests        int
+	errors          int
+	firstErrors     []string
+	busy            time.Duration
+	sent, scheduled []time.Duration
+}
+
+func (t *tally) summary() (summary, error) {
+	s := summary{Name: t.name, URL: t.url, Requests: t.requests, Errors: t.errors, FirstErrors: t.firstErrors, Duration: t.busy}
+	if t.busy > 0 {
+		s.AchievedRPS = float64(t.requests) / t.busy.Seconds()
+	}
+	return s, summarize(&s, t.sent, t.scheduled)
+}
+
+// load sends requests to target at a fixed rate for d and adds them to t.
+// Request i is due at start + i/rps; it waits for one of the concurrency
+// slots if none is free. It returns once every request has ended, so the
+// next slice never shares the machine with this one's stragglers.
+func load(ctx context.Context, client *http.Client, target string, rps float64, d time.Duration, concurrency int, t *tally) error {
 	n := int(math.Round(rps * d.Seconds()))
 	if n < 1 {
 		n = 1
 	}
 	interval := time.Duration(float64(time.Second) / rps)
 	var (
-		mu        sync.Mutex
-		sent      = make([]time.Duration, 0, n)
-		scheduled = make([]time.Duration, 0, n)
-		s         = summary{Name: name, URL: target}
-		wg        sync.WaitGroup
+		mu sync.Mutex
+		wg sync.WaitGroup
 	)
 	slots := make(chan struct{}, concurrency)
 	start := time.Now()
@@ -288,25 +334,21 @@ loop:
 			end := time.Now()
 			mu.Lock()
 			defer mu.Unlock()
-			s.Requests++
+			t.requests++
 			if err != nil {
-				s.Errors++
-				if len(s.FirstErrors) < 3 {
-					s.FirstErrors = append(s.FirstErrors, err.Error())
+				t.errors++
+				if len(t.firstErrors) < 3 {
+					t.firstErrors = append(t.firstErrors, err.Error())
 				}
 				return
 			}
-			sent = append(sent, end.Sub(began))
-			scheduled = append(scheduled, end.Sub(due))
+			t.sent = append(t.sent, end.Sub(began))
+			t.scheduled = append(t.scheduled, end.Sub(due))
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return s, err
-	}
-	s.Duration = time.Since(start)
-	s.AchievedRPS = float64(s.Requests) / s.Duration.Seconds()
-	return s, summarize(&s, sent, scheduled)
+	t.busy += time.Since(start)
+	return ctx.Err()
 }
 
 func get(ctx context.Context, client *http.Client, target string) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -129,7 +130,7 @@ func TestLoadCountsEveryRequest(t *testing.T) {
 		_, _ = w.Write([]byte(`{"items":[]}`))
 	}))
 	defer srv.Close()
-	o := options{targets: []string{"t=" + srv.URL}, rps: 1000, duration: 40 * time.Millisecond, concurrency: 4, timeout: 5 * time.Second, token: "tok"}
+	o := options{targets: []string{"t=" + srv.URL}, rps: 1000, duration: 40 * time.Millisecond, rounds: 1, concurrency: 4, timeout: 5 * time.Second, token: "tok"}
 	if err := o.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,11 @@ func TestLoadCountsEveryRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := load(context.Background(), client, "t", srv.URL, o.rps, o.duration, o.concurrency)
+	tl := tally{name: "t", url: srv.URL}
+	if err := load(context.Background(), client, srv.URL, o.rps, o.duration, o.concurrency, &tl); err != nil {
+		t.Fatal(err)
+	}
+	s, err := tl.summary()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,5 +158,56 @@ func TestLoadCountsEveryRequest(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "t / t: p50 1.0x, p99 1.0x") {
 		t.Errorf("report:\n%s", out.String())
+	}
+}
+
+// With --rounds the targets take turns, a slice each per round, and each
+// one's summary gathers all its slices.
+func TestRoundsInterleaveTargets(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		hits []string
+	)
+	handler := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			mu.Lock()
+			hits = append(hits, name)
+			mu.Unlock()
+			_, _ = w.Write([]byte(`{"items":[]}`))
+		}
+	}
+	a := httptest.NewServer(handler("a"))
+	defer a.Close()
+	b := httptest.NewServer(handler("b"))
+	defer b.Close()
+	var out strings.Builder
+	err := run(context.Background(), []string{"--json", "--rps=20", "--duration=3s", "--rounds=3", "--warmup=0",
+		"--target=a=" + a.URL, "--target=b=" + b.URL}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var turns []string
+	for _, h := range hits {
+		if len(turns) == 0 || turns[len(turns)-1] != h {
+			turns = append(turns, h)
+		}
+	}
+	if got := strings.Join(turns, ""); got != "ababab" {
+		t.Errorf("targets took turns %q, want ababab", got)
+	}
+	var res []summary
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if len(res) != 2 || res[0].Name != "a" || res[1].Name != "b" || res[0].Requests != 60 || res[1].Requests != 60 {
+		t.Errorf("summaries = %+v", res)
+	}
+	if err := run(context.Background(), []string{"--rounds=0", "--url=" + a.URL}, &out); err == nil ||
+		!strings.Contains(err.Error(), "--rounds must be at least 1") {
+		t.Errorf("--rounds=0: err = %v", err)
+	}
+	if err := run(context.Background(), []string{"--rounds=10", "--duration=5s", "--url=" + a.URL}, &out); err == nil ||
+		!strings.Contains(err.Error(), "slices under a second") {
+		t.Errorf("--rounds=10 --duration=5s: err = %v", err)
 	}
 }
