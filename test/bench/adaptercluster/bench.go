@@ -46,7 +46,7 @@ func (b *bench) load(ctx context.Context, loadBin, kubeconfig string, targets []
 		names[i] = t.name
 	}
 	b.logf("loading %s: %.0f req/s for %s each (+%s warm-up), in %d rounds of %s per target",
-		strings.Join(names, ", "), b.o.rps, b.o.duration, b.o.warmup, b.o.rounds, b.o.duration/time.Duration(b.o.rounds))
+		strings.Join(names, ", "), b.o.rps, b.o.duration, b.o.warmup, b.o.rounds, b.o.slice())
 	results := runLoad(ctx, loadBin, kubeconfig, targets, b.o)
 	for _, r := range results {
 		if r.err != nil {

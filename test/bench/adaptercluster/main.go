@@ -54,6 +54,9 @@ type options struct {
 	keepDir        bool
 }
 
+// slice is how long each target is loaded per round.
+func (o options) slice() time.Duration { return o.duration / time.Duration(o.rounds) }
+
 func (o *options) validate() error {
 	var errs []error
 	if o.binDir == "" {
@@ -79,7 +82,7 @@ func (o *options) validate() error {
 	}
 	if o.rounds < 1 {
 		errs = append(errs, fmt.Errorf("--rounds must be at least 1, got %d", o.rounds))
-	} else if o.rounds > 1 && o.duration/time.Duration(o.rounds) < time.Second {
+	} else if o.rounds > 1 && o.slice() < time.Second {
 		errs = append(errs, fmt.Errorf("--duration %s in %d rounds leaves slices under a second: use fewer rounds", o.duration, o.rounds))
 	}
 	if o.warmup < 0 {

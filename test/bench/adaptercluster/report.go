@@ -144,5 +144,5 @@ func (o options) schedule() string {
 		return "one target after another"
 	}
 	return fmt.Sprintf("the targets taking turns in %d rounds of %s each (a disturbance on the machine falls on all alike)",
-		o.rounds, o.duration/time.Duration(o.rounds))
+		o.rounds, o.slice())
 }

@@ -103,8 +103,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
+	// Room for every measured request up front, so the load generator does
+	// not grow these while it measures.
+	n := int(math.Round(o.rps*o.duration.Seconds())) + o.rounds
 	tallies := make([]tally, len(o.targets))
 	for i, t := range o.targets {
+		tallies[i].sent = make([]time.Duration, 0, n)
+		tallies[i].scheduled = make([]time.Duration, 0, n)
 		tallies[i].name, tallies[i].url, _ = parseTarget(t)
 		if strings.HasPrefix(tallies[i].url, "/") {
 			tallies[i].url = strings.TrimRight(base, "/") + tallies[i].url
