@@ -67,6 +67,12 @@ type Config struct {
 	RefreshInterval time.Duration
 	// MaxStaleness is the oldest a served value may be.
 	MaxStaleness time.Duration
+	// RefreshNice, from 1 to MaxRefreshNice, is the nice value of the OS
+	// thread Run refreshes on (Linux; elsewhere ignored): while a refresh
+	// decodes, the kernel then gives the threads serving requests the CPU
+	// first, so a refresh on a busy node does not lengthen their latency.
+	// 0 refreshes on a thread like any other.
+	RefreshNice int
 	// MinPodDataShare is the smallest share, in [0, 1], of a request's
 	// selected pods that must have a fresh value for the request to be
 	// answered. Only pods that have run longer than MaxStaleness are
@@ -104,6 +110,7 @@ type Provider struct {
 	bySeries        map[seriesKey]int
 	refreshQueries  []promquery.Query
 	refreshInterval time.Duration
+	refreshNice     int
 	maxStaleness    time.Duration
 	minShare        float64
 	clock           clock.PassiveClock
@@ -139,6 +146,9 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.MaxStaleness <= cfg.RefreshInterval {
 		errs = append(errs, fmt.Errorf("max staleness (%s) must be longer than the refresh interval (%s), or every value would expire before the next refresh", cfg.MaxStaleness, cfg.RefreshInterval))
 	}
+	if cfg.RefreshNice < 0 || cfg.RefreshNice > MaxRefreshNice {
+		errs = append(errs, fmt.Errorf("refresh nice value must be within 0 (off) and %d, got %d", MaxRefreshNice, cfg.RefreshNice))
+	}
 	if !(cfg.MinPodDataShare >= 0 && cfg.MinPodDataShare <= 1) {
 		errs = append(errs, fmt.Errorf("minimum share of pods with data must be within [0, 1], got %v", cfg.MinPodDataShare))
 	}
@@ -148,6 +158,7 @@ func New(cfg Config) (*Provider, error) {
 		podsSynced:      cfg.PodsSynced,
 		index:           make(map[string]int),
 		refreshInterval: cfg.RefreshInterval,
+		refreshNice:     cfg.RefreshNice,
 		maxStaleness:    cfg.MaxStaleness,
 		minShare:        cfg.MinPodDataShare,
 		clock:           cfg.Clock,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,6 +28,9 @@ func (p *Provider) Run(ctx context.Context) {
 			return
 		}
 	}
+	if p.refreshNice > 0 {
+		p.lowerPriority(log)
+	}
 	ticker := time.NewTicker(p.refreshInterval)
 	defer ticker.Stop()
 	failing := "" // the reason of the current failure; empty while refreshes work
@@ -46,6 +50,25 @@ func (p *Provider) Run(ctx context.Context) {
 		case <-ticker.C:
 		}
 	}
+}
+
+// MaxRefreshNice is the highest RefreshNice, the kernel's lowest priority.
+const MaxRefreshNice = 19
+
+// lowerPriority moves the calling goroutine, Run's, onto an OS thread of
+// its own at nice refreshNice. The thread is never unlocked: when Run
+// returns, the runtime ends it instead of handing other goroutines a thread
+// of low priority. The HTTP connection's own goroutines stay at normal
+// priority; decoding the answer and building the snapshot, the refresh's
+// CPU, run here. Failing (a kernel that refuses) costs only the latency
+// gain, so it is logged, not fatal.
+func (p *Provider) lowerPriority(log klog.Logger) {
+	runtime.LockOSThread()
+	if err := lowerThreadPriority(p.refreshNice); err != nil {
+		log.Error(err, "Could not lower the refresh thread's CPU priority; refreshing at normal priority", "nice", p.refreshNice)
+		return
+	}
+	log.V(1).Info("Refreshing on an OS thread of lower CPU priority", "nice", p.refreshNice)
 }
 
 // Refresh runs one query for the exporter's series and one for the pods'

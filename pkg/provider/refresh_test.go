@@ -188,6 +188,12 @@ func TestNewValidates(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "refresh interval must be positive") {
 		t.Errorf("zero refresh interval: %v", err)
 	}
+	for _, nice := range []int{-1, MaxRefreshNice + 1} {
+		_, err = New(Config{Source: &promquery.Fake{}, Pods: failingLister{}, RefreshInterval: time.Second, MaxStaleness: time.Minute, RefreshNice: nice})
+		if err == nil || !strings.Contains(err.Error(), "refresh nice value must be within 0 (off) and 19") {
+			t.Errorf("refresh nice %d: %v", nice, err)
+		}
+	}
 }
 
 func TestSelfMetrics(t *testing.T) {

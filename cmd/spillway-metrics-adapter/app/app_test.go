@@ -61,7 +61,7 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 			name: "every problem at once",
 			args: []string{
 				"--prometheus-url=ftp://prom", "--refresh-interval=0", "--max-staleness=-1s", "--prometheus-timeout=0",
-				"--self-metrics-address=nope", "--secure-port=70000", "--series-selector=", "--min-pod-data-share=1.5", "stray",
+				"--self-metrics-address=nope", "--secure-port=70000", "--series-selector=", "--min-pod-data-share=1.5", "--refresh-nice=20", "stray",
 			},
 			want: []string{
 				`unexpected arguments ["stray"]`,
@@ -73,6 +73,7 @@ func TestRunRejectsBadCommandLines(t *testing.T) {
 				"--secure-port 70000",
 				"--series-selector: series selector \"\": no matchers",
 				"--min-pod-data-share must be within 0 and 1, got 1.5",
+				"--refresh-nice must be within 0 (off) and 19, got 20",
 			},
 		},
 		{
@@ -125,7 +126,7 @@ func TestFlagsSetOptions(t *testing.T) {
 	if err := own.Parse([]string{
 		"--prometheus-url=https://prom.example:9090/sub", "--refresh-interval=2s", "--max-staleness=1m",
 		"--self-metrics-address=127.0.0.1:0", "--prometheus-timeout=3s",
-		`--series-selector={job="gpu",cluster=~"a|b"}`, "--min-pod-data-share=0.75",
+		`--series-selector={job="gpu",cluster=~"a|b"}`, "--min-pod-data-share=0.75", "--refresh-nice=0",
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestFlagsSetOptions(t *testing.T) {
 	}
 	if o.PrometheusURL != "https://prom.example:9090/sub" || o.RefreshInterval != 2*time.Second || o.MaxStaleness != time.Minute ||
 		o.SelfMetricsAddress != "127.0.0.1:0" || o.PrometheusTimeout != 3*time.Second ||
-		o.SeriesSelector != `{job="gpu",cluster=~"a|b"}` || o.MinPodDataShare != 0.75 {
+		o.SeriesSelector != `{job="gpu",cluster=~"a|b"}` || o.MinPodDataShare != 0.75 || o.RefreshNice != 0 {
 		t.Errorf("options = %+v", o)
 	}
 	if o.Adapter.SecureServing.BindPort != 7443 || o.Adapter.RemoteKubeConfigFile != "/tmp/kc" {

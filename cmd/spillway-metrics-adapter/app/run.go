@@ -113,6 +113,7 @@ func run(ctx context.Context, o *Options) error {
 		PodsSynced:      podsSynced,
 		Registry:        reg,
 		RefreshInterval: o.RefreshInterval,
+		RefreshNice:     o.RefreshNice,
 		MaxStaleness:    o.MaxStaleness,
 		MinPodDataShare: o.MinPodDataShare,
 		Metrics:         o.metrics,
@@ -156,7 +157,7 @@ func run(ctx context.Context, o *Options) error {
 	log.Info("Starting", "version", version.String(binaryName), "prometheus", o.PrometheusURL,
 		"prometheusBearerTokenFile", o.transport.BearerTokenFile, "prometheusCAFile", o.transport.CAFile,
 		"prometheusClientCertFile", o.transport.CertFile, "prometheusHeaders", headers,
-		"seriesSelector", identity.String(), "podSeriesSelector", podIdentity.String(), "metrics", len(o.metrics), "metricsConfig", o.MetricsConfig, "refreshInterval", o.RefreshInterval, "maxStaleness", o.MaxStaleness, "minPodDataShare", o.MinPodDataShare)
+		"seriesSelector", identity.String(), "podSeriesSelector", podIdentity.String(), "metrics", len(o.metrics), "metricsConfig", o.MetricsConfig, "refreshInterval", o.RefreshInterval, "refreshNice", o.RefreshNice, "maxStaleness", o.MaxStaleness, "minPodDataShare", o.MinPodDataShare)
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
 }
 
