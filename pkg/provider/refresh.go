@@ -61,10 +61,13 @@ const MaxRefreshNice = 19
 // of low priority. The HTTP connection's own goroutines stay at normal
 // priority; decoding the answer and building the snapshot, the refresh's
 // CPU, run here. Failing (a kernel that refuses) costs only the latency
-// gain, so it is logged, not fatal.
+// gain, so it is logged, not fatal, and the thread is unlocked again.
 func (p *Provider) lowerPriority(log klog.Logger) {
 	runtime.LockOSThread()
 	if err := lowerThreadPriority(p.refreshNice); err != nil {
+		// The thread's priority is unchanged: give it back to the pool
+		// rather than keep a thread that only costs hand-offs.
+		runtime.UnlockOSThread()
 		log.Error(err, "Could not lower the refresh thread's CPU priority; refreshing at normal priority", "nice", p.refreshNice)
 		return
 	}
